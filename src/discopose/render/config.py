@@ -1,0 +1,250 @@
+"""Typed, validated configuration of the randomized renderer and dataset writer.
+
+Every knob has a default that works; ranges are ``(min, max)`` pairs sampled uniformly per sample
+unless the field says otherwise. Units are in the field names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from discopose._errors import ConfigError
+from discopose.config import check_range, from_dict, load_mapping, apply_overrides, to_dict
+from discopose.geometry.symmetry import Symmetry
+
+TEXTURE_KINDS = ("solid", "gradient", "stripes", "checker", "noise", "blend")
+LIGHT_TYPES = ("point", "spot", "directional")
+APPEARANCES = ("markings", "original", "random")
+PRIMITIVES = ("box", "sphere", "cylinder", "capsule", "cone")
+
+
+@dataclass
+class ObjectConfig:
+    """The object to render. ``mesh=None`` is the built-in 57 mm cube with lettered faces."""
+
+    mesh: str | None = None
+    # Multiply mesh coordinates by this to get metres (BOP models are in millimetres: 0.001).
+    mesh_scale_to_m: float = 1.0
+    cube_size_m: float = 0.057
+    # markings: keep identifying markings, randomize their colours; original: keep the texture;
+    # random: disco texture on the object too (then the pose is ambiguous: train symmetry-aware).
+    appearance: str = "markings"
+    symmetry: Symmetry = field(default_factory=Symmetry)
+
+    def __post_init__(self):
+        if self.appearance not in APPEARANCES:
+            raise ConfigError(f"object.appearance={self.appearance!r} is unknown; use one of {', '.join(APPEARANCES)}")
+        check_range("object.mesh_scale_to_m", self.mesh_scale_to_m, 1e-9)
+        check_range("object.cube_size_m", self.cube_size_m, 1e-4, 10.0)
+        if self.mesh is not None and not Path(self.mesh).is_file():
+            raise ConfigError(f"object.mesh={self.mesh!r} does not exist; give a .ply/.obj/.glb file path")
+
+
+@dataclass
+class CameraConfig:
+    """Cameras per sample. Either ``files`` (camera files written by ``discopose calibrate``) or
+    ``count`` default cameras spread around the workspace, all looking at its centre."""
+
+    count: int = 1
+    names: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    width_px: int = 224
+    height_px: int = 224
+    fov_deg: float = 40.0
+    distance_m: float = 0.35
+    elevation_deg: float = 35.0
+    # Per-sample jitter around the nominal camera.
+    position_jitter_m: float = 0.02
+    rotation_jitter_deg: float = 3.0
+    focal_jitter_frac: float = 0.05
+    principal_point_jitter_px: float = 4.0
+    znear_m: float = 0.02
+    zfar_m: float = 10.0
+
+    def __post_init__(self):
+        check_range("camera.count", self.count, 1, 16)
+        check_range("camera.width_px", self.width_px, 8, 8192)
+        check_range("camera.height_px", self.height_px, 8, 8192)
+        check_range("camera.fov_deg", self.fov_deg, 1.0, 170.0)
+        check_range("camera.distance_m", self.distance_m, 0.01)
+        check_range("camera.position_jitter_m", self.position_jitter_m, 0.0)
+        check_range("camera.rotation_jitter_deg", self.rotation_jitter_deg, 0.0, 90.0)
+        check_range("camera.focal_jitter_frac", self.focal_jitter_frac, 0.0, 0.5)
+        check_range("camera.principal_point_jitter_px", self.principal_point_jitter_px, 0.0)
+        if self.files:
+            self.count = len(self.files)
+        if self.names and len(self.names) != self.count:
+            raise ConfigError(f"camera.names has {len(self.names)} names for {self.count} cameras; "
+                              "give one name per camera or none")
+        for name in self.names:
+            if not name.isidentifier():
+                raise ConfigError(f"camera.names: {name!r} is not a valid name; use letters, digits, _ (no dots)")
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError("camera.names must be unique")
+        for path in self.files:
+            if not Path(path).is_file():
+                raise ConfigError(f"camera.files: {path!r} does not exist; write it with `discopose calibrate`")
+
+
+@dataclass
+class PoseConfig:
+    """Object pose: uniform position in a box around ``workspace_center_m`` with uniform random
+    orientation, or exactly the poses in ``poses_file`` (JSON lines or .npz; see docs)."""
+
+    workspace_center_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    workspace_half_extent_m: tuple[float, float, float] = (0.04, 0.04, 0.03)
+    poses_file: str | None = None
+
+    def __post_init__(self):
+        check_range("pose.workspace_half_extent_m", list(self.workspace_half_extent_m), 0.0)
+        if self.poses_file is not None and not Path(self.poses_file).is_file():
+            raise ConfigError(f"pose.poses_file={self.poses_file!r} does not exist")
+
+
+@dataclass
+class LightingConfig:
+    count: tuple[int, int] = (1, 4)
+    types: list[str] = field(default_factory=lambda: list(LIGHT_TYPES))
+    point_intensity: tuple[float, float] = (0.5, 6.0)
+    spot_intensity: tuple[float, float] = (1.0, 10.0)
+    directional_intensity: tuple[float, float] = (0.5, 5.0)
+    distance_m: tuple[float, float] = (0.3, 1.5)
+    # 0 = white lights only, 1 = fully saturated colours allowed.
+    color_saturation_max: float = 0.5
+    ambient: tuple[float, float] = (0.05, 0.6)
+    shadows_prob: float = 0.3
+
+    def __post_init__(self):
+        check_range("lighting.count", self.count, 0, 4)
+        for t in self.types:
+            if t not in LIGHT_TYPES:
+                raise ConfigError(f"lighting.types: {t!r} is unknown; use {', '.join(LIGHT_TYPES)}")
+        if self.count[1] > 0 and not self.types:
+            raise ConfigError("lighting.types is empty; list at least one of point, spot, directional")
+        for name in ("point_intensity", "spot_intensity", "directional_intensity", "distance_m", "ambient"):
+            check_range(f"lighting.{name}", getattr(self, name), 0.0)
+        check_range("lighting.color_saturation_max", self.color_saturation_max, 0.0, 1.0)
+        check_range("lighting.shadows_prob", self.shadows_prob, 0.0, 1.0)
+
+
+@dataclass
+class TextureConfig:
+    """Procedural "disco" textures, generated once per worker into a bank and tinted per sample."""
+
+    kinds: list[str] = field(default_factory=lambda: list(TEXTURE_KINDS))
+    bank_size: int = 48
+    size_px: int = 128
+    # Optional folder of images used as textures with probability ``image_prob``.
+    image_dir: str | None = None
+    image_prob: float = 0.3
+    metallic: tuple[float, float] = (0.0, 0.6)
+    roughness: tuple[float, float] = (0.2, 1.0)
+
+    def __post_init__(self):
+        for kind in self.kinds:
+            if kind not in TEXTURE_KINDS:
+                raise ConfigError(f"textures.kinds: {kind!r} is unknown; use {', '.join(TEXTURE_KINDS)}")
+        if not self.kinds:
+            raise ConfigError("textures.kinds is empty; list at least one texture kind")
+        check_range("textures.bank_size", self.bank_size, 1, 4096)
+        check_range("textures.size_px", self.size_px, 4, 4096)
+        check_range("textures.image_prob", self.image_prob, 0.0, 1.0)
+        check_range("textures.metallic", self.metallic, 0.0, 1.0)
+        check_range("textures.roughness", self.roughness, 0.0, 1.0)
+        if self.image_dir is not None and not Path(self.image_dir).is_dir():
+            raise ConfigError(f"textures.image_dir={self.image_dir!r} is not a folder of images")
+
+
+@dataclass
+class ClutterConfig:
+    """Distractors around the object, occluders between it and the cameras, and a room behind."""
+
+    distractor_count: tuple[int, int] = (0, 6)
+    distractor_size_m: tuple[float, float] = (0.02, 0.12)
+    distractor_radius_m: tuple[float, float] = (0.08, 0.4)
+    primitives: list[str] = field(default_factory=lambda: list(PRIMITIVES))
+    meshes: list[str] = field(default_factory=list)
+    occluder_prob: float = 0.3
+    # Occluder size relative to the object's diameter.
+    occluder_size_frac: tuple[float, float] = (0.3, 0.8)
+    room_prob: float = 0.85
+    room_half_extent_m: tuple[float, float] = (0.5, 1.5)
+
+    def __post_init__(self):
+        check_range("clutter.distractor_count", self.distractor_count, 0, 16)
+        check_range("clutter.distractor_size_m", self.distractor_size_m, 1e-4)
+        check_range("clutter.distractor_radius_m", self.distractor_radius_m, 0.0)
+        for p in self.primitives:
+            if p not in PRIMITIVES:
+                raise ConfigError(f"clutter.primitives: {p!r} is unknown; use {', '.join(PRIMITIVES)}")
+        for path in self.meshes:
+            if not Path(path).is_file():
+                raise ConfigError(f"clutter.meshes: {path!r} does not exist")
+        check_range("clutter.occluder_prob", self.occluder_prob, 0.0, 1.0)
+        check_range("clutter.occluder_size_frac", self.occluder_size_frac, 0.0)
+        check_range("clutter.room_prob", self.room_prob, 0.0, 1.0)
+        check_range("clutter.room_half_extent_m", self.room_half_extent_m, 0.05)
+
+
+@dataclass
+class NoiseConfig:
+    """Sensor effects applied after rendering (training adds more with albumentations)."""
+
+    gaussian_sigma: tuple[float, float] = (0.0, 6.0)
+    blur_prob: float = 0.2
+    blur_sigma_px: tuple[float, float] = (0.3, 1.2)
+
+    def __post_init__(self):
+        check_range("noise.gaussian_sigma", self.gaussian_sigma, 0.0, 255.0)
+        check_range("noise.blur_prob", self.blur_prob, 0.0, 1.0)
+        check_range("noise.blur_sigma_px", self.blur_sigma_px, 0.0, 50.0)
+
+
+@dataclass
+class OutputConfig:
+    samples_per_shard: int = 500
+    image_format: str = "jpg"
+    jpeg_quality: int = 95
+    depth: bool = False
+    mask: bool = True
+
+    def __post_init__(self):
+        check_range("output.samples_per_shard", self.samples_per_shard, 1, 1_000_000)
+        if self.image_format not in ("jpg", "png"):
+            raise ConfigError(f"output.image_format={self.image_format!r}; use jpg or png")
+        check_range("output.jpeg_quality", self.jpeg_quality, 1, 100)
+
+
+@dataclass
+class RenderConfig:
+    """Everything that defines a dataset, except the number of samples and the output location."""
+
+    seed: int = 0
+    object: ObjectConfig = field(default_factory=ObjectConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    lighting: LightingConfig = field(default_factory=LightingConfig)
+    textures: TextureConfig = field(default_factory=TextureConfig)
+    clutter: ClutterConfig = field(default_factory=ClutterConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self):
+        check_range("seed", self.seed, 0, 2**63 - 1)
+
+    @property
+    def camera_names(self) -> list[str]:
+        return list(self.camera.names) or [f"cam{i}" for i in range(self.camera.count)]
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RenderConfig":
+        return from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "RenderConfig":
+        """Defaults, updated by the YAML/JSON file at ``path``, updated by ``KEY=VALUE`` overrides."""
+        data = load_mapping(path) if path else {}
+        return cls.from_dict(apply_overrides(data, overrides or []))
