@@ -112,7 +112,9 @@ class LightingConfig:
     # 0 = white lights only, 1 = fully saturated colours allowed.
     color_saturation_max: float = 0.5
     ambient: tuple[float, float] = (0.05, 0.6)
-    shadows_prob: float = 0.3
+    # Shadow maps cost ~4x a plain frame on llvmpipe (PCF sampling), so only some samples get them.
+    shadows_prob: float = 0.1
+    shadow_map_px: int = 256
 
     def __post_init__(self):
         check_range("lighting.count", self.count, 0, 4)
@@ -125,6 +127,7 @@ class LightingConfig:
             check_range(f"lighting.{name}", getattr(self, name), 0.0)
         check_range("lighting.color_saturation_max", self.color_saturation_max, 0.0, 1.0)
         check_range("lighting.shadows_prob", self.shadows_prob, 0.0, 1.0)
+        check_range("lighting.shadow_map_px", self.shadow_map_px, 16, 8192)
 
 
 @dataclass

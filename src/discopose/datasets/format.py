@@ -1,0 +1,92 @@
+"""The on-disk dataset format (``docs/dataset_format.md``): webdataset tar shards plus a manifest.
+
+::
+
+    data/train/
+      manifest.json            format, version, config, object + symmetry, seed, shards (count, sha256)
+      shard-000000.tar         samples 0 .. samples_per_shard-1
+        000000000.json         labels + every sampled parameter (see below)
+        000000000.cam0.rgb.jpg RGB (or .png), one per camera
+        000000000.cam0.mask.png  visible object pixels (255), optional
+        000000000.cam0.depth.png uint16 depth in units of ``depth_unit_m`` (0 = nothing), optional
+      shard-000001.tar ...
+
+Sample keys are 9-digit indices (no dots, as webdataset splits key and extension at the first dot).
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from discopose._errors import DatasetError
+
+FORMAT = "discopose-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEPTH_UNIT_M = 1e-4  # uint16 depth covers 0 .. 6.5535 m at 0.1 mm resolution
+
+
+def shard_name(shard_index: int) -> str:
+    return f"shard-{shard_index:06d}.tar"
+
+
+def sample_key(index: int) -> str:
+    return f"{index:09d}"
+
+
+def _encode_image(image: np.ndarray, ext: str, jpeg_quality: int = 95) -> bytes:
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ext == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buffer = cv2.imencode(f".{ext}", image, params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} image as {ext}")
+    return buffer.tobytes()
+
+
+def encode_sample(params: dict, views: dict, output) -> dict:
+    """webdataset sample dict (all values bytes) from a rendered sample."""
+    labels = {"index": params["index"], "seed": params["seed"],
+              "world_from_object": params["world_from_object"],
+              "cameras": {name: view["labels"] for name, view in views.items()},
+              "params": params}
+    sample = {"__key__": sample_key(params["index"]), "json": json.dumps(labels).encode()}
+    for name, view in views.items():
+        sample[f"{name}.rgb.{output.image_format}"] = _encode_image(view["rgb"], output.image_format, output.jpeg_quality)
+        if output.mask:
+            sample[f"{name}.mask.png"] = _encode_image(view["mask"].astype(np.uint8) * 255, "png")
+        if output.depth:
+            depth = np.clip(np.round(view["depth_m"] / DEPTH_UNIT_M), 0, 65535).astype(np.uint16)
+            sample[f"{name}.depth.png"] = _encode_image(depth, "png")
+    return sample
+
+
+def decode_sample(raw: dict) -> dict:
+    """Decode a raw sample (``{"__key__", "json": bytes, "cam0.rgb.jpg": bytes, ...}``).
+
+    Returns ``{"key", "labels": dict, "views": {camera: {"rgb": HxWx3 uint8 RGB, "mask": HxW bool,
+    "depth_m": HxW float32}}}`` with the optional entries present only when stored.
+    """
+    try:
+        labels = json.loads(raw["json"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"sample {raw.get('__key__')!r} has no readable labels ({exc}); the shard is corrupt — "
+                           "re-render it with the same `discopose render` command") from None
+    views: dict = {name: {} for name in labels["cameras"]}
+    for field, data in raw.items():
+        parts = field.split(".")
+        if len(parts) != 3 or parts[0] not in views:
+            continue
+        camera, kind, _ = parts
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise DatasetError(f"sample {raw['__key__']}: {field} is not a readable image; re-render the shard")
+        if kind == "rgb":
+            views[camera]["rgb"] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        elif kind == "mask":
+            views[camera]["mask"] = image > 127
+        elif kind == "depth":
+            views[camera]["depth_m"] = image.astype(np.float32) * DEPTH_UNIT_M
+    return {"key": raw["__key__"], "labels": labels, "views": views}

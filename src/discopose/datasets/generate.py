@@ -1,0 +1,289 @@
+"""Render a dataset into shards: local worker processes or a Ray cluster; resumable and deterministic.
+
+Shard ``i`` always holds samples ``[i * samples_per_shard, ...)`` and each sample derives its own
+seed from (dataset seed, index), so the result is independent of worker count and scheduling. A shard
+is built under a temp name and committed by rename; a rerun keeps every committed shard that verifies
+and renders the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from discopose import __version__
+from discopose._errors import DatasetError, DiscoposeError
+from discopose.datasets.format import DEPTH_UNIT_M, FORMAT, FORMAT_VERSION, MANIFEST, encode_sample, shard_name
+from discopose.datasets.storage import Storage, scan_shard
+from discopose.render.config import RenderConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardTask:
+    shard_index: int
+    first_index: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.shard_index)
+
+
+class SampleRenderError(DiscoposeError):
+    """Rendering one sample failed; the message names its index and seed to reproduce it."""
+
+
+def plan_shards(num_samples: int, samples_per_shard: int) -> list[ShardTask]:
+    return [ShardTask(i, first, min(samples_per_shard, num_samples - first))
+            for i, first in enumerate(range(0, num_samples, samples_per_shard))]
+
+
+def config_fingerprint(config: RenderConfig, num_samples: int) -> str:
+    payload = json.dumps({"config": config.to_dict(), "num_samples": num_samples}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def render_shard(renderer, storage: Storage, task: ShardTask, on_sample=None) -> dict:
+    """Render one shard and commit it atomically. Returns its manifest record."""
+    import webdataset as wds
+
+    tmp = storage.temp_path(task.name)
+    try:
+        with open(tmp, "wb") as f:
+            # Fixed mtime and owner make the tar bytes (and so its sha256) reproducible.
+            with wds.TarWriter(f, encoder=False, mtime=0, user="discopose", group="discopose") as writer:
+                for index in range(task.first_index, task.first_index + task.count):
+                    if on_sample:
+                        on_sample("start", index)
+                    try:
+                        params, views = renderer.render_index(index)
+                    except DiscoposeError:
+                        raise
+                    except Exception as exc:
+                        seed = renderer.sample_params(index)["seed"] if not isinstance(exc, MemoryError) else "?"
+                        raise SampleRenderError(
+                            f"sample {index} (seed {seed}) failed to render: {type(exc).__name__}: {exc}\n"
+                            f"{traceback.format_exc()}") from None
+                    writer.write(encode_sample(params, views, renderer.config.output))
+                    if on_sample:
+                        on_sample("done", index)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(tmp, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        storage.commit(tmp, task.name)
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            raise DiscoposeError(f"disk full while writing {storage.path(task.name)}; free space and rerun the "
+                                 "same command to resume (complete shards are kept)") from None
+        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"name": task.name, "first_index": task.first_index, "num_samples": task.count, "sha256": digest}
+
+
+# ------------------------------------------------------------------------------- local worker processes
+_worker: dict = {}
+
+
+def _init_worker(config_dict: dict, url: str, events) -> None:
+    from discopose.render.renderer import DiscoRenderer
+    _worker["config"] = RenderConfig.from_dict(config_dict)
+    _worker["storage"] = Storage(url)
+    _worker["events"] = events
+    _worker["renderer"] = None
+    _worker["make"] = DiscoRenderer
+
+
+def _worker_render_shard(task: ShardTask) -> dict:
+    if _worker["renderer"] is None:
+        _worker["renderer"] = _worker["make"](_worker["config"])
+    events, pid = _worker["events"], os.getpid()
+    return render_shard(_worker["renderer"], _worker["storage"], task,
+                        on_sample=lambda kind, index: events.put((kind, pid, index)))
+
+
+def _run_local(config: RenderConfig, storage: Storage, tasks: list[ShardTask], workers: int, bar) -> list[dict]:
+    ctx = mp.get_context("spawn")  # EGL contexts and forked GL state do not mix
+    events = ctx.Queue()
+    in_flight: dict[int, int] = {}
+    records = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(config.to_dict(), storage.url, events)) as pool:
+        futures = {pool.submit(_worker_render_shard, task): task for task in tasks}
+        try:
+            while futures:
+                done, _ = wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(events, in_flight, bar)
+                for future in done:
+                    futures.pop(future)
+                    records.append(future.result())
+        except BrokenProcessPool:
+            _drain(events, in_flight, bar)
+            seeds = {index: _seed(config, index) for index in in_flight.values()}
+            where = ", ".join(f"sample {i} (seed {s})" for i, s in seeds.items()) or "an unknown sample"
+            raise DiscoposeError(f"a render worker died (killed or crashed) while rendering {where}; complete "
+                                 "shards are kept: rerun the same command to resume") from None
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return records
+
+
+def _seed(config: RenderConfig, index: int) -> int:
+    from discopose.render.sampling import sample_seed
+    return sample_seed(config.seed, index)
+
+
+def _drain(events, in_flight: dict, bar) -> None:
+    while True:
+        try:
+            kind, pid, index = events.get_nowait()
+        except queue.Empty:
+            return
+        if kind == "start":
+            in_flight[pid] = index
+        else:
+            in_flight.pop(pid, None)
+            bar.update(1)
+
+
+# ----------------------------------------------------------------------------------------------- Ray
+def _run_ray(config: RenderConfig, storage: Storage, tasks: list[ShardTask], workers: int, address: str | None,
+             bar) -> list[dict]:
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise DiscoposeError("--backend ray needs Ray: pip install 'discopose[ray]'") from None
+
+    @ray.remote(num_cpus=1)
+    class RenderActor:
+        def __init__(self, config_dict: dict, url: str):
+            from discopose.render.renderer import DiscoRenderer
+            self.renderer = DiscoRenderer(RenderConfig.from_dict(config_dict))
+            self.storage = Storage(url)
+
+        def render(self, task: ShardTask) -> dict:
+            return render_shard(self.renderer, self.storage, task)
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        actors = [RenderActor.remote(config.to_dict(), storage.url) for _ in range(workers)]
+        pool = ActorPool(actors)
+        records = []
+        for record in pool.map_unordered(lambda actor, task: actor.render.remote(task), tasks):
+            records.append(record)
+            bar.update(record["num_samples"])
+        return records
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), DiscoposeError) else exc
+        raise DiscoposeError(str(cause).splitlines()[0]) from None
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------- driver
+def build_manifest(config: RenderConfig, num_samples: int, records: list[dict], complete: bool) -> dict:
+    from discopose.render.objects import build_object
+    from discopose.render.sampling import nominal_cameras
+    obj = build_object(config.object)
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "discopose_version": __version__,
+        "complete": complete, "num_samples": num_samples, "samples_per_shard": config.output.samples_per_shard,
+        "seed": config.seed, "fingerprint": config_fingerprint(config, num_samples),
+        "object": obj.describe(),
+        "cameras": [camera.to_dict() for camera in nominal_cameras(config)],
+        "image_format": config.output.image_format, "depth_unit_m": DEPTH_UNIT_M,
+        "keys": {"labels": "json", "rgb": "{camera}.rgb." + config.output.image_format,
+                 "mask": "{camera}.mask.png" if config.output.mask else None,
+                 "depth": "{camera}.depth.png" if config.output.depth else None},
+        "config": config.to_dict(),
+        "shards": sorted(records, key=lambda r: r["first_index"]),
+    }
+
+
+def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = None, workers: int | None = None,
+                     backend: str = "local", address: str | None = None, progress: bool = True) -> dict:
+    """Render ``num_samples`` samples into ``out`` (folder or fsspec URL); resumes a previous run.
+
+    Returns the manifest. Raises :class:`DiscoposeError` with a one-line message on bad input.
+    """
+    config = config or RenderConfig()
+    if num_samples < 1:
+        raise DiscoposeError(f"--num must be at least 1, got {num_samples}")
+    if backend not in ("local", "ray"):
+        raise DiscoposeError(f"--backend {backend!r} is unknown; use local or ray")
+    workers = workers or max(1, os.cpu_count() or 1)
+    storage = Storage(out)
+    storage.ensure_writable()
+    storage.remove_stale_temps()
+
+    fingerprint = config_fingerprint(config, num_samples)
+    previous = storage.read_json(MANIFEST)
+    if previous is not None and previous.get("fingerprint") != fingerprint:
+        raise DiscoposeError(f"{storage.url} already holds a dataset made with a different config or --num; "
+                             "use a new --out, or delete that folder to start over")
+    if previous is None:
+        storage.write_bytes_atomic(MANIFEST, json.dumps(build_manifest(config, num_samples, [], False), indent=1).encode())
+
+    tasks = plan_shards(num_samples, config.output.samples_per_shard)
+    records, todo = [], []
+    for task in tasks:
+        if not storage.exists(task.name):
+            todo.append(task)
+            continue
+        try:
+            count, digest = scan_shard(storage, task.name)
+        except DatasetError as exc:
+            log.warning("%s; re-rendering it", exc)
+            todo.append(task)
+            continue
+        if count != task.count:
+            log.warning("%s holds %d samples, expected %d; re-rendering it", task.name, count, task.count)
+            todo.append(task)
+            continue
+        records.append({"name": task.name, "first_index": task.first_index, "num_samples": count, "sha256": digest})
+    if records:
+        log.info("resuming: %d of %d shards already complete", len(records), len(tasks))
+
+    start = time.perf_counter()
+    with tqdm(total=num_samples, initial=sum(r["num_samples"] for r in records), unit="img", desc="render",
+              disable=not progress, smoothing=0.1) as bar:
+        if todo:
+            workers = min(workers, len(todo))
+            if backend == "ray":
+                records += _run_ray(config, storage, todo, workers, address, bar)
+            elif workers == 1:
+                from discopose.render.renderer import DiscoRenderer
+                renderer = DiscoRenderer(config)
+                try:
+                    for task in todo:
+                        records.append(render_shard(renderer, storage, task,
+                                                    on_sample=lambda kind, _: bar.update(kind == "done")))
+                finally:
+                    renderer.close()
+            else:
+                records += _run_local(config, storage, todo, workers, bar)
+    manifest = build_manifest(config, num_samples, records, complete=True)
+    manifest["render_seconds"] = round(time.perf_counter() - start, 3)
+    storage.write_bytes_atomic(MANIFEST, json.dumps(manifest, indent=1).encode())
+    return manifest

@@ -1,0 +1,98 @@
+"""Read datasets written by :mod:`discopose.datasets.generate`."""
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from typing import Iterator
+
+from discopose._errors import DatasetError
+from discopose.datasets.format import FORMAT, FORMAT_VERSION, MANIFEST, decode_sample
+from discopose.datasets.storage import Storage
+from discopose.geometry.symmetry import Symmetry
+
+
+@dataclass
+class DatasetInfo:
+    """A dataset's manifest plus where its shards are."""
+
+    url: str
+    manifest: dict
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [camera["name"] for camera in self.manifest["cameras"]]
+
+    @property
+    def symmetry(self) -> Symmetry:
+        return Symmetry.from_dict(self.manifest["object"]["symmetry"])
+
+    @property
+    def num_samples(self) -> int:
+        return self.manifest["num_samples"]
+
+    @property
+    def shard_urls(self) -> list[str]:
+        storage = Storage(self.url)
+        return [storage.path(shard["name"]) for shard in self.manifest["shards"]]
+
+    def summary(self) -> str:
+        m = self.manifest
+        obj = m["object"]
+        cams = ", ".join(f"{c['name']} {c['width_px']}x{c['height_px']}" for c in m["cameras"])
+        return "\n".join([
+            f"dataset     {self.url}",
+            f"format      {m['format']} v{m['format_version']} (discopose {m['discopose_version']})",
+            f"samples     {m['num_samples']} in {len(m['shards'])} shards of {m['samples_per_shard']}"
+            f"{'' if m['complete'] else '  (INCOMPLETE: rerun discopose render to finish)'}",
+            f"seed        {m['seed']}",
+            f"object      {obj['name']}, diameter {obj['diameter_m'] * 1000:.1f} mm, symmetry {obj['symmetry']['kind']}",
+            f"cameras     {cams}",
+            f"appearance  {m['config']['object']['appearance']}; images {m['image_format']}",
+        ])
+
+
+def open_dataset(url: str, require_complete: bool = True) -> DatasetInfo:
+    """Read and check a dataset's manifest; raises :class:`DatasetError` with the fix on problems."""
+    storage = Storage(url)
+    manifest = storage.read_json(MANIFEST)
+    if manifest is None:
+        raise DatasetError(f"{url} has no {MANIFEST}; is it a dataset written by `discopose render`?")
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"{url}: manifest format {manifest.get('format')!r} is not {FORMAT!r}")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise DatasetError(f"{url}: dataset format v{manifest['format_version']} is newer than this discopose "
+                           f"reads (v{FORMAT_VERSION}); upgrade discopose")
+    if require_complete and not manifest.get("complete"):
+        raise DatasetError(f"{url} is incomplete (an interrupted render); rerun the same `discopose render` "
+                           "command to finish it")
+    return DatasetInfo(url=url, manifest=manifest)
+
+
+def iter_raw_samples(info: DatasetInfo, shard_names: list[str] | None = None) -> Iterator[dict]:
+    """Raw samples (``{"__key__", field: bytes}``) in index order."""
+    storage = Storage(info.url)
+    names = shard_names or [shard["name"] for shard in info.manifest["shards"]]
+    for name in names:
+        current: dict = {}
+        try:
+            with storage.open(name) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                for member in tar:
+                    key, field = member.name.split(".", 1)
+                    if current and current["__key__"] != key:
+                        yield current
+                        current = {}
+                    current["__key__"] = key
+                    current[field] = tar.extractfile(member).read()
+        except (tarfile.TarError, EOFError, FileNotFoundError) as exc:
+            raise DatasetError(f"{storage.path(name)} is missing, truncated or corrupt ({exc}); rerun the "
+                               "`discopose render` command that made it to repair it") from None
+        if current:
+            yield current
+
+
+def iter_samples(info: DatasetInfo, limit: int | None = None) -> Iterator[dict]:
+    """Decoded samples (see :func:`discopose.datasets.format.decode_sample`)."""
+    for count, raw in enumerate(iter_raw_samples(info)):
+        if limit is not None and count >= limit:
+            return
+        yield decode_sample(raw)

@@ -1,0 +1,48 @@
+"""The one place that picks the OpenGL platform and imports pyrender.
+
+``PYOPENGL_PLATFORM`` must be set before PyOpenGL is first imported; EGL renders headless both on
+Mesa (llvmpipe, CPU) and on NVIDIA drivers (GPU). A user's own setting (e.g. ``osmesa``) is kept.
+"""
+from __future__ import annotations
+
+import os
+
+from discopose._errors import DiscoposeError
+
+APT_HINT = ("install the EGL/Mesa runtime: `apt-get install -y libegl1 libegl-mesa0 libgl1-mesa-dri` "
+            "(or use an NVIDIA driver with EGL), and keep PYOPENGL_PLATFORM=egl")
+
+
+def import_pyrender():
+    """Import pyrender on a headless platform, or raise a one-line error naming what is missing."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    import numpy as np
+    if not hasattr(np, "infty"):
+        # pyrender 0.1.45 (the latest release) still uses the alias NumPy 2 removed, in Mesh.bounds.
+        np.infty = np.inf
+    try:
+        import pyrender
+    except ImportError as exc:
+        raise DiscoposeError(f"cannot import pyrender ({exc}); `pip install pyrender` and {APT_HINT}") from None
+    except Exception as exc:  # PyOpenGL raises assorted errors when libEGL is missing
+        raise DiscoposeError(f"no OpenGL platform available ({type(exc).__name__}: {exc}); {APT_HINT}") from None
+    return pyrender
+
+
+def set_shadow_map_size(pyrender, size_px: int) -> None:
+    """pyrender hard-codes 2048 x 2048 shadow maps, which dominate frame time on llvmpipe.
+
+    The size is a module constant read by both the light and the renderer modules, so set both.
+    """
+    pyrender.light.SHADOW_TEX_SZ = size_px
+    pyrender.renderer.SHADOW_TEX_SZ = size_px
+
+
+def make_offscreen_renderer(width_px: int, height_px: int):
+    pyrender = import_pyrender()
+    try:
+        return pyrender.OffscreenRenderer(width_px, height_px)
+    except Exception as exc:
+        raise DiscoposeError(f"cannot create an offscreen OpenGL context with "
+                             f"PYOPENGL_PLATFORM={os.environ.get('PYOPENGL_PLATFORM')} "
+                             f"({type(exc).__name__}: {exc}); {APT_HINT}") from None

@@ -1,0 +1,196 @@
+"""The rendered object: the built-in lettered cube or a user mesh, as plain arrays.
+
+Built-in cube (``docs/conventions.md``): edge 57 mm, origin at its centre, faces labelled by the axis
+they face: +x ``F``, -x ``B``, +y ``L``, -y ``R``, +z ``U``, -z ``D``. None of these letters is
+symmetric under an in-plane rotation, so all 24 orientations of the cube are distinguishable.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from discopose._errors import ConfigError
+from discopose.geometry.symmetry import Symmetry
+
+CUBE_FACES = (  # (letter, outward normal, image-right axis, image-down axis) in the object frame
+    ("F", (1, 0, 0), (0, 1, 0), (0, 0, -1)),
+    ("B", (-1, 0, 0), (0, -1, 0), (0, 0, -1)),
+    ("L", (0, 1, 0), (-1, 0, 0), (0, 0, -1)),
+    ("R", (0, -1, 0), (1, 0, 0), (0, 0, -1)),
+    ("U", (0, 0, 1), (0, 1, 0), (1, 0, 0)),
+    ("D", (0, 0, -1), (0, 1, 0), (-1, 0, 0)),
+)
+FACE_PX = 64
+
+
+@dataclass
+class ObjectModel:
+    """Geometry and appearance of the object, in metres in its own frame."""
+
+    name: str
+    positions: np.ndarray          # (V, 3) float32
+    normals: np.ndarray            # (V, 3) float32
+    indices: np.ndarray            # (F, 3) int32
+    uvs: np.ndarray | None = None  # (V, 2) float32, texture v down
+    texture: np.ndarray | None = None        # (H, W, 3) uint8 RGB
+    vertex_colors: np.ndarray | None = None  # (V, 3) uint8 RGB
+    # Built-in cube only: per-texel face index and marking mask, so markings keep while colours change.
+    face_index: np.ndarray | None = None
+    marking_mask: np.ndarray | None = None
+    symmetry: Symmetry = field(default_factory=Symmetry)
+    source_sha256: str | None = None
+
+    @property
+    def bounds_m(self) -> np.ndarray:
+        return np.stack([self.positions.min(0), self.positions.max(0)]).astype(float)
+
+    @property
+    def keypoints_m(self) -> np.ndarray:
+        """The 8 corners of the axis-aligned bounding box, then its centre: (9, 3)."""
+        low, high = self.bounds_m
+        corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1])
+                            for z in (low[2], high[2])])
+        return np.vstack([corners, (low + high) / 2])
+
+    @property
+    def diameter_m(self) -> float:
+        """Largest distance between two vertices (the BOP definition), via the convex hull."""
+        points = self.positions.astype(float)
+        if len(points) > 2000:
+            import trimesh
+            points = np.asarray(trimesh.points.PointCloud(points).convex_hull.vertices)
+        diffs = points[:, None, :] - points[None, :, :]
+        return float(np.sqrt((diffs ** 2).sum(-1)).max())
+
+    def surface_points(self, count: int = 1000, seed: int = 0) -> np.ndarray:
+        """Points sampled uniformly on the surface (for ADD metrics), deterministic for ``seed``."""
+        import trimesh
+        mesh = trimesh.Trimesh(self.positions, self.indices, process=False)
+        points, _ = trimesh.sample.sample_surface_even(mesh, count, seed=seed)
+        if len(points) < count:
+            points, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
+        return np.asarray(points, dtype=float)
+
+    def describe(self) -> dict:
+        """The manifest's description of the object."""
+        return {"name": self.name, "bounds_m": self.bounds_m.tolist(), "diameter_m": self.diameter_m,
+                "keypoints_m": self.keypoints_m.tolist(), "symmetry": self.symmetry.to_dict(),
+                "source_sha256": self.source_sha256}
+
+
+def _letter_mask(letter: str) -> np.ndarray:
+    mask = np.zeros((FACE_PX, FACE_PX), np.uint8)
+    scale = FACE_PX / 40
+    (w, h), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_DUPLEX, scale, thickness=int(FACE_PX / 12))
+    cv2.putText(mask, letter, ((FACE_PX - w) // 2, (FACE_PX + h) // 2), cv2.FONT_HERSHEY_DUPLEX, scale,
+                255, thickness=int(FACE_PX / 12), lineType=cv2.LINE_AA)
+    # A small corner dot makes each face's in-plane orientation obvious even when the letter blurs.
+    cv2.circle(mask, (FACE_PX // 8, FACE_PX // 8), FACE_PX // 16, 255, -1, lineType=cv2.LINE_AA)
+    return mask
+
+
+def make_marked_cube(size_m: float = 0.057, symmetry: Symmetry | None = None) -> ObjectModel:
+    """The built-in cube: 24 vertices (4 per face) mapped onto a 3x2 texture atlas of lettered faces."""
+    half = size_m / 2
+    positions, normals, uvs, indices = [], [], [], []
+    atlas_w, atlas_h = 3 * FACE_PX, 2 * FACE_PX
+    face_index = np.zeros((atlas_h, atlas_w), np.int8)
+    marking = np.zeros((atlas_h, atlas_w), np.float32)
+    for face, (letter, normal, right, down) in enumerate(CUBE_FACES):
+        normal, right, down = (np.array(v, float) for v in (normal, right, down))
+        col, row = face % 3, face // 3
+        face_index[row * FACE_PX:(row + 1) * FACE_PX, col * FACE_PX:(col + 1) * FACE_PX] = face
+        marking[row * FACE_PX:(row + 1) * FACE_PX, col * FACE_PX:(col + 1) * FACE_PX] = _letter_mask(letter) / 255.0
+        base = len(positions)
+        for du, dv in ((0, 0), (1, 0), (1, 1), (0, 1)):
+            positions.append(half * (normal + (2 * du - 1) * right + (2 * dv - 1) * down))
+            normals.append(normal)
+            # Half-texel inset keeps bilinear filtering from bleeding across faces in the atlas.
+            uvs.append(((col * FACE_PX + 0.5 + du * (FACE_PX - 1)) / atlas_w,
+                        (row * FACE_PX + 0.5 + dv * (FACE_PX - 1)) / atlas_h))
+        # Counter-clockwise seen from outside: right x down points inward, so wind the other way.
+        indices += [[base, base + 2, base + 1], [base, base + 3, base + 2]]
+    model = ObjectModel(
+        name="cube", positions=np.array(positions, np.float32), normals=np.array(normals, np.float32),
+        indices=np.array(indices, np.int32), uvs=np.array(uvs, np.float32),
+        face_index=face_index, marking_mask=marking, symmetry=symmetry or Symmetry(),
+        source_sha256=None)
+    model.texture = colorize_cube(model, np.array([[0.9, 0.9, 0.9]] * 6), np.array([[0.1, 0.1, 0.1]] * 6))
+    return model
+
+
+def colorize_cube(model: ObjectModel, face_colors: np.ndarray, mark_colors: np.ndarray) -> np.ndarray:
+    """Atlas texture with each face's background and marking colours (RGB in [0, 1], shape (6, 3))."""
+    mask = model.marking_mask[..., None]
+    marks = np.asarray(mark_colors, np.float32)[model.face_index] * 255
+    faces = np.asarray(face_colors, np.float32)[model.face_index] * 255
+    return np.clip(faces + mask * (marks - faces), 0, 255).astype(np.uint8)
+
+
+def load_mesh_object(path: str, scale_to_m: float = 1.0, symmetry: Symmetry | None = None) -> ObjectModel:
+    """A user mesh (.ply/.obj/.glb/...) with its texture or vertex colours, scaled to metres."""
+    import trimesh
+
+    path_obj = Path(path)
+    if not path_obj.is_file():
+        raise ConfigError(f"object mesh {path!r} does not exist; give a .ply/.obj/.glb file")
+    try:
+        loaded = trimesh.load(str(path_obj), force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise ConfigError(f"object mesh {path!r} cannot be read ({type(exc).__name__}: {exc}); "
+                          "check the file is a valid .ply/.obj/.glb") from None
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise ConfigError(f"object mesh {path!r} holds no triangles; export it as a triangle mesh")
+    uvs, texture, colors = None, None, None
+    visual = loaded.visual
+    if getattr(visual, "kind", None) == "texture" and getattr(visual, "uv", None) is not None:
+        image = getattr(visual.material, "image", None) or getattr(visual.material, "baseColorTexture", None)
+        if image is not None:
+            uvs = np.asarray(visual.uv, np.float32).copy()
+            uvs[:, 1] = 1.0 - uvs[:, 1]  # trimesh uv has v up; ours has v down like image rows
+            texture = np.asarray(image.convert("RGB"))
+    if uvs is None:
+        has_colors = getattr(visual, "kind", None) == "vertex"
+        loaded.unmerge_vertices()
+        if has_colors:
+            colors = np.asarray(loaded.visual.vertex_colors)[:, :3].astype(np.uint8)
+        uvs = box_projection_uvs(loaded.vertices, loaded.face_normals, loaded.faces, scale_to_m)
+    positions = np.asarray(loaded.vertices, np.float32) * scale_to_m
+    if not np.isfinite(positions).all():
+        raise ConfigError(f"object mesh {path!r} has non-finite vertices")
+    extent = np.ptp(positions, axis=0).max()
+    if extent < 1e-3 or extent > 10:
+        raise ConfigError(f"object mesh {path!r} is {extent:.4g} m across after scaling by {scale_to_m}; "
+                          "set object.mesh_scale_to_m (e.g. 0.001 for millimetre models)")
+    return ObjectModel(
+        name=path_obj.stem, positions=positions, normals=np.asarray(loaded.vertex_normals, np.float32),
+        indices=np.asarray(loaded.faces, np.int32), uvs=uvs, texture=texture, vertex_colors=colors,
+        symmetry=symmetry or Symmetry(), source_sha256=hashlib.sha256(path_obj.read_bytes()).hexdigest())
+
+
+def box_projection_uvs(vertices, face_normals, faces, scale_to_m: float = 1.0, tile_m: float = 0.1) -> np.ndarray:
+    """Per-vertex UVs by projecting each face onto the plane of its dominant normal axis.
+
+    Needs unmerged vertices (each vertex used by one face). Textures repeat every ``tile_m`` metres.
+    """
+    vertices = np.asarray(vertices, float) * scale_to_m
+    faces = np.asarray(faces)
+    dominant = np.abs(np.asarray(face_normals)).argmax(1)
+    # The two axes other than the dominant one, per face: (F, 2).
+    keep = np.array([[1, 2], [0, 2], [0, 1]])[dominant]
+    uvs = np.zeros((len(vertices), 2), np.float32)
+    for corner in range(3):
+        ids = faces[:, corner]
+        uvs[ids] = np.take_along_axis(vertices[ids], keep, axis=1) / tile_m
+    return uvs
+
+
+def build_object(config) -> ObjectModel:
+    """The object described by an :class:`~discopose.render.config.ObjectConfig`."""
+    if config.mesh is None:
+        return make_marked_cube(config.cube_size_m, config.symmetry)
+    return load_mesh_object(config.mesh, config.mesh_scale_to_m, config.symmetry)
