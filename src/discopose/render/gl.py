@@ -46,3 +46,24 @@ def make_offscreen_renderer(width_px: int, height_px: int):
         raise DiscoposeError(f"cannot create an offscreen OpenGL context with "
                              f"PYOPENGL_PLATFORM={os.environ.get('PYOPENGL_PLATFORM')} "
                              f"({type(exc).__name__}: {exc}); {APT_HINT}") from None
+
+
+def release_offscreen_renderer(renderer) -> None:
+    """Delete an OffscreenRenderer's GL objects and context without ``eglTerminate``.
+
+    pyrender's ``delete()`` terminates the EGL display, which every context in the process shares,
+    so any other renderer alive in the process would fail with EGL_BAD_DISPLAY afterwards.
+    """
+    platform = getattr(renderer, "_platform", None)
+    display = getattr(platform, "_egl_display", None)
+    if display is None:  # not EGL (e.g. osmesa): pyrender's own delete is safe
+        renderer.delete()
+        return
+    from OpenGL.EGL import eglDestroyContext, eglMakeCurrent, EGL_NO_CONTEXT, EGL_NO_SURFACE
+    platform.make_current()
+    renderer._renderer.delete()
+    eglMakeCurrent(display, EGL_NO_SURFACE, EGL_NO_SURFACE, EGL_NO_CONTEXT)
+    eglDestroyContext(display, platform._egl_context)
+    platform._egl_context = None
+    # OffscreenRenderer.__del__ calls delete() again; with no display left it cannot terminate it.
+    platform._egl_display = None

@@ -13,7 +13,7 @@ import numpy as np
 
 from discopose.geometry.transforms import invert_transform, make_transform, opengl_from_opencv, project_points
 from discopose.render.config import RenderConfig
-from discopose.render.gl import import_pyrender, make_offscreen_renderer, set_shadow_map_size
+from discopose.render.gl import import_pyrender, make_offscreen_renderer, release_offscreen_renderer, set_shadow_map_size
 from discopose.render.objects import ObjectModel, box_projection_uvs, build_object, colorize_cube
 from discopose.render.sampling import load_pose_file, nominal_cameras, sample_scene, sample_seed
 from discopose.render.textures import load_image_textures, make_texture_bank
@@ -323,8 +323,9 @@ class DiscoRenderer:
         return params, self.render(params)
 
     def close(self):
+        """Free this renderer's GL context. Other renderers in the process keep working."""
         if self._gl is not None:
-            self._gl.delete()
+            release_offscreen_renderer(self._gl)
             self._gl = None
 
 
