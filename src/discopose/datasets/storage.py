@@ -60,7 +60,7 @@ class Storage:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; datasets and reports are meant to be shared
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; datasets are meant to be shared
             self.commit(tmp, name)
         finally:
             Path(tmp).unlink(missing_ok=True)
