@@ -112,8 +112,9 @@ class LightingConfig:
     # 0 = white lights only, 1 = fully saturated colours allowed.
     color_saturation_max: float = 0.5
     ambient: tuple[float, float] = (0.05, 0.6)
-    # Shadow maps cost ~4x a plain frame on llvmpipe (PCF sampling), so only some samples get them.
-    shadows_prob: float = 0.1
+    # pyrender's shadow pass (up to 13 PCF-filtered maps per fragment) costs 2-50x a plain frame on
+    # llvmpipe, so shadows are off by default; enable them on GPU machines.
+    shadows_prob: float = 0.0
     shadow_map_px: int = 256
 
     def __post_init__(self):

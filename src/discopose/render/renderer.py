@@ -120,6 +120,9 @@ class DiscoRenderer:
         self._shape_meshes = {s: _unit_shape(s) for s in self.config.clutter.primitives}
         self._shape_meshes.update({f"mesh{i}": _load_unit_mesh(p) for i, p in enumerate(self.config.clutter.meshes)})
         self._shape_pool: dict[str, list] = {s: [] for s in self._shape_meshes}
+        # Allocate every slot a sample can use now: growing the pool mid-run stalls a frame on upload.
+        for shape in self._shape_meshes:
+            self._shape_node(shape, self.config.clutter.distractor_count[1])
         self._light_pool: dict[str, list] = {"point": [], "spot": [], "directional": []}
         self._active_lights: list = []
         self._camera = pr.IntrinsicsCamera(fx=1, fy=1, cx=0, cy=0, znear=self.config.camera.znear_m,
