@@ -1,0 +1,77 @@
+"""Checkpoints: ``model.safetensors`` (weights only, no pickle) + ``meta.json`` (everything else).
+
+A checkpoint folder is written under a temp name and renamed into place, so a crash never leaves a
+half-written ``best/`` or ``last/``. Optimizer state for ``--resume`` lives in ``train_state.pt``, read
+back with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from discopose import __version__
+from discopose._errors import DiscoposeError
+from discopose.models.pose_net import PoseNet, PoseNetSpec
+
+CHECKPOINT_FORMAT = "discopose-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(folder: str | Path, model: PoseNet, meta: dict, train_state: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        full_meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "discopose_version": __version__,
+                     "spec": asdict(model.spec), **meta}
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1))
+        if train_state is not None:
+            torch.save(train_state, tmp / "train_state.pt")
+        old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_meta(folder: str | Path) -> dict:
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file() or not (folder / "model.safetensors").is_file():
+        raise DiscoposeError(f"{folder} is not a discopose checkpoint (needs meta.json and model.safetensors); "
+                             "point to a run's best/ or last/ folder")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise DiscoposeError(f"{meta_path} is not a discopose checkpoint")
+    if meta.get("version", 0) > CHECKPOINT_VERSION:
+        raise DiscoposeError(f"{folder} was written by a newer discopose (checkpoint v{meta['version']}); upgrade")
+    return meta
+
+
+def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, dict]:
+    """Rebuild the network from ``meta.json`` and load its weights; returns (model in eval mode, meta)."""
+    from safetensors.torch import load_file
+
+    meta = read_meta(folder)
+    spec_data = dict(meta["spec"])
+    spec_data["input_size_px"] = tuple(spec_data["input_size_px"])
+    model = PoseNet(PoseNetSpec(**spec_data), pretrained="none")
+    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors"), device="cpu"), strict=True)
+    return model.to(device).eval(), meta
+
+
+def load_train_state(folder: str | Path) -> dict:
+    return torch.load(Path(folder) / "train_state.pt", map_location="cpu", weights_only=True)

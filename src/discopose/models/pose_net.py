@@ -1,0 +1,63 @@
+"""The pose network: a shared backbone per camera, features fused in fixed camera order, a pose head.
+
+Outputs, for a batch of B samples each with C camera images:
+* ``position_m`` (B, 3): object position in the pose frame, metres.
+* ``rotation`` (B, 3, 3): object orientation in the pose frame (from the 6D representation).
+* ``position_log_var`` (B, 3), ``rotation_log_var`` (B,): heteroscedastic uncertainty, log of the
+  variance in m^2 per axis and rad^2 (isotropic), trained by Gaussian negative log-likelihood.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from discopose.geometry.rotations_torch import matrix_from_rotation_6d
+from discopose.models.backbones import build_backbone
+
+
+@dataclass
+class PoseNetSpec:
+    """Everything needed to rebuild the network (stored in checkpoint metadata)."""
+
+    backbone: str = "mobilenet_v2"
+    camera_names: list[str] = field(default_factory=lambda: ["cam0"])
+    input_size_px: tuple[int, int] = (224, 224)  # (height, width)
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    pose_frame: str = "camera"  # "camera": camera_from_object of the first camera; "world": world_from_object
+    position_center_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.35])
+    position_scale_m: float = 0.05
+    hidden: int = 512
+
+
+class PoseNet(nn.Module):
+    def __init__(self, spec: PoseNetSpec, pretrained: str = "none"):
+        super().__init__()
+        self.spec = spec
+        self.backbone, dim = build_backbone(spec.backbone, pretrained)
+        fused = dim * len(spec.camera_names)
+        self.head = nn.Sequential(nn.Linear(fused, spec.hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(spec.hidden, 3 + 6 + 3 + 1))
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("position_center", torch.tensor(spec.position_center_m, dtype=torch.float32),
+                             persistent=False)
+        # Start at the identity rotation and the centre of the training poses, with unit uncertainty.
+        with torch.no_grad():
+            self.head[-1].weight.mul_(0.01)
+            self.head[-1].bias.zero_()
+            self.head[-1].bias[3:9] = torch.tensor([1.0, 0, 0, 0, 1.0, 0])
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """images: (B, C, 3, H, W) float in [0, 1] (normalization happens here, with the stored stats)."""
+        batch = images.shape[0]
+        flat = (images.flatten(0, 1) - self.mean) / self.std
+        features = self.backbone(flat).reshape(batch, -1)  # cameras concatenated in spec order
+        out = self.head(features)
+        position = self.position_center + self.spec.position_scale_m * out[:, :3]
+        return {"position_m": position, "rotation": matrix_from_rotation_6d(out[:, 3:9]),
+                "position_log_var": out[:, 9:12].clamp(-30, 10) + 2 * torch.log(
+                    torch.tensor(self.spec.position_scale_m, device=images.device)),
+                "rotation_log_var": out[:, 12].clamp(-20, 5)}

@@ -1,0 +1,116 @@
+"""``metrics.json`` + ``report.html`` with PNG plots for an evaluation run."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from discopose._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from discopose.geometry.transforms import invert_transform, make_transform
+from discopose.viz import contact_sheet, draw_pose, encode_png
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    import io
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    _figure().close(fig)
+    return path.name
+
+
+def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predictions: dict, meta: dict,
+                 title: str, worst_views: list[np.ndarray] | None = None, baseline: dict | None = None) -> Path:
+    """Write metrics.json, plots and report.html into ``out_dir``; returns the HTML path."""
+    plt = _figure()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    te_mm = np.array([e["te_mm"] for e in errors])
+    re_deg = np.array([e["re_deg"] for e in errors])
+    plots = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].hist(te_mm, bins=40, color="tab:blue")
+    axes[0].set_xlabel("translation error (mm)")
+    axes[1].hist(re_deg, bins=40, color="tab:orange")
+    axes[1].set_xlabel("rotation error (deg)")
+    for ax in axes:
+        ax.set_ylabel("samples")
+    plots.append(("Error histograms", _save(fig, out_dir / "errors_hist.png")))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, values, label in ((axes[0], te_mm, "translation error (mm)"), (axes[1], re_deg, "rotation error (deg)")):
+        ordered = np.sort(values)
+        ax.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered))
+        ax.set_xlabel(label)
+        ax.set_ylabel("fraction of samples")
+        ax.grid(alpha=0.3)
+    plots.append(("Cumulative error distributions", _save(fig, out_dir / "errors_cdf.png")))
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].scatter(predictions["visible_fraction"], te_mm, s=6, alpha=0.6, label="translation (mm)")
+    axes[0].scatter(predictions["visible_fraction"], re_deg, s=6, alpha=0.6, label="rotation (deg)")
+    axes[0].set_xlabel("visible fraction of the object")
+    axes[0].legend()
+    axes[1].scatter(predictions["distance_m"] * 1000, te_mm, s=6, alpha=0.6, label="translation (mm)")
+    axes[1].scatter(predictions["distance_m"] * 1000, re_deg, s=6, alpha=0.6, label="rotation (deg)")
+    axes[1].set_xlabel("camera-object distance (mm)")
+    axes[1].legend()
+    plots.append(("Error against visibility and distance", _save(fig, out_dir / "errors_vs_conditions.png")))
+
+    if "uncertainty" in summary:
+        sigma_mm = predictions["position_sigma_m"].mean(1) * 1000
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        ax.scatter(sigma_mm, te_mm, s=6, alpha=0.6)
+        ax.set_xlabel("predicted position sigma (mm, mean of axes)")
+        ax.set_ylabel("translation error (mm)")
+        plots.append(("Predicted uncertainty against actual error", _save(fig, out_dir / "uncertainty.png")))
+
+    if worst_views:
+        atomic_write_bytes(out_dir / "worst_cases.png", encode_png(contact_sheet(worst_views, columns=4)))
+        plots.append(("Worst cases first (green: truth, red: prediction)", "worst_cases.png"))
+
+    metrics = {"title": title, "summary": summary, "baseline_mean_pose": baseline,
+               "model": {k: meta.get(k) for k in ("spec", "pretrained", "epoch", "train_data")}}
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['median']:.2f}</td><td>{v['mean']:.2f}</td>"
+                   f"<td>{v['p90']:.2f}</td></tr>" for k, v in summary.items() if isinstance(v, dict) and "median" in v)
+    extra = json.dumps({k: summary[k] for k in ("success", "uncertainty", "add_s_rel_diameter_median") if k in summary},
+                       indent=1)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px}}img{{max-width:100%}}</style>
+</head><body><h1>{html.escape(title)}</h1><p>{summary['count']} samples.</p>
+<table><tr><th>error</th><th>median</th><th>mean</th><th>p90</th></tr>{rows}</table>
+<pre>{html.escape(extra)}</pre>
+{f"<p>Mean-pose baseline: {html.escape(json.dumps(baseline))}</p>" if baseline else ""}
+{''.join(f'<h2>{html.escape(t)}</h2><img src="{src}">' for t, src in plots)}
+</body></html>"""
+    return atomic_write_text(out_dir / "report.html", page)
+
+
+def overlay_prediction(rgb: np.ndarray, labels: dict, camera_name: str, predicted_frame_from_object: np.ndarray,
+                       pose_frame: str, keypoints_m: np.ndarray) -> np.ndarray:
+    """The image with the true (green) and predicted (red) object boxes."""
+    camera = labels["cameras"][camera_name]
+    K = np.asarray(camera["K"])
+    if pose_frame == "world":
+        predicted = invert_transform(np.asarray(camera["world_from_camera"])) @ predicted_frame_from_object
+    else:
+        predicted = predicted_frame_from_object
+    image = rgb.copy()
+    draw_pose(image, K, np.asarray(camera["camera_from_object"]), keypoints_m, color=(0, 255, 0), axes=False)
+    draw_pose(image, K, predicted, keypoints_m, color=(255, 0, 0), axes=True)
+    return image
+
+
+def predicted_transforms(predictions: dict) -> list[np.ndarray]:
+    return [make_transform(r, t) for r, t in zip(predictions["rotation"], predictions["position_m"])]
