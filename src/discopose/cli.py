@@ -69,6 +69,49 @@ def cmd_inspect(args) -> None:
         print(f"wrote {len(tiles)} labelled views to {args.out}")
 
 
+def cmd_train(args) -> None:
+    from discopose.config import apply_overrides, from_dict, load_mapping
+    from discopose.models.train import TrainConfig, train
+
+    data = load_mapping(args.config) if args.config else {}
+    for name in ("backbone", "pretrained", "epochs", "batch_size", "lr", "num_workers", "pose_frame"):
+        value = getattr(args, name)
+        if value is not None:
+            data[name] = value
+    config = from_dict(TrainConfig, apply_overrides(data, args.set or []))
+    meta = train(args.data, args.out, val=args.val, config=config, resume=args.resume, progress=not args.quiet)
+    metrics = meta.get("val_metrics") or {}
+    line = f"checkpoints in {args.out}/best and {args.out}/last"
+    if metrics:
+        line += (f"; val median {metrics['te_mm']['median']:.1f} mm, {metrics['re_deg']['median']:.1f} deg, "
+                 f"ADD(-S) < 10% d: {100 * metrics['success']['add(-s)<10%d']:.0f}%")
+    print(line)
+
+
+def cmd_eval(args) -> None:
+    from discopose.models.evaluate import evaluate_checkpoint
+
+    if not args.data and not args.bop:
+        raise DiscoposeError("give --data (a discopose dataset) or --bop (a BOP folder)")
+    out = args.out or str(__import__("pathlib").Path(args.model) / "eval")
+    result = evaluate_checkpoint(args.model, args.data, out, bop=args.bop, limit=args.limit)
+    s, b = result["summary"], result["baseline"]
+    print(f"{s['count']} samples: median {s['te_mm']['median']:.1f} mm, {s['re_deg']['median']:.1f} deg "
+          f"(mean-pose baseline {b['te_mm_median']:.1f} mm, {b['re_deg_median']:.1f} deg); "
+          f"ADD(-S) < 10% d: {100 * s['success']['add(-s)<10%d']:.1f}%")
+    print(f"wrote {out}/metrics.json and {out}/report.html")
+
+
+def cmd_export(args) -> None:
+    from discopose.models.export import export_onnx
+    print(f"wrote {export_onnx(args.model, args.out)}")
+
+
+def cmd_bop_export(args) -> None:
+    from discopose.datasets.bop import export_bop
+    print(f"wrote BOP scene to {export_bop(args.dataset, args.out, camera=args.camera)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -97,6 +140,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="inspect.png", help="PNG to write (default inspect.png)")
     p.add_argument("--verify", action="store_true", help="check every shard's sha256 against the manifest")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("bop-export", help="write a dataset's view of one camera as a BOP scene folder")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--camera", help="camera name (default: the first)")
+    p.set_defaults(func=cmd_bop_export)
+
+    p = sub.add_parser("train", help="train a pose estimator on rendered shards (torchrun for several GPUs)")
+    p.add_argument("--data", required=True, help="training dataset (from discopose render)")
+    p.add_argument("--val", help="validation dataset")
+    p.add_argument("--out", required=True, help="run folder: best/, last/, tensorboard/")
+    p.add_argument("--config", help="YAML/JSON TrainConfig")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field")
+    p.add_argument("--backbone", help="torchvision backbone, e.g. mobilenet_v2, resnet18")
+    p.add_argument("--pretrained", choices=["imagenet", "none"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-workers", dest="num_workers", type=int)
+    p.add_argument("--pose-frame", dest="pose_frame", choices=["auto", "camera", "world"])
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: metrics.json + report.html")
+    p.add_argument("--model", required=True, help="checkpoint folder, e.g. runs/cube/best")
+    p.add_argument("--data", help="dataset to evaluate on")
+    p.add_argument("--bop", help="BOP folder to evaluate on instead")
+    p.add_argument("--out", help="report folder (default MODEL/eval)")
+    p.add_argument("--limit", type=int, help="evaluate at most N samples")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx) for onnxruntime")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", help="ONNX path (default MODEL/model.onnx)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
@@ -104,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("OpenGL", "trimesh", "PIL", "matplotlib", "torch.onnx", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.func(args)
     except DiscoposeError as exc:

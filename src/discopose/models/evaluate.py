@@ -70,3 +70,57 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
             "median_rotation_sigma_deg": float(np.degrees(np.median(rot_sigma))),
         }
     return errors, summary
+
+
+def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
+                        batch_size: int = 32, worst: int = 16) -> dict:
+    """``discopose eval``: metrics.json + report.html for a checkpoint on a dataset or a BOP folder."""
+    import tempfile
+    from pathlib import Path
+
+    from discopose.datasets.loader import check_compatible
+    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.geometry.symmetry import Symmetry
+    from discopose.models.checkpoint import load_checkpoint
+    from discopose.models.report import overlay_prediction, predicted_transforms, write_report
+
+    model, meta = load_checkpoint(model_path)
+    tmp = None
+    if bop:
+        if len(meta["camera_names"]) != 1 or meta["pose_frame"] != "camera":
+            from discopose._errors import DiscoposeError
+            raise DiscoposeError("BOP evaluation needs a one-camera model predicting in the camera frame "
+                                 "(train with one camera and pose_frame auto or camera)")
+        from discopose.datasets.bop import bop_to_shards
+        tmp = tempfile.TemporaryDirectory(prefix="discopose-bop-")
+        data = bop_to_shards(bop, tmp.name, meta["camera_names"][0], meta["object"])
+    info = open_dataset(data)
+    check_compatible(info, {**meta, "dataset_format_version": info.manifest["format_version"]} if bop else meta)
+    predictions = predict_dataset(model, info, batch_size=batch_size, limit=limit)
+    symmetries = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
+    points = np.asarray(meta["object"]["surface_points_m"])
+    errors, summary = compute_metrics(predictions, meta, points, symmetries)
+    baseline_pose = mean_pose_baseline(predictions["true_position_m"], len(errors))
+    _, baseline = compute_metrics({**baseline_pose, "true_position_m": predictions["true_position_m"],
+                                   "true_rotation": predictions["true_rotation"]}, meta, points, symmetries)
+    baseline = {"te_mm_median": baseline["te_mm"]["median"], "re_deg_median": baseline["re_deg"]["median"]}
+
+    order = np.argsort([-e["adds_mm" if len(symmetries) > 1 else "add_mm"] for e in errors])[:worst]
+    wanted = {int(predictions["index"][i]): i for i in order}
+    transforms = predicted_transforms(predictions)
+    keypoints = np.asarray(meta["object"]["keypoints_m"])
+    views = {}
+    for sample in iter_samples(info):
+        i = wanted.get(sample["labels"]["index"])
+        if i is not None:
+            camera = meta["camera_names"][0]
+            views[i] = overlay_prediction(sample["views"][camera]["rgb"], sample["labels"], camera, transforms[i],
+                                          meta["pose_frame"], keypoints)
+        if len(views) == len(wanted):
+            break
+    write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
+                 worst_views=[views[i] for i in order if i in views], baseline=baseline)
+    if tmp is not None:
+        tmp.cleanup()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return {"summary": summary, "baseline": baseline}

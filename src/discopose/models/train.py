@@ -156,7 +156,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         out_dir.mkdir(parents=True, exist_ok=True)
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out_dir / "tensorboard"))
-    points = _model_points(train_info)
+    points = np.asarray(train_info.manifest["object"]["surface_points_m"])
     summary: dict = {}
     for epoch in range(start_epoch, config.epochs):
         net.train()
@@ -221,11 +221,3 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         torch.distributed.barrier()
     from discopose.models.checkpoint import read_meta
     return read_meta(out_dir / "best") if (out_dir / "best").exists() else meta
-
-
-def _model_points(info: DatasetInfo, count: int = 500) -> np.ndarray:
-    """Surface points of the dataset's object for ADD metrics."""
-    from discopose.render.config import RenderConfig
-    from discopose.render.objects import build_object
-    config = RenderConfig.from_dict(info.manifest["config"])
-    return build_object(config.object).surface_points(count)

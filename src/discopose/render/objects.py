@@ -79,7 +79,9 @@ class ObjectModel:
         """The manifest's description of the object."""
         return {"name": self.name, "bounds_m": self.bounds_m.tolist(), "diameter_m": self.diameter_m,
                 "keypoints_m": self.keypoints_m.tolist(), "symmetry": self.symmetry.to_dict(),
-                "source_sha256": self.source_sha256}
+                "source_sha256": self.source_sha256,
+                # For ADD/ADD-S: metrics then need only the manifest or checkpoint, not the mesh file.
+                "surface_points_m": np.round(self.surface_points(300), 5).tolist()}
 
 
 def _letter_mask(letter: str) -> np.ndarray:
