@@ -76,7 +76,9 @@ class CameraModel:
             "width_px": int(self.width_px), "height_px": int(self.height_px),
             "K": self.K.tolist(), "dist_coeffs": self.dist_coeffs.tolist(),
             "world_from_camera": None if self.world_from_camera is None else self.world_from_camera.tolist(),
-            "rms_px": self.rms_px, "meta": self.meta,
+            "rms_px": None if self.rms_px is None else float(self.rms_px),
+            # JSON round trip turns numpy scalars into plain numbers that YAML can write.
+            "meta": json.loads(json.dumps(self.meta, default=float)),
         }
 
     @classmethod

@@ -112,6 +112,44 @@ def cmd_bop_export(args) -> None:
     print(f"wrote BOP scene to {export_bop(args.dataset, args.out, camera=args.camera)}")
 
 
+def cmd_calibrate(args) -> None:
+    from discopose._io import atomic_write_bytes
+    from discopose.calibration.boards import BoardSpec, draw_board
+    from discopose.calibration.intrinsics import calibrate_extrinsics, calibrate_intrinsics
+    from discopose.camera import CameraModel
+
+    board = BoardSpec.parse(args.board)
+    if args.step == "board":
+        import cv2
+        image = draw_board(board, px_per_square=args.px_per_square, margin_px=args.px_per_square // 2)
+        atomic_write_bytes(args.out, cv2.imencode(".png", image)[1].tobytes())
+        width_m, height_m = board.size_m
+        print(f"wrote {args.out}: print it so the squares measure {board.square_m * 1000:.1f} mm "
+              f"(board {width_m * 1000:.0f} x {height_m * 1000:.0f} mm without margin)")
+    elif args.step == "intrinsics":
+        result = calibrate_intrinsics(args.images, board, name=args.name)
+        result.camera.save(args.out)
+        for path, reason in result.rejected.items():
+            print(f"rejected {path}: {reason}")
+        K = result.camera.K
+        print(f"{len(result.per_image_rms_px)} views: fx {K[0, 0]:.2f} fy {K[1, 1]:.2f} cx {K[0, 2]:.2f} cy {K[1, 2]:.2f}, "
+              f"RMS {result.camera.rms_px:.3f} px -> {args.out}")
+    else:
+        import json
+        import numpy as np
+        world_from_board = None
+        if args.board_pose:
+            from discopose.config import load_mapping
+            data = load_mapping(args.board_pose)
+            world_from_board = np.asarray(data.get("world_from_board"), float)
+            if world_from_board.shape != (4, 4):
+                raise DiscoposeError(f"{args.board_pose} must hold world_from_board: a 4x4 matrix (metres)")
+        camera = calibrate_extrinsics(CameraModel.load(args.camera), args.image, board, world_from_board)
+        camera.save(args.out or args.camera)
+        print(f"world_from_camera (RMS {camera.meta['extrinsics_rms_px']:.3f} px) -> {args.out or args.camera}\n"
+              f"{json.dumps(np.round(camera.world_from_camera, 5).tolist())}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -172,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate at most N samples")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("calibrate", help="camera calibration: board, intrinsics, extrinsics")
+    steps = p.add_subparsers(dest="step", required=True)
+    q = steps.add_parser("board", help="draw a printable board PNG")
+    q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
+    q.add_argument("--board", help="full spec, e.g. chessboard:9x6:0.025 or charuco:7x5:0.04:0.03")
+    q.add_argument("--px-per-square", type=int, default=200)
+    q.add_argument("--out", required=True)
+    q = steps.add_parser("intrinsics", help="K and distortion from board images -> camera file")
+    q.add_argument("--images", required=True, help="glob pattern, quoted: 'cam_left/*.jpg'")
+    q.add_argument("--board", required=True, help="e.g. chessboard:9x6:0.025")
+    q.add_argument("--name", default="camera", help="camera name stored in the file")
+    q.add_argument("--out", required=True, help="camera file (.yaml or .json)")
+    q = steps.add_parser("extrinsics", help="world_from_camera from one image of a board at a known pose")
+    q.add_argument("--camera", required=True, help="camera file with intrinsics")
+    q.add_argument("--image", required=True)
+    q.add_argument("--board", required=True)
+    q.add_argument("--board-pose", help="JSON/YAML with world_from_board (4x4, metres); default: board = world")
+    q.add_argument("--out", help="camera file to write (default: update --camera)")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx) for onnxruntime")
     p.add_argument("--model", required=True)
     p.add_argument("--out", help="ONNX path (default MODEL/model.onnx)")
@@ -181,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "step", None) == "board" and not args.board:
+        args.board = "chessboard:9x6:0.025" if args.board_type == "chessboard" else "charuco:7x5:0.04:0.03"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("OpenGL", "trimesh", "PIL", "matplotlib", "torch.onnx", "onnxscript"):
