@@ -150,6 +150,50 @@ def cmd_calibrate(args) -> None:
               f"{json.dumps(np.round(camera.world_from_camera, 5).tolist())}")
 
 
+def _named(items: list[str] | None, flag: str) -> dict[str, str]:
+    named = {}
+    for item in items or []:
+        if "=" not in item:
+            raise DiscoposeError(f"{flag} {item!r} must look like NAME=VALUE, e.g. {flag} cam0=0")
+        name, value = item.split("=", 1)
+        named[name] = value
+    return named
+
+
+def cmd_track(args) -> None:
+    from discopose.camera import CameraModel
+    from discopose.estimator.api import load
+    from discopose.estimator.sources import CameraSource
+    from discopose.estimator.tracker import TrackConfig, Tracker
+
+    estimator = load(args.model, backend=args.backend)
+    cameras = _named(args.camera, "--camera")
+    if not cameras:
+        raise DiscoposeError(f"give at least one --camera NAME=SOURCE; the model expects {estimator.camera_names}")
+    calibrations = {name: CameraModel.load(path) for name, path in _named(args.calib, "--calib").items()}
+    mode = "lockstep" if args.every_frame else "realtime"
+    sources = {}
+    try:
+        for name, uri in cameras.items():
+            sources[name] = CameraSource(name, uri, mode=mode)
+        config = TrackConfig(publish=None if args.no_publish else args.publish, record=args.record,
+                             record_video=args.record_video, show=args.show, max_frames=args.max_frames or 0,
+                             duration_s=args.duration or 0.0)
+        tracker = Tracker(estimator, sources, calibrations, config)
+    except BaseException:
+        for source in sources.values():
+            source.close()
+        raise
+    if tracker.publisher is not None:
+        print(f"publishing poses on {tracker.publisher.address} (topic 'pose', schema discopose.pose/1)")
+    stats = tracker.run()
+    print(f"{stats['messages']} poses at {stats['hz']:.1f} Hz, capture->publish latency p50 "
+          f"{stats['latency_ms_p50'] or 0:.1f} ms, p99 {stats['latency_ms_p99'] or 0:.1f} ms")
+    for path in (args.record, args.record_video):
+        if path:
+            print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -209,6 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default MODEL/eval)")
     p.add_argument("--limit", type=int, help="evaluate at most N samples")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("track", help="track the object live on camera feeds and publish poses over ZeroMQ")
+    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--camera", action="append", metavar="NAME=SOURCE",
+                   help="device index, video file, RTSP/HTTP URL or image folder, e.g. cam0=0")
+    p.add_argument("--calib", action="append", metavar="NAME=FILE", help="camera file from discopose calibrate")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address (default localhost:5555)")
+    p.add_argument("--no-publish", action="store_true")
+    p.add_argument("--record", help="write every pose message to this JSON-lines file")
+    p.add_argument("--record-video", help="write an MP4 with the pose drawn on the first camera")
+    p.add_argument("--show", action="store_true", help="show a window (needs a display)")
+    p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("calibrate", help="camera calibration: board, intrinsics, extrinsics")
     steps = p.add_subparsers(dest="step", required=True)

@@ -10,18 +10,23 @@ def pose_loss(prediction: dict, position_m: torch.Tensor, rotation: torch.Tensor
               position_scale_m: float) -> tuple[torch.Tensor, dict]:
     """Returns (loss, parts). The pose terms drive the pose; the NLL terms see detached errors, so the
     uncertainty heads learn how large the errors are without letting them down-weight hard samples."""
-    angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
+    angle, best = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
+    # Chordal (Frobenius) distance to the nearest symmetric equivalent drives the rotation: unlike the
+    # geodesic angle its gradient vanishes smoothly at the optimum and does not stall on the 126-degree
+    # plateau of uniformly random targets early in training.
+    nearest = rotation @ symmetries[best]
+    chordal = ((prediction["rotation"] - nearest) ** 2).sum((-1, -2))
     position_error = prediction["position_m"] - position_m
     # Smooth L1 in units of the position scale: robust early, quadratic near the optimum.
     position_term = torch.nn.functional.smooth_l1_loss(position_error / position_scale_m,
                                                        torch.zeros_like(position_error), beta=0.1)
-    rotation_term = angle.mean()
+    rotation_term = chordal.mean()
     log_var_p = prediction["position_log_var"]
     nll_position = 0.5 * (position_error.detach() ** 2 * torch.exp(-log_var_p) + log_var_p).sum(-1).mean()
     log_var_r = prediction["rotation_log_var"]
     # Rotation error as a 3-dof isotropic Gaussian on the axis-angle vector.
     nll_rotation = (0.5 * angle.detach() ** 2 * torch.exp(-log_var_r) + 1.5 * log_var_r).mean()
     loss = position_term + rotation_term + 0.01 * (nll_position + nll_rotation)
-    parts = {"position": position_term.detach(), "rotation_rad": rotation_term.detach(),
+    parts = {"position": position_term.detach(), "rotation_rad": angle.mean().detach(),
              "nll_position": nll_position.detach(), "nll_rotation": nll_rotation.detach()}
     return loss, parts

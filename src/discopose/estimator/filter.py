@@ -1,0 +1,155 @@
+"""Temporal filter: constant-velocity Kalman filter on position and an error-state filter on SO(3).
+
+State: position p (m), velocity v (m/s), orientation R (3x3), angular velocity w (rad/s, world frame).
+Orientation uncertainty lives in the tangent space: R_true = exp([d]x) R_est with d ~ N(0, P_rot).
+Measurements are gated by their Mahalanobis distance under the predicted covariance, which includes
+the network's own stated uncertainty; a rotation measurement is first replaced by its symmetric
+equivalent closest to the prediction, so the filter never flips between equivalent poses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from discopose.geometry.transforms import rotation_about_axis
+
+CHI2_3DOF_999 = 16.27  # gate: 99.9% of inliers with correctly stated uncertainty pass
+
+
+def _exp(vector: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(vector))
+    return np.eye(3) if angle < 1e-12 else rotation_about_axis(vector, angle)
+
+
+def _log(rotation: np.ndarray) -> np.ndarray:
+    cos = np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)
+    angle = np.arccos(cos)
+    if angle < 1e-9:
+        return np.zeros(3)
+    skew = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
+    if np.pi - angle < 1e-6:  # near pi the skew part vanishes; use the symmetric part
+        axis = np.sqrt(np.clip((np.diag(rotation) + 1) / 2, 0, None))
+        axis *= np.sign(skew + (skew == 0))
+        return angle * axis / np.linalg.norm(axis)
+    return angle * skew / (2 * np.sin(angle))
+
+
+@dataclass
+class FilterConfig:
+    """Process noise: white acceleration (m/s^2) and angular acceleration (rad/s^2) densities."""
+
+    acceleration_std: float = 0.5
+    angular_acceleration_std: float = 4.0
+    gate_chi2: float = CHI2_3DOF_999
+    # Consecutive rejected measurements after which the filter trusts the data again (re-initialises).
+    max_rejections: int = 5
+
+
+@dataclass
+class FilterOutput:
+    position_m: np.ndarray
+    velocity_m_s: np.ndarray
+    rotation: np.ndarray
+    angular_velocity_rad_s: np.ndarray
+    covariance: np.ndarray  # 6x6: position (m^2) then rotation tangent (rad^2)
+    measurement_time_s: float
+    accepted: bool
+
+
+class PoseFilter:
+    def __init__(self, config: FilterConfig | None = None, symmetries: np.ndarray | None = None):
+        self.config = config or FilterConfig()
+        self.symmetries = np.eye(3)[None] if symmetries is None else np.asarray(symmetries)
+        self.initialized = False
+        self.rejections = 0
+        self.time_s = 0.0
+        self.last_measurement_s = -np.inf
+
+    def _reset(self, position, rotation, position_var, rotation_var, time_s):
+        self.p, self.v = np.asarray(position, float).copy(), np.zeros(3)
+        self.R, self.w = np.asarray(rotation, float).copy(), np.zeros(3)
+        self.P_pos = np.zeros((6, 6))
+        self.P_pos[:3, :3] = np.diag(position_var)
+        self.P_pos[3:, 3:] = np.eye(3) * 0.5 ** 2  # unknown velocity: 0.5 m/s
+        self.P_rot = np.zeros((6, 6))
+        self.P_rot[:3, :3] = np.eye(3) * rotation_var
+        self.P_rot[3:, 3:] = np.eye(3) * np.radians(180) ** 2
+        self.time_s = time_s
+        self.initialized = True
+        self.rejections = 0
+
+    @staticmethod
+    def _transition(dt: float, q: float):
+        F = np.eye(6)
+        F[:3, 3:] = np.eye(3) * dt
+        # Discretised white-acceleration model.
+        Q = np.zeros((6, 6))
+        Q[:3, :3] = np.eye(3) * dt ** 3 / 3
+        Q[:3, 3:] = Q[3:, :3] = np.eye(3) * dt ** 2 / 2
+        Q[3:, 3:] = np.eye(3) * dt
+        return F, Q * q ** 2
+
+    def predict(self, time_s: float) -> None:
+        dt = max(time_s - self.time_s, 0.0)
+        if not self.initialized or dt == 0:
+            return
+        F, Q = self._transition(dt, self.config.acceleration_std)
+        state = F @ np.concatenate([self.p, self.v])
+        self.p, self.v = state[:3], state[3:]
+        self.P_pos = F @ self.P_pos @ F.T + Q
+        F, Q = self._transition(dt, self.config.angular_acceleration_std)
+        self.R = _exp(self.w * dt) @ self.R
+        self.P_rot = F @ self.P_rot @ F.T + Q
+        self.time_s = time_s
+
+    def closest_equivalent(self, rotation: np.ndarray) -> np.ndarray:
+        """The symmetric equivalent of ``rotation`` nearest the current estimate."""
+        candidates = rotation[None] @ self.symmetries
+        angles = [np.linalg.norm(_log(c @ self.R.T)) for c in candidates]
+        return candidates[int(np.argmin(angles))]
+
+    def update(self, time_s: float, position_m, rotation, position_sigma_m, rotation_sigma_rad: float) -> FilterOutput:
+        """Fuse one measurement taken at ``time_s`` (seconds, monotonic clock)."""
+        position_var = np.asarray(position_sigma_m, float) ** 2
+        rotation_var = float(rotation_sigma_rad) ** 2
+        rotation = np.asarray(rotation, float)
+        if not self.initialized:
+            self._reset(position_m, rotation, position_var, rotation_var, time_s)
+            self.last_measurement_s = time_s
+            return self.output(accepted=True)
+        self.predict(time_s)
+        rotation = self.closest_equivalent(rotation)
+        H = np.hstack([np.eye(3), np.zeros((3, 3))])
+        innovation_p = np.asarray(position_m, float) - self.p
+        S_p = H @ self.P_pos @ H.T + np.diag(position_var)
+        innovation_r = _log(rotation @ self.R.T)
+        S_r = H @ self.P_rot @ H.T + np.eye(3) * rotation_var
+        distance = innovation_p @ np.linalg.solve(S_p, innovation_p) + innovation_r @ np.linalg.solve(S_r, innovation_r)
+        if distance > 2 * self.config.gate_chi2:
+            self.rejections += 1
+            if self.rejections >= self.config.max_rejections:
+                # The object moved in a way the motion model did not expect (or was swapped): restart.
+                self._reset(position_m, rotation, position_var, rotation_var, time_s)
+                self.last_measurement_s = time_s
+                return self.output(accepted=True)
+            return self.output(accepted=False)
+        self.rejections = 0
+        K = self.P_pos @ H.T @ np.linalg.inv(S_p)
+        state = np.concatenate([self.p, self.v]) + K @ innovation_p
+        self.p, self.v = state[:3], state[3:]
+        self.P_pos = (np.eye(6) - K @ H) @ self.P_pos
+        K = self.P_rot @ H.T @ np.linalg.inv(S_r)
+        correction = K @ innovation_r
+        self.R = _exp(correction[:3]) @ self.R
+        self.w = self.w + correction[3:]
+        self.P_rot = (np.eye(6) - K @ H) @ self.P_rot
+        self.last_measurement_s = time_s
+        return self.output(accepted=True)
+
+    def output(self, accepted: bool = True) -> FilterOutput:
+        covariance = np.zeros((6, 6))
+        covariance[:3, :3] = self.P_pos[:3, :3]
+        covariance[3:, 3:] = self.P_rot[:3, :3]
+        return FilterOutput(self.p.copy(), self.v.copy(), self.R.copy(), self.w.copy(), covariance,
+                            self.last_measurement_s, accepted)

@@ -1,0 +1,161 @@
+"""Camera sources: a grabbing thread per camera that keeps only the newest frame.
+
+A source is a device index (``0``), a video file, an RTSP/HTTP URL, or a folder of images. Each frame
+is stamped with ``time.monotonic()`` when it is read. A live source that fails is reopened with
+exponential backoff; the tracker keeps running on the cameras it still has.
+
+``realtime`` (default for files and folders: paced at their frame rate, frames dropped when the
+consumer is slow, exactly like a live camera) or ``lockstep`` (every frame delivered once, for
+offline evaluation of a recording).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from discopose._errors import DiscoposeError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+@dataclass
+class Frame:
+    image_rgb: np.ndarray
+    capture_time_s: float
+    index: int
+
+
+class ImageFolderCapture:
+    """cv2.VideoCapture-like reader over a sorted folder of images."""
+
+    def __init__(self, folder: str, fps: float = 30.0):
+        self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise DiscoposeError(f"camera folder {folder!r} holds no images")
+        self.position = 0
+        self.fps = fps
+
+    def isOpened(self) -> bool:  # noqa: N802 - mirrors cv2.VideoCapture
+        return True
+
+    def read(self):
+        if self.position >= len(self.paths):
+            return False, None
+        image = cv2.imread(str(self.paths[self.position]), cv2.IMREAD_COLOR)
+        self.position += 1
+        return image is not None, image
+
+    def get(self, prop):
+        return self.fps if prop == cv2.CAP_PROP_FPS else 0
+
+    def release(self):
+        pass
+
+
+def open_capture(uri: str):
+    """An OpenCV capture for ``uri``: device index, folder, file or URL."""
+    if uri.isdigit():
+        return cv2.VideoCapture(int(uri)), True
+    if Path(uri).is_dir():
+        return ImageFolderCapture(uri), False
+    if "://" not in uri and not Path(uri).exists():
+        raise DiscoposeError(f"camera source {uri!r} is neither a device index, an existing file/folder nor a URL")
+    return cv2.VideoCapture(uri), "://" in uri or uri.startswith("/dev/")
+
+
+class CameraSource:
+    """Grabs frames from ``uri`` in a thread. ``latest()`` returns the newest frame (or None)."""
+
+    def __init__(self, name: str, uri: str, mode: str | None = None, open_fn=open_capture,
+                 max_backoff_s: float = 5.0):
+        self.name, self.uri = name, str(uri)
+        self._open_fn = open_fn
+        self._lock = threading.Condition()
+        self._frame: Frame | None = None
+        self._taken = True
+        self._stop = threading.Event()
+        self.state = "starting"
+        self.frames_read = 0
+        self.reconnects = 0
+        self.max_backoff_s = max_backoff_s
+        self._capture, self.live = self._open_fn(self.uri)
+        if not self._capture.isOpened():
+            raise DiscoposeError(f"camera {name!r}: cannot open {uri!r}; check the device/path/URL")
+        self.mode = mode or ("realtime" if self.live else "realtime")
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0)
+        self.period_s = 1.0 / fps if (not self.live and fps > 0) else 0.0
+        self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff, index, next_time = 0.1, 0, time.monotonic()
+        while not self._stop.is_set():
+            ok, image = self._capture.read()
+            if not ok:
+                if not self.live:
+                    self.state = "ended"
+                    with self._lock:
+                        self._lock.notify_all()
+                    return
+                self.state = "reconnecting"
+                log.warning("camera %s: read failed; reconnecting in %.1f s", self.name, backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.max_backoff_s)
+                try:
+                    self._capture.release()
+                    self._capture, _ = self._open_fn(self.uri)
+                    self.reconnects += 1
+                except Exception as exc:  # a vanished device raises in some backends
+                    log.warning("camera %s: reopen failed (%s)", self.name, exc)
+                continue
+            backoff = 0.1
+            if self.period_s:  # files play at their own frame rate, like a camera would
+                next_time += self.period_s
+                delay = next_time - time.monotonic()
+                if delay > 0 and self.mode == "realtime":
+                    time.sleep(delay)
+            frame = Frame(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), time.monotonic(), index)
+            index += 1
+            with self._lock:
+                if self.mode == "lockstep":
+                    while not self._taken and not self._stop.is_set():
+                        self._lock.wait(0.1)
+                self._frame, self._taken = frame, False
+                self.frames_read += 1
+                self.state = "ok"
+                self._lock.notify_all()
+
+    def latest(self, wait_s: float = 0.0, newer_than: int = -1) -> Frame | None:
+        """The newest frame whose index is above ``newer_than``, waiting up to ``wait_s`` for one."""
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            while (self._frame is None or self._frame.index <= newer_than) and self.state != "ended":
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+            frame = self._frame
+            if frame is not None and frame.index > newer_than:
+                self._taken = True
+                self._lock.notify_all()
+                return frame
+            return None
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended" and (self._frame is None or self._taken)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(timeout=2)
+        self._capture.release()

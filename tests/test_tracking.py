@@ -1,0 +1,227 @@
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from discopose._errors import DiscoposeError
+from discopose.estimator.filter import FilterConfig, PoseFilter, _log
+from discopose.estimator.publisher import PosePublisher, PoseSubscriber, validate_message
+from discopose.estimator.sources import CameraSource
+from discopose.geometry import random_rotation, rotation_about_axis, rotation_angle_deg
+from discopose.geometry.symmetry import Symmetry
+
+
+def _trajectory(n=200, fps=30.0):
+    t = np.arange(n) / fps
+    positions = np.stack([0.03 * np.sin(0.7 * t), 0.02 * np.cos(0.5 * t), 0.35 + 0.01 * np.sin(0.3 * t)], 1)
+    rotations = [rotation_about_axis([0.3, 1, 0.2], 0.8 * s) for s in t]
+    return t, positions, rotations
+
+
+def test_filter_reduces_error_and_jitter_on_noisy_trajectory():
+    rng = np.random.default_rng(0)
+    t, positions, rotations = _trajectory()
+    sigma_p, sigma_r = 0.004, np.radians(4)
+    # Process noise matched to this slow trajectory (the defaults suit a hand-manipulated cube).
+    f = PoseFilter(FilterConfig(acceleration_std=0.05, angular_acceleration_std=0.5))
+    raw_errors, filtered_errors, raw_rot, filtered_rot = [], [], [], []
+    raw_track, filtered_track = [], []
+    for time_s, position, rotation in zip(t, positions, rotations):
+        measured_p = position + rng.normal(0, sigma_p, 3)
+        measured_r = rotation_about_axis(rng.normal(size=3), abs(rng.normal(0, sigma_r))) @ rotation
+        out = f.update(time_s, measured_p, measured_r, np.full(3, sigma_p), sigma_r)
+        raw_errors.append(np.linalg.norm(measured_p - position))
+        filtered_errors.append(np.linalg.norm(out.position_m - position))
+        raw_rot.append(rotation_angle_deg(measured_r, rotation))
+        filtered_rot.append(rotation_angle_deg(out.rotation, rotation))
+        raw_track.append(measured_p)
+        filtered_track.append(out.position_m)
+    skip = 20  # after convergence
+    assert np.mean(filtered_errors[skip:]) < 0.6 * np.mean(raw_errors[skip:])
+    assert np.mean(filtered_rot[skip:]) < 0.7 * np.mean(raw_rot[skip:])
+    jitter = lambda track: np.linalg.norm(np.diff(np.diff(np.asarray(track)[skip:], axis=0), axis=0), axis=1).mean()  # noqa: E731
+    assert jitter(filtered_track) < 0.3 * jitter(raw_track)
+    # The covariance it states is consistent with its errors (same order of magnitude).
+    assert 0.2 < np.sqrt(np.trace(out.covariance[:3, :3]) / 3) / np.mean(filtered_errors[skip:]) < 5
+
+
+def test_filter_does_not_flip_between_symmetric_poses_and_gates_outliers():
+    cube = Symmetry("cube").matrices()
+    f = PoseFilter(symmetries=cube)
+    rng = np.random.default_rng(1)
+    truth = random_rotation(rng)
+    position = np.array([0, 0, 0.35])
+    for i in range(40):
+        # Every measurement is a random symmetric equivalent of the same pose.
+        measured = truth @ cube[rng.integers(24)]
+        out = f.update(i / 30, position, measured, np.full(3, 0.002), np.radians(3))
+        equivalents = [rotation_angle_deg(out.rotation, truth @ s) for s in cube]
+        assert min(equivalents) < 1.0
+        if i:
+            assert rotation_angle_deg(out.rotation, previous) < 1.0, "no flip between equivalent poses"
+        previous = out.rotation
+    before = out.position_m.copy()
+    out = f.update(41 / 30, position + [0.3, 0, 0], truth, np.full(3, 0.002), np.radians(3))
+    assert not out.accepted and np.allclose(out.position_m, before, atol=1e-3)
+
+
+def test_log_map_round_trip_including_pi():
+    for angle in (0.0, 0.3, np.pi - 1e-3, np.pi):
+        axis = np.array([0.2, -0.5, 0.8]) / np.linalg.norm([0.2, -0.5, 0.8])
+        vector = _log(rotation_about_axis(axis, angle))
+        assert np.isclose(np.linalg.norm(vector), angle, atol=1e-6)
+        if 0 < angle:
+            assert np.isclose(abs(vector @ axis) / np.linalg.norm(vector), 1.0, atol=1e-4)
+
+
+def _message(seq_time):
+    return {"capture_time_s": seq_time, "frame": "camera:cam0", "position_m": [0, 0, 0.35], "quat_wxyz": [1, 0, 0, 0],
+            "velocity_m_s": [0, 0, 0], "angular_velocity_rad_s": [0, 0, 0], "covariance": np.eye(6).tolist(),
+            "measurement_age_s": 0.0, "accepted": True, "cameras": {"cam0": {"state": "ok", "age_s": 0.01}}}
+
+
+def test_pub_sub_round_trip_on_localhost():
+    publisher = PosePublisher("tcp://127.0.0.1:0")  # any free port
+    assert publisher.address.startswith("tcp://127.0.0.1:")
+    with PoseSubscriber(publisher.address) as subscriber:
+        received = None
+        deadline = time.time() + 5
+        while received is None and time.time() < deadline:  # PUB/SUB drops until the subscription lands
+            publisher.publish(_message(time.monotonic()))
+            received = subscriber.receive(timeout_s=0.1)
+        assert received is not None
+        validate_message(received)
+        assert received["schema"] == "discopose.pose/1" and received["latency_s"] >= 0
+        first = received["seq"]
+        publisher.publish(_message(time.monotonic()))
+        assert subscriber.receive(timeout_s=1.0)["seq"] > first
+    with pytest.raises(ValueError, match="lacks 'quat_wxyz'"):
+        validate_message({k: v for k, v in received.items() if k != "quat_wxyz"})
+    with pytest.raises(DiscoposeError, match="cannot publish"):
+        PosePublisher(publisher.address)  # port taken
+    publisher.close()
+
+
+class FlakyCapture:
+    """A camera that delivers some frames, then disconnects until reopened (counted)."""
+
+    opens = 0
+
+    def __init__(self, frames_before_drop):
+        FlakyCapture.opens += 1
+        self.left = frames_before_drop
+
+    def isOpened(self):  # noqa: N802
+        return True
+
+    def read(self):
+        time.sleep(0.005)
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.full((24, 32, 3), self.left, np.uint8)
+
+    def get(self, prop):
+        return 0
+
+    def release(self):
+        pass
+
+
+def test_camera_source_keeps_newest_frame_and_reconnects():
+    FlakyCapture.opens = 0
+    source = CameraSource("cam0", "fake://", open_fn=lambda uri: (FlakyCapture(10), True), max_backoff_s=0.05)
+    try:
+        deadline = time.time() + 5
+        while FlakyCapture.opens < 3 and time.time() < deadline:
+            time.sleep(0.01)
+        assert FlakyCapture.opens >= 3 and source.reconnects >= 2
+        time.sleep(0.1)
+        frame = source.latest(wait_s=1.0)
+        assert frame is not None and frame.image_rgb.shape == (24, 32, 3)
+        # Newest only: after a pause, the frame handed out is the most recent one read.
+        assert frame.index == source.frames_read - 1 or source.state == "reconnecting"
+    finally:
+        source.close()
+
+
+def test_video_file_source_lockstep_delivers_every_frame(tmp_path):
+    path = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (32, 24))
+    for i in range(12):
+        writer.write(np.full((24, 32, 3), i * 20, np.uint8))
+    writer.release()
+    source = CameraSource("cam0", path, mode="lockstep")
+    seen, last = [], -1
+    while True:
+        frame = source.latest(wait_s=2.0, newer_than=last)
+        if frame is None:
+            break
+        seen.append(frame.index)
+        last = frame.index
+    source.close()
+    assert seen == list(range(12)) and source.state == "ended"
+    with pytest.raises(DiscoposeError, match="neither a device index"):
+        CameraSource("cam1", str(tmp_path / "missing.mp4"))
+
+
+def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
+    """A rendered clip played as a camera: poses are published, recorded and drawn."""
+    import discopose
+    from discopose.estimator.tracker import TrackConfig, Tracker
+    from discopose.render.config import RenderConfig
+    from discopose.render.trajectory import render_trajectory_video
+    run, meta = trained_run
+    config = RenderConfig.load(overrides=["camera.width_px=64", "camera.height_px=64"])
+    video = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=40)
+    estimator = discopose.load(run / "best")
+    tracker = Tracker(estimator, {"cam0": CameraSource("cam0", str(video), mode="lockstep")}, config=TrackConfig(
+        publish="tcp://127.0.0.1:0", record=str(tmp_path / "poses.jsonl"), record_video=str(tmp_path / "overlay.mp4")))
+    received = []
+    subscriber = PoseSubscriber(tracker.publisher.address)
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            message = subscriber.receive(timeout_s=0.1)
+            if message:
+                received.append(message)
+    listener = threading.Thread(target=listen)
+    listener.start()
+    time.sleep(0.3)
+    stats = tracker.run()
+    time.sleep(0.3)
+    stop.set()
+    listener.join()
+    subscriber.close()
+    assert stats["messages"] == 40 and stats["cameras"]["cam0"]["state"] == "ended"
+    assert stats["latency_ms_p50"] > 0 and stats["hz"] > 0
+    records = [json.loads(line) for line in (tmp_path / "poses.jsonl").read_text().splitlines()]
+    assert [r["frame_index"]["cam0"] for r in records] == list(range(40))
+    assert len(received) >= 30 and all(m["frame"] == "camera:cam0" for m in received)
+    capture = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 40
+    # Poses are finite and near the workspace, in front of the camera.
+    positions = np.array([r["position_m"] for r in records])
+    assert np.isfinite(positions).all() and (positions[:, 2] > 0.1).all()
+
+
+def test_tracker_refuses_unknown_camera_names(trained_run, tmp_path):
+    import discopose
+    from discopose.estimator.tracker import Tracker
+    run, _ = trained_run
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    source = CameraSource("left", str(folder))
+    try:
+        with pytest.raises(DiscoposeError, match=r"not known to the model; it expects \['cam0'\]"):
+            Tracker(discopose.load(run / "best"), {"left": source})
+    finally:
+        source.close()
