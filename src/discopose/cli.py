@@ -194,10 +194,24 @@ def cmd_track(args) -> None:
             print(f"wrote {path}")
 
 
+def cmd_demo(args) -> None:
+    from discopose.demo import format_summary, run_demo
+    summary = run_demo(args.out, quick=args.quick, workers=args.workers, publish=args.publish, progress=not args.quiet)
+    print(format_summary(summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole pipeline on embedded defaults: render, train, evaluate, track")
+    p.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    p.add_argument("--quick", action="store_true", help="a few-minute version (what the tests run)")
+    p.add_argument("--workers", type=int, help="render processes (default: one per core)")
+    p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ address for the pose stream")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("render", help="render a domain-randomized dataset (or a preview sheet)")
     p.add_argument("--out", required=True, help="output folder or fsspec URL (or PNG path with --preview)")

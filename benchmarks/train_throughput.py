@@ -1,0 +1,96 @@
+"""Training throughput: the data loader alone vs the full training step, images/s.
+
+    python benchmarks/train_throughput.py [--data DATA] [--backbones mobilenet_v2,resnet18] [--steps 20]
+
+Renders a small dataset if none is given. The baseline, in the same process, is the training step
+on tensors already in memory: the loader is a bottleneck when its rate is below the step's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+from discopose.datasets.generate import generate_dataset
+from discopose.datasets.loader import make_loader
+from discopose.datasets.reader import open_dataset
+from discopose.models.losses import pose_loss
+from discopose.models.pose_net import PoseNet, PoseNetSpec
+from discopose.render.config import RenderConfig
+
+
+def loader_rate(info, spec, batch_size, workers, batches):
+    loader = make_loader(info, spec, batch_size, train=True, num_workers=workers, shuffle_buffer=100)
+    count, start = 0, None
+    for i, (images, _) in enumerate(loader):
+        if i == 1:
+            start, count = time.perf_counter(), 0  # exclude worker start-up
+        count += len(images)
+        if i >= batches:
+            break
+    return count / (time.perf_counter() - start)
+
+
+def step_rate(spec, batch_size, steps, device, amp):
+    model = PoseNet(spec, pretrained="none").to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    images = torch.rand(batch_size, 1, 3, *spec.input_size_px, device=device)
+    position = torch.zeros(batch_size, 3, device=device) + torch.tensor(spec.position_center_m, device=device)
+    rotation = torch.eye(3, device=device).expand(batch_size, 3, 3)
+    symmetries = torch.eye(3, device=device)[None]
+    for i in range(steps + 2):
+        if i == 2:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(images)
+        loss, _ = pose_loss({k: v.float() for k, v in out.items()}, position, rotation, symmetries, 0.05)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data")
+    parser.add_argument("--backbones", default="mobilenet_v2,resnet18")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = None
+    if not args.data:
+        tmp = tempfile.TemporaryDirectory()
+        args.data = tmp.name
+        generate_dataset(args.data, 400, RenderConfig.load(overrides=[f"camera.width_px={args.size}",
+                                                                      f"camera.height_px={args.size}",
+                                                                      "output.samples_per_shard=100"]), progress=False)
+    info = open_dataset(args.data)
+    size = (info.manifest["cameras"][0]["height_px"], info.manifest["cameras"][0]["width_px"])
+    print(f"# training throughput on {device} ({os.cpu_count()} CPU cores), images {size[1]}x{size[0]}, "
+          f"batch {args.batch_size}\n")
+    print("| what | images/s |")
+    print("|---|---|")
+    spec = PoseNetSpec(input_size_px=size, position_center_m=[0, 0, 0.35])
+    for workers in sorted({0, min(2, os.cpu_count() or 1), os.cpu_count() or 1}):
+        rate = loader_rate(info, spec, args.batch_size, workers, batches=8)
+        print(f"| loader alone, {workers} workers (decode + augment) | {rate:.0f} |", flush=True)
+    for backbone in args.backbones.split(","):
+        spec = PoseNetSpec(backbone=backbone, input_size_px=size, position_center_m=[0, 0, 0.35])
+        for amp in ([False, True] if device.type == "cuda" else [False]):
+            rate = step_rate(spec, args.batch_size, args.steps, device, amp)
+            print(f"| train step {backbone}{' AMP bf16' if amp else ''} (tensors in memory) | {rate:.0f} |", flush=True)
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
