@@ -54,6 +54,15 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
               for r_est, t_est, r_gt, t_gt in zip(predictions["rotation"], predictions["position_m"],
                                                   predictions["true_rotation"], predictions["true_position_m"])]
     summary = summarize(errors, meta["object"]["diameter_m"], symmetric)
+    shape = meta["object"].get("shape_symmetry")
+    if shape and shape["kind"] not in ("none", meta["object"]["symmetry"]["kind"]) and errors:
+        from discopose.geometry.symmetry import Symmetry
+        from discopose.models.metrics import re
+        group = Symmetry.from_dict(shape).matrices()
+        # The error if the markings were ignored: how well the geometry alone was read.
+        shape_errors = np.array([re(r, g, group) for r, g in zip(predictions["rotation"], predictions["true_rotation"])])
+        summary["re_shape_deg"] = {"mean": float(shape_errors.mean()), "median": float(np.median(shape_errors)),
+                                   "p90": float(np.percentile(shape_errors, 90))}
     if "position_sigma_m" in predictions and errors:
         abs_error = np.abs(predictions["position_m"] - predictions["true_position_m"])
         sigma = predictions["position_sigma_m"]

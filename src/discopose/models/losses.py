@@ -7,15 +7,18 @@ from discopose.geometry.rotations_torch import symmetric_geodesic_angle
 
 
 def pose_loss(prediction: dict, position_m: torch.Tensor, rotation: torch.Tensor, symmetries: torch.Tensor,
-              position_scale_m: float) -> tuple[torch.Tensor, dict]:
+              position_scale_m: float, shape_rotations: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Returns (loss, parts). The pose terms drive the pose; the NLL terms see detached errors, so the
     uncertainty heads learn how large the errors are without letting them down-weight hard samples."""
-    angle, best = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
-    # Chordal (Frobenius) distance to the nearest symmetric equivalent drives the rotation: unlike the
-    # geodesic angle its gradient vanishes smoothly at the optimum and does not stall on the 126-degree
-    # plateau of uniformly random targets early in training.
-    nearest = rotation @ symmetries[best]
-    chordal = ((prediction["rotation"] - nearest) ** 2).sum((-1, -2))
+    angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
+    classify = "symmetry_logits" in prediction
+    regressed = prediction["rotation_shape"] if classify else prediction["rotation"]
+    group = shape_rotations if classify else symmetries
+    # Chordal (Frobenius) distance to the nearest equivalent under the group drives the regression:
+    # its gradient vanishes smoothly at the optimum, unlike the geodesic angle's.
+    _, nearest_index = symmetric_geodesic_angle(regressed, rotation, group)
+    nearest = rotation @ group[nearest_index]
+    chordal = ((regressed - nearest) ** 2).sum((-1, -2))
     position_error = prediction["position_m"] - position_m
     # Smooth L1 in units of the position scale: robust early, quadratic near the optimum.
     position_term = torch.nn.functional.smooth_l1_loss(position_error / position_scale_m,
@@ -30,4 +33,9 @@ def pose_loss(prediction: dict, position_m: torch.Tensor, rotation: torch.Tensor
     loss = position_term + 0.25 * rotation_term + 0.01 * (nll_position + nll_rotation)
     parts = {"position": position_term.detach(), "rotation_rad": angle.mean().detach(),
              "nll_position": nll_position.detach(), "nll_rotation": nll_rotation.detach()}
+    if classify:
+        # Which equivalent the markings show: regressed ~ rotation @ S_k, so rotation = regressed @ S_k^T.
+        classification = torch.nn.functional.cross_entropy(prediction["symmetry_logits"], nearest_index)
+        loss = loss + 0.5 * classification
+        parts["classification"] = classification.detach()
     return loss, parts

@@ -2,7 +2,11 @@
 
 Outputs, for a batch of B samples each with C camera images:
 * ``position_m`` (B, 3): object position in the pose frame, metres.
-* ``rotation`` (B, 3, 3): object orientation in the pose frame (from the 6D representation).
+* ``rotation`` (B, 3, 3): object orientation in the pose frame.
+* ``rotation_shape`` (B, 3, 3) and ``symmetry_logits`` (B, M): when the object's geometry has a larger
+  symmetry group than the object itself (the lettered cube: 24 vs 1), the network regresses the
+  orientation up to the geometry's group (6D representation; easy, it only needs edges) and classifies
+  which of the M equivalents the markings show; ``rotation = rotation_shape @ S[argmax]^T``.
 * ``position_log_var`` (B, 3), ``rotation_log_var`` (B,): heteroscedastic uncertainty, log of the
   variance in m^2 per axis and rad^2 (isotropic), trained by Gaussian negative log-likelihood.
 """
@@ -30,6 +34,8 @@ class PoseNetSpec:
     position_center_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.35])
     position_scale_m: float = 0.05
     hidden: int = 512
+    # Rotations of the geometry's symmetry group to classify among (empty: plain regression).
+    shape_rotations: list = field(default_factory=list)
 
 
 class PoseNet(nn.Module):
@@ -38,8 +44,12 @@ class PoseNet(nn.Module):
         self.spec = spec
         self.backbone, dim = build_backbone(spec.backbone, pretrained)
         fused = dim * len(spec.camera_names)
+        self.num_classes = len(spec.shape_rotations)
         self.head = nn.Sequential(nn.Linear(fused, spec.hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(spec.hidden, 3 + 6 + 3 + 1))
+                                  nn.Linear(spec.hidden, 3 + 6 + 3 + 1 + self.num_classes))
+        if self.num_classes:
+            self.register_buffer("shape_rotations", torch.tensor(spec.shape_rotations, dtype=torch.float32),
+                                 persistent=False)
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("position_center", torch.tensor(spec.position_center_m, dtype=torch.float32),
@@ -57,7 +67,14 @@ class PoseNet(nn.Module):
         features = self.backbone(flat).reshape(batch, -1)  # cameras concatenated in spec order
         out = self.head(features)
         position = self.position_center + self.spec.position_scale_m * out[:, :3]
-        return {"position_m": position, "rotation": matrix_from_rotation_6d(out[:, 3:9]),
+        rotation = matrix_from_rotation_6d(out[:, 3:9])
+        extra = {}
+        if self.num_classes:
+            logits = out[:, 13:]
+            chosen = self.shape_rotations[logits.argmax(dim=1)]
+            extra = {"rotation_shape": rotation, "symmetry_logits": logits}
+            rotation = rotation @ chosen.transpose(-1, -2)
+        return {**extra, "position_m": position, "rotation": rotation,
                 "position_log_var": out[:, 9:12].clamp(-30, 10) + 2 * torch.log(
                     torch.tensor(self.spec.position_scale_m, device=images.device)),
                 "rotation_log_var": out[:, 12].clamp(-20, 5)}

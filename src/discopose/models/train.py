@@ -76,6 +76,17 @@ def position_stats(info: DatasetInfo, pose_frame: str, camera_names: list[str], 
     return positions.mean(0), max(float(positions.std(0).mean()), 0.005), positions
 
 
+def classified_rotations(object_description: dict) -> np.ndarray:
+    """The geometry's symmetry rotations when the markings break them (object symmetry ``none``), else
+    an empty array: then plain symmetry-aware regression is all there is to learn."""
+    from discopose.geometry.symmetry import Symmetry
+    shape = Symmetry.from_dict(object_description.get("shape_symmetry") or object_description["symmetry"])
+    own = Symmetry.from_dict(object_description["symmetry"])
+    if own.kind != "none" or shape.kind in ("none", "axis"):
+        return np.zeros((0, 3, 3))
+    return shape.matrices()
+
+
 def _ddp() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -111,11 +122,13 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     if pose_frame == "auto":
         pose_frame = "camera" if len(train_info.camera_names) == 1 else "world"
     center, scale, _ = position_stats(train_info, pose_frame, train_info.camera_names)
+    shape_rotations = classified_rotations(train_info.manifest["object"])
     sample_camera = train_info.manifest["cameras"][0]
     spec = PoseNetSpec(backbone=config.backbone, camera_names=train_info.camera_names,
                        input_size_px=(sample_camera["height_px"], sample_camera["width_px"]),
                        pose_frame=pose_frame, position_center_m=center.tolist(), position_scale_m=scale,
-                       hidden=config.hidden, **preprocessing(config.backbone))
+                       hidden=config.hidden, shape_rotations=shape_rotations.tolist(),
+                       **preprocessing(config.backbone))
     meta = {
         "dataset_format_version": FORMAT_VERSION, "camera_names": spec.camera_names,
         "cameras": train_info.manifest["cameras"], "object": train_info.manifest["object"],
@@ -150,6 +163,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     symmetries = torch.tensor(train_info.symmetry.matrices(), dtype=torch.float32, device=device)
+    shape_group = torch.tensor(shape_rotations, dtype=torch.float32, device=device) if len(shape_rotations) else None
 
     writer = None
     if rank == 0:
@@ -177,7 +191,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                 prediction = net(images)
             prediction = {k: v.float() for k, v in prediction.items()}
             loss, parts = pose_loss(prediction, target["position_m"].to(device), target["rotation"].to(device),
-                                    symmetries, spec.position_scale_m)
+                                    symmetries, spec.position_scale_m, shape_group)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -205,8 +219,10 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             _, summary = compute_metrics(predictions, meta, points, train_info.symmetry.matrices())
             for key in ("te_mm", "re_deg", "add_mm"):
                 writer.add_scalar(f"val/{key}_median", summary[key]["median"], step)
-            log.info("epoch %d: val median %.1f mm, %.1f deg, ADD(-S) %.3f d", epoch + 1,
-                     summary["te_mm"]["median"], summary["re_deg"]["median"], summary["add_s_rel_diameter_median"])
+            shape = f" ({summary['re_shape_deg']['median']:.1f} deg up to the shape's symmetry)" \
+                if "re_shape_deg" in summary else ""
+            log.info("epoch %d: val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", epoch + 1, summary["te_mm"]["median"],
+                     summary["re_deg"]["median"], shape, summary["add_s_rel_diameter_median"])
         score = _validation_score(summary) if summary else -epoch  # no val: the latest is the best
         epoch_meta = {**meta, "epoch": epoch + 1, "step": step, "val_metrics": summary}
         if score < best_score:

@@ -42,6 +42,9 @@ class ObjectModel:
     face_index: np.ndarray | None = None
     marking_mask: np.ndarray | None = None
     symmetry: Symmetry = field(default_factory=Symmetry)
+    # Symmetry of the bare geometry (the built-in cube: 24 rotations, broken only by its markings).
+    # Models regress the pose up to this group and classify which equivalent the markings show.
+    shape_symmetry: Symmetry | None = None
     source_sha256: str | None = None
 
     @property
@@ -79,6 +82,7 @@ class ObjectModel:
         """The manifest's description of the object."""
         return {"name": self.name, "bounds_m": self.bounds_m.tolist(), "diameter_m": self.diameter_m,
                 "keypoints_m": self.keypoints_m.tolist(), "symmetry": self.symmetry.to_dict(),
+                "shape_symmetry": (self.shape_symmetry or self.symmetry).to_dict(),
                 "source_sha256": self.source_sha256,
                 # For ADD/ADD-S: metrics then need only the manifest or checkpoint, not the mesh file.
                 "surface_points_m": np.round(self.surface_points(300), 5).tolist()}
@@ -119,7 +123,7 @@ def make_marked_cube(size_m: float = 0.057, symmetry: Symmetry | None = None) ->
     model = ObjectModel(
         name="cube", positions=np.array(positions, np.float32), normals=np.array(normals, np.float32),
         indices=np.array(indices, np.int32), uvs=np.array(uvs, np.float32),
-        face_index=face_index, marking_mask=marking, symmetry=symmetry or Symmetry(),
+        face_index=face_index, marking_mask=marking, symmetry=symmetry or Symmetry(), shape_symmetry=Symmetry("cube"),
         source_sha256=None)
     model.texture = colorize_cube(model, np.array([[0.9, 0.9, 0.9]] * 6), np.array([[0.1, 0.1, 0.1]] * 6))
     return model
