@@ -105,14 +105,5 @@ class CameraModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CameraModel":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"camera file {str(path)!r} does not exist")
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError):
-            raise ConfigError(f"camera file {str(path)!r} is not valid YAML/JSON") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"camera file {str(path)!r} must hold a mapping")
-        return cls.from_dict(data, source=str(path))
+        from discopose.config import load_mapping
+        return cls.from_dict(load_mapping(path, what="camera file"), source=str(path))

@@ -132,20 +132,21 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_mapping(path: str | Path) -> dict:
-    """Read a YAML or JSON mapping (``yaml.safe_load``; never executes tags)."""
+def load_mapping(path: str | Path, what: str = "config file") -> dict:
+    """Read a YAML or JSON mapping (``yaml.safe_load``; never executes tags). ``what`` names the file
+    in error messages."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; check the path")
+        raise ConfigError(f"{what} {str(path)!r} does not exist; check the path")
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML/JSON: {exc}".splitlines()[0]) from None
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML/JSON: {exc}".splitlines()[0]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping at the top level")
     return data
 
 
