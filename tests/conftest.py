@@ -39,13 +39,17 @@ if os.path.isdir(SHARED_WEIGHTS):
 
 @pytest.fixture(scope="session")
 def pose_datasets(tmp_path_factory):
-    """Small rendered train/val sets (64 x 64, one camera) shared by the model and tracking tests."""
+    """Small rendered train/val sets (128 x 128, one camera) shared by the model and tracking tests.
+
+    128 px is the smallest size at which an ImageNet MobileNetV2 learns the position within a couple of
+    epochs (at 64 px its last feature map is 2 x 2); see tests/test_models.py for the bar it must clear.
+    """
     from discopose.datasets.generate import generate_dataset
     from discopose.render.config import RenderConfig
     root = tmp_path_factory.mktemp("pose-data")
-    overrides = ["camera.width_px=64", "camera.height_px=64", "textures.bank_size=12", "textures.size_px=32",
-                 "output.samples_per_shard=100"]
-    train = generate_dataset(str(root / "train"), 600, RenderConfig.load(overrides=overrides), workers=2,
+    overrides = ["camera.width_px=128", "camera.height_px=128", "textures.bank_size=12", "textures.size_px=32",
+                 "output.samples_per_shard=200"]
+    train = generate_dataset(str(root / "train"), 1600, RenderConfig.load(overrides=overrides), workers=2,
                              progress=False)
     val = generate_dataset(str(root / "val"), 100, RenderConfig.load(overrides=overrides + ["seed=1"]),
                            workers=1, progress=False)
@@ -55,10 +59,10 @@ def pose_datasets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(pose_datasets, tmp_path_factory):
-    """A short real training run (CPU, ~1 minute) shared by tests that need a trained model."""
+    """A short real training run (CPU, ~2.5 minutes) shared by tests that need a trained model."""
     from discopose.models.train import TrainConfig, train
     train_data, val_data = pose_datasets
     out = tmp_path_factory.mktemp("run")
     meta = train(train_data, str(out), val=val_data,
-                 config=TrainConfig(epochs=4, batch_size=16, lr=2e-3, num_workers=1, augment=0.5), progress=False)
+                 config=TrainConfig(epochs=3, batch_size=32, num_workers=1, augment=0.5), progress=False)
     return out, meta

@@ -175,7 +175,7 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     from discopose.render.config import RenderConfig
     from discopose.render.trajectory import render_trajectory_video
     run, meta = trained_run
-    config = RenderConfig.load(overrides=["camera.width_px=64", "camera.height_px=64"])
+    config = RenderConfig.load(overrides=["camera.width_px=128", "camera.height_px=128"])
     video = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=40)
     estimator = discopose.load(run / "best")
     tracker = Tracker(estimator, {"cam0": CameraSource("cam0", str(video), mode="lockstep")}, config=TrackConfig(
@@ -218,7 +218,7 @@ def test_tracker_refuses_unknown_camera_names(trained_run, tmp_path):
     run, _ = trained_run
     folder = tmp_path / "frames"
     folder.mkdir()
-    cv2.imwrite(str(folder / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(folder / "0.png"), np.zeros((128, 128, 3), np.uint8))
     source = CameraSource("left", str(folder))
     try:
         with pytest.raises(DiscoposeError, match=r"not known to the model; it expects \['cam0'\]"):

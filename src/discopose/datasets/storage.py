@@ -21,6 +21,8 @@ class Storage:
 
     def __init__(self, url: str):
         self.url = str(url)
+        if not self.url.strip():
+            raise DiscoposeError("the output location is empty; pass --out FOLDER (or an fsspec URL like s3://bucket/ds)")
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
         except (ImportError, ValueError) as exc:

@@ -72,7 +72,10 @@ def load_imagenet_state_dict(backbone: str) -> dict:
 
 
 def build_backbone(name: str, pretrained: str = "imagenet") -> tuple[nn.Module, int]:
-    """Feature extractor (images -> (B, D) features) and D. ``pretrained``: "imagenet" or "none"."""
+    """Convolutional trunk (images -> (B, C, h, w) feature maps, classifier and pooling removed) and C.
+
+    ``pretrained``: "imagenet" (torchvision's IMAGENET1K_V1 weights, loaded offline) or "none".
+    """
     from torchvision.models import get_model
     if name not in BACKBONES:
         raise ConfigError(f"backbone {name!r} is not supported; use one of {', '.join(BACKBONES)}")
@@ -81,15 +84,16 @@ def build_backbone(name: str, pretrained: str = "imagenet") -> tuple[nn.Module, 
     model = get_model(name, weights=None)
     if pretrained == "imagenet":
         model.load_state_dict(load_imagenet_state_dict(name), strict=True)
-    if hasattr(model, "fc"):
-        model.fc = nn.Identity()
-    elif hasattr(model, "classifier"):
-        model.classifier = nn.Identity()
-    else:  # pragma: no cover - all listed backbones have one of the two
-        raise ConfigError(f"cannot find the classifier of {name}")
+    if name.startswith("resnet"):
+        trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
+                              model.layer1, model.layer2, model.layer3, model.layer4)
+    elif name.startswith("regnet"):
+        trunk = nn.Sequential(model.stem, model.trunk_output)
+    else:  # mobilenet_v2/v3, efficientnet
+        trunk = model.features
     with torch.no_grad():
-        dim = model.eval()(torch.zeros(1, 3, 64, 64)).shape[-1]
-    return model, int(dim)
+        channels = trunk.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+    return trunk, int(channels)
 
 
 def preprocessing(name: str) -> dict:

@@ -1,5 +1,9 @@
 """The pose network: a shared backbone per camera, features fused in fixed camera order, a pose head.
 
+Per camera the trunk's feature maps give two descriptors: global-average-pooled features (what is
+there) and a spatial soft-argmax over learned keypoint maps (where it is, Levine et al. 2016), which
+global pooling alone throws away and which position regression needs.
+
 Outputs, for a batch of B samples each with C camera images:
 * ``position_m`` (B, 3): object position in the pose frame, metres.
 * ``rotation`` (B, 3, 3): object orientation in the pose frame.
@@ -34,6 +38,7 @@ class PoseNetSpec:
     position_center_m: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.35])
     position_scale_m: float = 0.05
     hidden: int = 512
+    keypoints: int = 32
     # Rotations of the geometry's symmetry group to classify among (empty: plain regression).
     shape_rotations: list = field(default_factory=list)
 
@@ -42,8 +47,10 @@ class PoseNet(nn.Module):
     def __init__(self, spec: PoseNetSpec, pretrained: str = "none"):
         super().__init__()
         self.spec = spec
+        self.channels_last = False  # set by the trainer on CUDA: NHWC convolutions are faster there
         self.backbone, dim = build_backbone(spec.backbone, pretrained)
-        fused = dim * len(spec.camera_names)
+        self.keypoint_maps = nn.Conv2d(dim, spec.keypoints, kernel_size=1)
+        fused = (dim + 2 * spec.keypoints) * len(spec.camera_names)
         self.num_classes = len(spec.shape_rotations)
         self.head = nn.Sequential(nn.Linear(fused, spec.hidden), nn.ReLU(inplace=True),
                                   nn.Linear(spec.hidden, 3 + 6 + 3 + 1 + self.num_classes))
@@ -64,7 +71,18 @@ class PoseNet(nn.Module):
         """images: (B, C, 3, H, W) float in [0, 1] (normalization happens here, with the stored stats)."""
         batch = images.shape[0]
         flat = (images.flatten(0, 1) - self.mean) / self.std
-        features = self.backbone(flat).reshape(batch, -1)  # cameras concatenated in spec order
+        if self.channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        maps = self.backbone(flat)
+        pooled = maps.mean(dim=(2, 3))
+        attention = self.keypoint_maps(maps).flatten(2).softmax(dim=-1)  # (BC, K, h*w)
+        height, width = maps.shape[2:]
+        ys = torch.linspace(-1.0, 1.0, height, device=maps.device, dtype=maps.dtype)
+        xs = torch.linspace(-1.0, 1.0, width, device=maps.device, dtype=maps.dtype)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        expected = torch.stack([(attention * grid_x.reshape(1, 1, -1)).sum(-1),
+                                (attention * grid_y.reshape(1, 1, -1)).sum(-1)], dim=-1)  # (BC, K, 2)
+        features = torch.cat([pooled, expected.flatten(1)], dim=1).reshape(batch, -1)  # cameras in spec order
         out = self.head(features)
         position = self.position_center + self.spec.position_scale_m * out[:, :3]
         rotation = matrix_from_rotation_6d(out[:, 3:9])

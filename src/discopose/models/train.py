@@ -141,6 +141,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     model = PoseNet(spec, pretrained=config.pretrained if not resume else "none").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
     steps_per_epoch = max(1, train_info.num_samples // (config.batch_size * world))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -184,8 +185,6 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             if batch_index >= steps_per_epoch:
                 break
             images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
             with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
                                 enabled=use_amp):
                 prediction = net(images)

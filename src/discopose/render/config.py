@@ -51,7 +51,7 @@ class CameraConfig:
     width_px: int = 224
     height_px: int = 224
     fov_deg: float = 40.0
-    distance_m: float = 0.35
+    distance_m: float = 0.25
     elevation_deg: float = 35.0
     # Per-sample jitter around the nominal camera.
     position_jitter_m: float = 0.02

@@ -16,6 +16,7 @@ APT_HINT = ("install the EGL/Mesa runtime: `apt-get install -y libegl1 libegl-me
 def import_pyrender():
     """Import pyrender on a headless platform, or raise a one-line error naming what is missing."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    _load_triton_first()
     import numpy as np
     if not hasattr(np, "infty"):
         # pyrender 0.1.45 (the latest release) still uses the alias NumPy 2 removed, in Mesh.bounds.
@@ -27,6 +28,16 @@ def import_pyrender():
     except Exception as exc:  # PyOpenGL raises assorted errors when libEGL is missing
         raise DiscoposeError(f"no OpenGL platform available ({type(exc).__name__}: {exc}); {APT_HINT}") from None
     return pyrender
+
+
+def _load_triton_first() -> None:
+    """Mesa's llvmpipe and triton (which torch/torchvision import) each bundle LLVM. Loading triton
+    into a process that already holds a Mesa EGL context segfaults; loading it first is fine. So when
+    triton is installed, load it before any GL context exists (about 0.2 s)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # not installed (CPU-only torch builds, no torch at all): nothing to order
+        pass
 
 
 def set_shadow_map_size(pyrender, size_px: int) -> None:

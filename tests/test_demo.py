@@ -1,0 +1,22 @@
+"""The README's main job, in its quick variant: every stage runs and the artefacts exist."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "discopose.cli", "demo", "--quick", "--out", str(out),
+                             "--publish", "tcp://127.0.0.1:0", "--quiet"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "demo_summary.json").read_text())
+    for path in summary["artefacts"].values():
+        assert (tmp_path / path).exists() or __import__("pathlib").Path(path).exists(), path
+    tracking = summary["tracking"]
+    assert tracking["messages"] > 10 and tracking["subscriber_received"] > 0
+    assert tracking["latency_ms_p50"] > 0
+    assert "report.html" in result.stdout and "tracking:" in result.stdout
+    assert summary["test"]["te_mm_median"] > 0
