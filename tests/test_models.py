@@ -99,7 +99,7 @@ def test_overfit_one_batch():
     angle, _ = symmetric_geodesic_angle(out["rotation"], rotation, symmetries)
     assert np.degrees(angle.max().item()) < 5.0
     assert (out["position_m"] - position).norm(dim=1).mean() < 0.006
-    assert parts["position"] < 0.01
+    assert parts["position"] < 0.05
 
 
 def test_missing_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ class DemoPlan:
     clip_frames: int
 
 
-FULL = DemoPlan(image_px=128, train=4000, val=300, test=300, epochs=8, batch_size=32, clip_frames=300)
+FULL = DemoPlan(image_px=128, train=3000, val=300, test=300, epochs=8, batch_size=32, clip_frames=300)
 QUICK = DemoPlan(image_px=64, train=300, val=60, test=60, epochs=1, batch_size=16, clip_frames=45)
 
 

@@ -158,6 +158,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         state = load_train_state(last)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # Resuming with more epochs than the run started with stretches the one-cycle schedule to the new end.
+        scheduler.total_steps = total_steps + 1
         start_epoch, best_score, step = int(state["epoch"]) + 1, float(state["best_score"]), int(state["step"])
         log.info("resumed from %s at epoch %d", last, start_epoch)
     net = model
