@@ -124,6 +124,26 @@ def test_worker_crash_names_the_sample_seed(tmp_path):
         generate_dataset(str(tmp_path / "ds"), 4, config, workers=2, progress=False)
 
 
+def test_render_failure_names_sample_index_and_seed(tmp_path, monkeypatch):
+    from discopose.render.renderer import DiscoRenderer
+    from discopose.render.sampling import sample_seed
+    original = DiscoRenderer.render
+
+    def failing_render(self, params):  # fault injection: the GL driver fails on one sample
+        if params["index"] == 5:
+            raise RuntimeError("GL_OUT_OF_MEMORY")
+        return original(self, params)
+    monkeypatch.setattr(DiscoRenderer, "render", failing_render)
+    config = RenderConfig.load(overrides=tiny_overrides())
+    with pytest.raises(DiscoposeError, match=f"sample 5 \\(seed {sample_seed(0, 5)}\\) failed to render: "
+                                             "RuntimeError: GL_OUT_OF_MEMORY"):
+        generate_dataset(str(tmp_path / "ds"), 8, config, workers=1, progress=False)
+    # The shard before the failure is complete and kept; nothing half-written remains.
+    assert (tmp_path / "ds" / "shard-000000.tar").exists()
+    assert not (tmp_path / "ds" / "shard-000001.tar").exists()
+    assert not list((tmp_path / "ds").glob(".*.tmp"))
+
+
 def test_ray_backend_matches_local(reference, tmp_path):
     pytest.importorskip("ray")
     _, config, manifest = reference

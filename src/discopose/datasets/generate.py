@@ -73,9 +73,9 @@ def render_shard(renderer, storage: Storage, task: ShardTask, on_sample=None) ->
                     except DiscoposeError:
                         raise
                     except Exception as exc:
-                        seed = renderer.sample_params(index)["seed"] if not isinstance(exc, MemoryError) else "?"
                         raise SampleRenderError(
-                            f"sample {index} (seed {seed}) failed to render: {type(exc).__name__}: {exc}\n"
+                            f"sample {index} (seed {_seed(renderer.config, index)}) failed to render: "
+                            f"{type(exc).__name__}: {exc}\n"
                             f"{traceback.format_exc()}") from None
                     writer.write(encode_sample(params, views, renderer.config.output))
                     if on_sample:
@@ -100,17 +100,16 @@ _worker: dict = {}
 
 
 def _init_worker(config_dict: dict, url: str, events) -> None:
-    from discopose.render.renderer import DiscoRenderer
     _worker["config"] = RenderConfig.from_dict(config_dict)
     _worker["storage"] = Storage(url)
     _worker["events"] = events
     _worker["renderer"] = None
-    _worker["make"] = DiscoRenderer
 
 
 def _worker_render_shard(task: ShardTask) -> dict:
-    if _worker["renderer"] is None:
-        _worker["renderer"] = _worker["make"](_worker["config"])
+    if _worker["renderer"] is None:  # built lazily so its errors surface as the task's result
+        from discopose.render.renderer import DiscoRenderer
+        _worker["renderer"] = DiscoRenderer(_worker["config"])
     events, pid = _worker["events"], os.getpid()
     return render_shard(_worker["renderer"], _worker["storage"], task,
                         on_sample=lambda kind, index: events.put((kind, pid, index)))

@@ -11,6 +11,7 @@ import logging
 import cv2
 import numpy as np
 
+from discopose._errors import ConfigError
 from discopose.geometry.transforms import invert_transform, make_transform, opengl_from_opencv, project_points
 from discopose.render.config import RenderConfig
 from discopose.render.gl import import_pyrender, make_offscreen_renderer, release_offscreen_renderer, set_shadow_map_size
@@ -184,7 +185,6 @@ class DiscoRenderer:
         pose = None
         if self.poses is not None:
             if index >= len(self.poses):
-                from discopose._errors import ConfigError
                 raise ConfigError(f"pose.poses_file has {len(self.poses)} poses but sample {index} was requested; "
                                   f"render at most {len(self.poses)} samples")
             pose = self.poses[index]
