@@ -88,7 +88,9 @@ class CameraSource:
         self._capture, self.live = self._open_fn(self.uri)
         if not self._capture.isOpened():
             raise DiscoposeError(f"camera {name!r}: cannot open {uri!r}; check the device/path/URL")
-        self.mode = mode or ("realtime" if self.live else "realtime")
+        if mode not in (None, "realtime", "lockstep"):
+            raise DiscoposeError(f"camera {name!r}: mode {mode!r} is unknown; use realtime or lockstep")
+        self.mode = mode or "realtime"
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0)
         self.period_s = 1.0 / fps if (not self.live and fps > 0) else 0.0
         self._thread = threading.Thread(target=self._run, name=f"camera-{name}", daemon=True)

@@ -201,20 +201,21 @@ class DiscoRenderer:
         scene.bg_color = np.array([*params["bg_color"], 1.0])
 
         room = params["room"]
+        if room is not None:
+            half = np.asarray(room["half_extent_m"])
+            yaw = room["yaw_rad"]
+            world_from_room = make_transform(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0],
+                                                       [0, 0, 1]]), self.config.pose.workspace_center_m)
         for node, (rotation, axis, sign), material in zip(self._wall_nodes, _WALLS,
                                                           (room or {}).get("walls", [None] * 6)):
             node.mesh.is_visible = room is not None
             if room is None:
                 continue
-            half = np.asarray(room["half_extent_m"])
-            yaw = make_transform(np.array([[np.cos(room["yaw_rad"]), -np.sin(room["yaw_rad"]), 0],
-                                           [np.sin(room["yaw_rad"]), np.cos(room["yaw_rad"]), 0], [0, 0, 1]]),
-                                 self.config.pose.workspace_center_m)
-            wall = make_transform(rotation, np.eye(3)[axis] * sign * half[axis])
-            # Stretch the unit quad along the two world axes its local x and y map to.
+            room_from_wall = make_transform(rotation, np.eye(3)[axis] * sign * half[axis])
+            # Stretch the unit quad along the two room axes its local x and y map to.
             in_plane_half = [half[np.abs(rotation[:, k]).argmax()] for k in (0, 1)]
-            wall[:3, :3] = rotation @ np.diag([*in_plane_half, 1.0])
-            scene.set_pose(node, yaw @ wall)
+            room_from_wall[:3, :3] = rotation @ np.diag([*in_plane_half, 1.0])
+            scene.set_pose(node, world_from_room @ room_from_wall)
             node.mesh.primitives[0].material = self._material(material)
 
         used = {shape: 0 for shape in self._shape_pool}
