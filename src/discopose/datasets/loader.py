@@ -30,8 +30,9 @@ def check_compatible(info: DatasetInfo, meta: dict) -> None:
                            f"{meta['camera_names']} (same names, same order); render with matching camera.names")
 
 
-def make_augmentation(strength: float = 1.0):
-    """Webcam-realism augmentation (albumentations); ``strength`` 0 disables it."""
+def make_augmentation(strength: float = 1.0, seed: int | None = None):
+    """Webcam-realism augmentation (albumentations); ``strength`` 0 disables it. A ``seed`` makes it
+    reproducible (albumentations otherwise seeds itself from the OS)."""
     if strength <= 0:
         return None
     import albumentations as A
@@ -43,7 +44,7 @@ def make_augmentation(strength: float = 1.0):
         A.ImageCompression(quality_range=(40, 95), p=0.3),
         A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2),
                         p=0.2 * strength),
-    ])
+    ], seed=seed)
 
 
 def pose_target(labels: dict, pose_frame: str, camera_names: list[str]) -> np.ndarray:
@@ -56,16 +57,20 @@ def pose_target(labels: dict, pose_frame: str, camera_names: list[str]) -> np.nd
 class SampleToTensors:
     """Decoded sample -> (images (C, 3, H, W) float32 in [0, 1], target dict). Picklable for workers."""
 
-    def __init__(self, spec, augment_strength: float = 0.0):
+    def __init__(self, spec, augment_strength: float = 0.0, seed: int = 0):
         self.spec = spec
         self.augment_strength = augment_strength
+        self.seed = seed
         self._augment = None
 
     def __call__(self, raw: dict):
         import cv2
         import torch
         if self._augment is None and self.augment_strength > 0:
-            self._augment = make_augmentation(self.augment_strength)
+            worker = torch.utils.data.get_worker_info()
+            # One stream per loader worker (and epoch, via the seed): reproducible training runs.
+            self._augment = make_augmentation(self.augment_strength,
+                                              seed=self.seed * 1000 + (worker.id if worker else 0))
         sample = decode_sample(raw)
         height, width = self.spec.input_size_px
         images = []
@@ -104,7 +109,7 @@ def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_worke
         dataset = (wds.WebDataset(urls, shardshuffle=len(urls), seed=seed, nodesplitter=wds.split_by_node,
                                   workersplitter=wds.split_by_worker, empty_check=False)
                    .shuffle(shuffle_buffer, seed=seed)
-                   .map(SampleToTensors(spec, augment_strength)))
+                   .map(SampleToTensors(spec, augment_strength, seed)))
     else:
         workers = min(num_workers, 1)
         dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
