@@ -22,6 +22,7 @@ from discopose._io import atomic_write_bytes, atomic_write_json
 from discopose.datasets.format import FORMAT, FORMAT_VERSION, MANIFEST, sample_key, shard_name
 from discopose.datasets.reader import iter_samples, open_dataset
 from discopose.geometry.transforms import make_transform
+from discopose.viz import encode_png
 
 
 def _xywh(bbox):
@@ -43,8 +44,7 @@ def export_bop(dataset: str, out: str | Path, camera: str | None = None, obj_id:
         index = sample["labels"]["index"]
         labels = sample["labels"]["cameras"][camera]
         camera_from_object = np.asarray(labels["camera_from_object"])
-        atomic_write_bytes(scene / "rgb" / f"{index:06d}.png",
-                           cv2.imencode(".png", cv2.cvtColor(sample["views"][camera]["rgb"], cv2.COLOR_RGB2BGR))[1].tobytes())
+        atomic_write_bytes(scene / "rgb" / f"{index:06d}.png", encode_png(sample["views"][camera]["rgb"]))
         scene_gt[str(index)] = [{"cam_R_m2c": camera_from_object[:3, :3].ravel().tolist(),
                                  "cam_t_m2c": (camera_from_object[:3, 3] * 1000).tolist(), "obj_id": obj_id}]
         scene_camera[str(index)] = {"cam_K": np.asarray(labels["K"]).ravel().tolist(), "depth_scale": 1.0}

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from discopose import __version__
 from discopose._errors import DatasetError, DiscoposeError
 from discopose.datasets.format import DEPTH_UNIT_M, FORMAT, FORMAT_VERSION, MANIFEST, encode_sample, shard_name
-from discopose.datasets.storage import Storage, scan_shard
+from discopose.datasets.storage import Storage, scan_shard, sha256_of
 from discopose.render.config import RenderConfig
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def render_shard(renderer, storage: Storage, task: ShardTask, on_sample=None) ->
             f.flush()
             os.fsync(f.fileno())
         with open(tmp, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+            digest = sha256_of(f)
         storage.commit(tmp, task.name)
     except OSError as exc:
         if exc.errno == 28:  # ENOSPC

@@ -85,7 +85,6 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
                         batch_size: int = 32, worst: int = 16) -> dict:
     """``discopose eval``: metrics.json + report.html for a checkpoint on a dataset or a BOP folder."""
     import tempfile
-    from pathlib import Path
 
     from discopose.datasets.loader import check_compatible
     from discopose.datasets.reader import iter_samples, open_dataset
@@ -131,5 +130,4 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
                  worst_views=[views[i] for i in order if i in views], baseline=baseline)
     if tmp is not None:
         tmp.cleanup()
-    Path(out).mkdir(parents=True, exist_ok=True)
     return {"summary": summary, "baseline": baseline}
