@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
 
@@ -107,3 +108,121 @@ class CameraModel:
     def load(cls, path: str | Path) -> "CameraModel":
         from discopose.config import load_mapping
         return cls.from_dict(load_mapping(path, what="camera file"), source=str(path))
+
+
+def remap_image(image: np.ndarray, source: CameraModel, target: CameraModel,
+                target_from_source: np.ndarray | None = None, maps=None) -> np.ndarray:
+    """The image ``source`` took, as the ideal (undistorted) pinhole ``target`` would see it.
+
+    Both cameras share their optical centre; ``target_from_source`` (3x3, default identity) rotates
+    the target's axes relative to the source's, which makes ``target`` a virtual camera aimed anywhere
+    (a zoom-in crop). Undistortion, intrinsics matching, rotation and resizing are one ``cv2.remap``.
+    Where ``target`` sees beyond the source image the result is black. ``maps`` from
+    :func:`remap_maps` may be passed to reuse them for a fixed pair of cameras (tracking).
+    """
+    image = np.asarray(image)
+    if image.shape[:2] != (source.height_px, source.width_px):
+        raise ConfigError(f"camera {source.name!r} is {source.width_px}x{source.height_px} but the image is "
+                          f"{image.shape[1]}x{image.shape[0]}; pass the camera file the image was taken with")
+    shrink = min(source.K[0, 0], source.K[1, 1]) / max(target.K[0, 0], target.K[1, 1])
+    if maps is None and shrink >= 2.0:
+        # Bilinear sampling far below the source resolution aliases; area-average down first.
+        factor = int(shrink)
+        width, height = max(1, source.width_px // factor), max(1, source.height_px // factor)
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        source = source.scaled_to(width, height)
+    if maps is None:
+        maps = remap_maps(source, target, target_from_source)
+    return cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def remap_maps(source: CameraModel, target: CameraModel, target_from_source: np.ndarray | None = None):
+    """The ``cv2.remap`` maps behind :func:`remap_image` (see there)."""
+    rotation = np.eye(3) if target_from_source is None else np.asarray(target_from_source, float)
+    return cv2.initUndistortRectifyMap(source.K, source.dist_coeffs, rotation, target.K,
+                                      (target.width_px, target.height_px), cv2.CV_32FC1)
+
+
+def aimed_camera(position_camera_m, diameter_m: float, size_px: int, fill_frac: float,
+                 distance_m: float | None = None, name: str = "crop") -> tuple[CameraModel, np.ndarray]:
+    """A square virtual camera at the same optical centre, aimed at a point, zoomed onto an object.
+
+    ``position_camera_m`` is the point (the object's estimated centre) in the source camera's frame;
+    the virtual camera's optical axis runs through it, its image "down" stays as close to the
+    source's as possible, and its focal length makes an object of ``diameter_m`` at ``distance_m``
+    (default: the point's distance) span ``fill_frac`` of ``size_px``. Returns
+    ``(camera, crop_from_camera)``: the camera (principal point at the image centre) and the 3x3
+    rotation from source-camera to virtual-camera axes. This is the zoom-in of GDR-Net/CDPN done as
+    a true camera, so the crop is an exact pinhole image and its rotation label is allocentric.
+    """
+    from discopose.geometry.transforms import look_at
+    point = np.asarray(position_camera_m, float).reshape(3)
+    distance = float(np.linalg.norm(point)) if distance_m is None else float(distance_m)
+    camera_from_crop = look_at(np.zeros(3), point, up=(0.0, -1.0, 0.0))[:3, :3]
+    focal = fill_frac * size_px * distance / diameter_m
+    center = (size_px - 1) / 2
+    K = np.array([[focal, 0, center], [0, focal, center], [0, 0, 1.0]])
+    return CameraModel(name, size_px, size_px, K), camera_from_crop.T
+
+
+def jittered_aim(position_camera_m, diameter_m: float, size_px: int, fill_frac: float, offset_frac: float,
+                 scale_jitter_frac: float, rng: np.random.Generator) -> tuple[CameraModel, np.ndarray]:
+    """:func:`aimed_camera` off by the errors a first-stage locator makes: the aim point's image lies
+    up to ``offset_frac`` of the crop from the object's centre (uniform in a disc) and the zoom is off
+    by a factor up to ``1 + scale_jitter_frac`` either way (log-uniform). Trains the crop stage to
+    tolerate them."""
+    point = np.asarray(position_camera_m, float).reshape(3)
+    distance = float(np.linalg.norm(point))
+    estimated_distance = distance * np.exp(rng.uniform(-1, 1) * np.log1p(scale_jitter_frac))
+    exact, crop_from_camera = aimed_camera(point, diameter_m, size_px, fill_frac, estimated_distance)
+    angle = rng.uniform(0, 2 * np.pi)
+    offset_px = offset_frac * size_px * np.sqrt(rng.random()) * np.array([np.cos(angle), np.sin(angle)])
+    ray = np.append(offset_px / exact.K[0, 0], 1.0)
+    aim_point = crop_from_camera.T @ (ray / np.linalg.norm(ray)) * distance
+    return aimed_camera(aim_point, diameter_m, size_px, fill_frac, estimated_distance)
+
+
+# The camera-invariant position a network predicts (see discopose.models.pose_net): the projected
+# centre's offset from the principal point in units of s = min(width, height), and the log of the depth
+# over z_ref = fx * diameter / (fill_frac * s), the depth at which the object spans fill_frac of s.
+
+def uvz_from_position(position_m, K: np.ndarray, size_px: tuple[int, int], diameter_m: float,
+                      fill_frac: float) -> np.ndarray:
+    """``(du, dv, log(z / z_ref))`` of a camera-frame position (metres) seen with ``K`` at ``size_px``
+    (height, width). Inverse of :func:`position_from_uvz`."""
+    scale = min(size_px)
+    x, y, z = np.asarray(position_m, float)
+    z_ref = K[0, 0] * diameter_m / (fill_frac * scale)
+    return np.array([K[0, 0] * x / z / scale, K[1, 1] * y / z / scale, np.log(z / z_ref)])
+
+
+def position_from_uvz(uvz, K: np.ndarray, size_px: tuple[int, int], diameter_m: float,
+                      fill_frac: float) -> np.ndarray:
+    """Camera-frame position in metres from ``(du, dv, log(z / z_ref))``."""
+    scale = min(size_px)
+    du, dv, log_ratio = np.asarray(uvz, float)
+    z = np.exp(log_ratio) * K[0, 0] * diameter_m / (fill_frac * scale)
+    return np.array([du * scale / K[0, 0] * z, dv * scale / K[1, 1] * z, z])
+
+
+def position_covariance_from_uvz(uvz_sigma, position_m, K: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """3x3 covariance (m^2, camera axes) of the position, to first order, from independent 1-sigmas
+    of ``(du, dv, log(z / z_ref))``: lateral errors scale with depth over focal length, depth errors
+    with depth, and a depth error moves the point along its viewing ray."""
+    scale = min(size_px)
+    x, y, z = np.asarray(position_m, float)
+    # Jacobian of position_from_uvz at the estimate: columns d/d(du), d/d(dv), d/d(log ratio).
+    jacobian = np.array([[scale / K[0, 0] * z, 0.0, x],
+                         [0.0, scale / K[1, 1] * z, y],
+                         [0.0, 0.0, z]])
+    return jacobian @ np.diag(np.asarray(uvz_sigma, float) ** 2) @ jacobian.T
+
+
+def dense_grid_px(size_px: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel columns and rows (u, v) that the cells of a stride-``stride`` grid over an image of
+    ``size_px`` (height, width) stand for: each cell's centre pixel, as two (rows, cols) int arrays."""
+    height, width = size_px
+    rows, cols = -(-height // stride), -(-width // stride)
+    centre = stride // 2
+    return np.meshgrid(np.minimum(np.arange(cols) * stride + centre, width - 1),
+                       np.minimum(np.arange(rows) * stride + centre, height - 1))

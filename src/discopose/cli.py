@@ -71,21 +71,29 @@ def cmd_inspect(args) -> None:
 
 def cmd_train(args) -> None:
     from discopose.config import apply_overrides, from_dict, load_mapping
-    from discopose.models.train import TrainConfig, train
+    from discopose.models.train import TrainConfig, train, train_estimator
 
     data = load_mapping(args.config) if args.config else {}
-    for name in ("backbone", "pretrained", "epochs", "batch_size", "lr", "num_workers", "pose_frame"):
+    for name in ("backbone", "pretrained", "epochs", "batch_size", "lr", "num_workers"):
         value = getattr(args, name)
         if value is not None:
             data[name] = value
-    config = from_dict(TrainConfig, apply_overrides(data, args.set or []))
-    meta = train(args.data, args.out, val=args.val, config=config, resume=args.resume, progress=not args.quiet)
-    metrics = meta.get("val_metrics") or {}
-    line = f"checkpoints in {args.out}/best and {args.out}/last"
-    if metrics:
-        line += (f"; val median {metrics['te_mm']['median']:.1f} mm, {metrics['re_deg']['median']:.1f} deg, "
-                 f"ADD(-S) < 10% d: {100 * metrics['success']['add(-s)<10%d']:.0f}%")
-    print(line)
+    data = apply_overrides(data, args.set or [])
+    if args.crops:
+        metas = train_estimator(args.data, args.crops, args.out, frames_val=args.val, crops_val=args.crops_val,
+                                locator_config=from_dict(TrainConfig, {**data, "stage": "locator"}),
+                                crop_config=from_dict(TrainConfig, {**data, "stage": "crop"}),
+                                resume=args.resume, progress=not args.quiet)
+        print(f"estimator in {args.out}/best (stages in {args.out}/locator and {args.out}/crop)")
+    else:
+        metas = {"": train(args.data, args.out, val=args.val, config=from_dict(TrainConfig, data),
+                           resume=args.resume, progress=not args.quiet)}
+        print(f"checkpoints in {args.out}/best and {args.out}/last")
+    for stage, meta in metas.items():
+        metrics = meta.get("val_metrics") or {}
+        if metrics:
+            print(f"{stage or meta['spec']['stage']} validation (its own view): median {metrics['te_mm']['median']:.1f} mm, "
+                  f"{metrics['re_deg']['median']:.1f} deg, ADD(-S) < 10% d: {100 * metrics['success']['add(-s)<10%d']:.0f}%")
 
 
 def cmd_eval(args) -> None:
@@ -94,17 +102,23 @@ def cmd_eval(args) -> None:
     if not args.data and not args.bop:
         raise DiscoposeError("give --data (a discopose dataset) or --bop (a BOP folder)")
     out = args.out or str(__import__("pathlib").Path(args.model) / "eval")
-    result = evaluate_checkpoint(args.model, args.data, out, bop=args.bop, limit=args.limit)
+    if args.limit is not None and args.limit < 1:
+        raise DiscoposeError(f"--limit {args.limit}: give a positive number of samples (or leave it out for all)")
+    result = evaluate_checkpoint(args.model, args.data, out, bop=args.bop, limit=args.limit,
+                                 fuse=not args.single_camera)
     s, b = result["summary"], result["baseline"]
-    print(f"{s['count']} samples: median {s['te_mm']['median']:.1f} mm, {s['re_deg']['median']:.1f} deg "
-          f"(mean-pose baseline {b['te_mm_median']:.1f} mm, {b['re_deg_median']:.1f} deg); "
+    print(f"{s['count']} samples ({result['frame']} frame): median {s['te_mm']['median']:.1f} mm, "
+          f"{s['re_deg']['median']:.1f} deg, {100 * s['success']['re<30deg']:.0f}% within 30 deg, "
           f"ADD(-S) < 10% d: {100 * s['success']['add(-s)<10%d']:.1f}%")
+    print(f"chance (mean-pose baseline, positions from {b['positions_from']}): {b['te_mm_median']:.1f} mm, "
+          f"{b['re_deg_median']:.1f} deg, {100 * b['re<30deg']:.0f}% within 30 deg")
     print(f"wrote {out}/metrics.json and {out}/report.html")
 
 
 def cmd_export(args) -> None:
-    from discopose.models.export import export_onnx
-    print(f"wrote {export_onnx(args.model, args.out)}")
+    from discopose.models.export import export_estimator
+    for path in export_estimator(args.model):
+        print(f"wrote {path}")
 
 
 def cmd_bop_export(args) -> None:
@@ -169,7 +183,7 @@ def cmd_track(args) -> None:
     estimator = load(args.model, backend=args.backend)
     cameras = _named(args.camera, "--camera")
     if not cameras:
-        raise DiscoposeError(f"give at least one --camera NAME=SOURCE; the model expects {estimator.camera_names}")
+        raise DiscoposeError("give at least one --camera NAME=SOURCE, e.g. --camera cam0=0")
     calibrations = {name: CameraModel.load(path) for name, path in _named(args.calib, "--calib").items()}
     mode = "lockstep" if args.every_frame else "realtime"
     sources = {}
@@ -179,7 +193,7 @@ def cmd_track(args) -> None:
         config = TrackConfig(publish=None if args.no_publish else args.publish, record=args.record,
                              record_video=args.record_video, show=args.show, max_frames=args.max_frames or 0,
                              duration_s=args.duration or 0.0)
-        tracker = Tracker(estimator, sources, calibrations, config)
+        tracker = Tracker(estimator, sources, calibrations, config, assume_nominal=args.assume_nominal)
     except BaseException:
         for source in sources.values():
             source.close()
@@ -196,7 +210,8 @@ def cmd_track(args) -> None:
 
 def cmd_demo(args) -> None:
     from discopose.demo import format_summary, run_demo
-    summary = run_demo(args.out, quick=args.quick, workers=args.workers, publish=args.publish, progress=not args.quiet)
+    summary = run_demo(args.out, quick=args.quick, workers=args.workers, publish=args.publish, progress=not args.quiet,
+                       seed=args.seed)
     print(format_summary(summary))
 
 
@@ -208,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on embedded defaults: render, train, evaluate, track")
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
     p.add_argument("--quick", action="store_true", help="a few-minute version (what the tests run)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every dataset and training run (default 0)")
     p.add_argument("--workers", type=int, help="render processes (default: one per core)")
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ address for the pose stream")
     p.add_argument("--quiet", action="store_true")
@@ -255,17 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--num-workers", dest="num_workers", type=int)
-    p.add_argument("--pose-frame", dest="pose_frame", choices=["auto", "camera", "world"])
+    p.add_argument("--crops", help="zoom-in crops (render --set camera.aim=object): train a two-stage estimator, "
+                   "--data being the locator's full frames")
+    p.add_argument("--crops-val", dest="crops_val", help="validation crops")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: metrics.json + report.html")
-    p.add_argument("--model", required=True, help="checkpoint folder, e.g. runs/cube/best")
+    p.add_argument("--model", required=True, help="estimator folder, e.g. runs/cube/best")
     p.add_argument("--data", help="dataset to evaluate on")
     p.add_argument("--bop", help="BOP folder to evaluate on instead")
     p.add_argument("--out", help="report folder (default MODEL/eval)")
     p.add_argument("--limit", type=int, help="evaluate at most N samples")
+    p.add_argument("--single-camera", action="store_true",
+                   help="several-camera data: score the first camera alone instead of the fused world pose")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("track", help="track the object live on camera feeds and publish poses over ZeroMQ")
@@ -273,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", action="append", metavar="NAME=SOURCE",
                    help="device index, video file, RTSP/HTTP URL or image folder, e.g. cam0=0")
     p.add_argument("--calib", action="append", metavar="NAME=FILE", help="camera file from discopose calibrate")
+    p.add_argument("--assume-nominal", action="store_true",
+                   help="no --calib: assume the model's camera rescaled to the frame size (warns; same lens only)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address (default localhost:5555)")
     p.add_argument("--no-publish", action="store_true")
@@ -304,9 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="camera file to write (default: update --camera)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx) for onnxruntime")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", help="ONNX path (default MODEL/model.onnx)")
+    p = sub.add_parser("export", help="export an estimator's networks to ONNX (model.onnx each) for onnxruntime")
+    p.add_argument("--model", required=True, help="estimator folder (or one checkpoint)")
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -1,20 +1,25 @@
 """Streaming training/evaluation loader: webdataset shards -> augmented tensors for the pose network.
 
 Shards are shuffled, samples pass a shuffle buffer, decoding and augmentation run in DataLoader
-workers. Augmentations are photometric only (colour, blur, noise, JPEG, dropout): geometric ones
-would need the pose labels transformed consistently, and the camera model is fixed by calibration.
+workers. Every image is first mapped onto the camera the model sees (:func:`model_view`) with its own
+K, so jittered intrinsics are seen, not ignored. Augmentations are photometric only (colour, blur,
+noise, JPEG, dropout): geometry comes from the cameras.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from discopose._errors import DatasetError
+from discopose.camera import (CameraModel, aimed_camera, dense_grid_px, jittered_aim, remap_image,
+                              uvz_from_position)
 from discopose.datasets.format import FORMAT_VERSION, decode_sample
 from discopose.datasets.reader import DatasetInfo
 
 
 def check_compatible(info: DatasetInfo, meta: dict) -> None:
-    """Refuse a dataset whose format, object or cameras differ from what the model was trained on."""
+    """Refuse a dataset whose format or object differ from what the model was trained on."""
     manifest = info.manifest
     if manifest["format_version"] != meta.get("dataset_format_version", FORMAT_VERSION):
         raise DatasetError(f"{info.url} is dataset format v{manifest['format_version']} but the model expects "
@@ -25,46 +30,97 @@ def check_compatible(info: DatasetInfo, meta: dict) -> None:
         raise DatasetError(f"{info.url} shows object {data_object['name']!r} ({data_object['diameter_m'] * 1000:.1f} mm) "
                            f"but the model was trained on {model_object['name']!r} "
                            f"({model_object['diameter_m'] * 1000:.1f} mm); use a dataset of the same object")
-    if info.camera_names != meta["camera_names"]:
-        raise DatasetError(f"{info.url} has cameras {info.camera_names} but the model expects "
-                           f"{meta['camera_names']} (same names, same order); render with matching camera.names")
 
 
 def make_augmentation(strength: float = 1.0, seed: int | None = None):
     """Webcam-realism augmentation (albumentations); ``strength`` 0 disables it. A ``seed`` makes it
-    reproducible (albumentations otherwise seeds itself from the OS)."""
+    reproducible (albumentations otherwise seeds itself from the OS). Kept mild enough that the
+    cube's letters (a few pixels wide strokes) stay legible: they are what orientation is read from."""
     if strength <= 0:
         return None
     import albumentations as A
     return A.Compose([
         A.ColorJitter(brightness=0.3 * strength, contrast=0.3 * strength, saturation=0.3 * strength,
                       hue=0.05 * strength, p=0.8),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 7))], p=0.3 * strength),
-        A.GaussNoise(std_range=(0.01, 0.05 * strength), p=0.3),
-        A.ImageCompression(quality_range=(40, 95), p=0.3),
-        A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.05, 0.2), hole_width_range=(0.05, 0.2),
-                        p=0.2 * strength),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 3)), A.MotionBlur(blur_limit=(3, 5))], p=0.2 * strength),
+        A.GaussNoise(std_range=(0.01, 0.04 * strength), p=0.3),
+        A.ImageCompression(quality_range=(60, 95), p=0.2),
+        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15),
+                        p=0.1 * strength),
     ], seed=seed)
 
 
-def pose_target(labels: dict, pose_frame: str, camera_names: list[str]) -> np.ndarray:
-    """The 4x4 ``frame_from_object`` that the model predicts."""
-    if pose_frame == "world":
-        return np.asarray(labels["world_from_object"], float)
-    return np.asarray(labels["cameras"][camera_names[0]]["camera_from_object"], float)
+@dataclass
+class CropJitter:
+    """How far off-centre and off-scale crops cut from full frames are (see :func:`jittered_aim`)."""
+
+    offset_frac: float = 0.08
+    scale_jitter_frac: float = 0.12
+
+
+def model_view(rgb: np.ndarray, labels: dict, spec, rng: np.random.Generator | None = None,
+               jitter: CropJitter | None = None):
+    """One camera's image and label mapped onto the camera the model sees, with that image's own K.
+
+    Locator: the model's fixed camera (``spec.camera_K``). Crop: a rendered crop (``camera.aim=object``,
+    principal point at the centre, the model's size) is used as it is; a full frame is cut into a crop
+    aimed at the labelled object, off by ``jitter`` drawn from ``rng`` when given.
+    Returns ``(image HxWx3 uint8, K 3x3, camera_from_object 4x4, remapped)`` in the model's camera.
+    """
+    height, width = spec.input_size_px
+    source = CameraModel("image", int(labels["width_px"]), int(labels["height_px"]), labels["K"])
+    camera_from_object = np.asarray(labels["camera_from_object"], float)
+    if spec.stage == "locator":
+        target, rotation = CameraModel("model", width, height, spec.camera_K), np.eye(3)
+    elif _is_crop(source, width, height):
+        return rgb, source.K, camera_from_object, False
+    elif rng is not None:
+        jitter = jitter or CropJitter()
+        target, rotation = jittered_aim(camera_from_object[:3, 3], spec.object_diameter_m, width, spec.fill_frac,
+                                        jitter.offset_frac, jitter.scale_jitter_frac, rng)
+    else:
+        target, rotation = aimed_camera(camera_from_object[:3, 3], spec.object_diameter_m, width, spec.fill_frac)
+    if np.allclose(rotation, np.eye(3)) and np.allclose(target.K, source.K) and \
+            (source.width_px, source.height_px) == (width, height):
+        return rgb, source.K, camera_from_object, False
+    image = remap_image(rgb, source, target, rotation)
+    rotate = np.eye(4)
+    rotate[:3, :3] = rotation
+    return image, target.K, rotate @ camera_from_object, True
+
+
+def dense_targets(view: dict, K: np.ndarray, camera_from_object: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
+    """Per dense-grid cell: object there (1), not (0) or unknown (-1), and the object-frame surface
+    point it shows over half the diameter, from the view's rendered depth and visible mask."""
+    columns, rows = dense_grid_px(spec.input_size_px, spec.dense_stride)
+    if "depth_m" not in view or "mask" not in view:
+        return np.full(rows.shape, -1.0, np.float32), np.zeros((3, *rows.shape), np.float32)
+    mask = view["mask"][rows, columns]
+    depth = view["depth_m"][rows, columns].astype(float)
+    rays = np.stack([(columns - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], np.ones(rows.shape)], axis=-1)
+    in_camera = rays * depth[..., None]
+    in_object = (in_camera - camera_from_object[:3, 3]) @ camera_from_object[:3, :3]
+    coordinates = np.where(mask[..., None], in_object / (spec.object_diameter_m / 2), 0.0)
+    return mask.astype(np.float32), coordinates.transpose(2, 0, 1).astype(np.float32)
+
+
+def _is_crop(camera: CameraModel, width: int, height: int) -> bool:
+    return (camera.width_px, camera.height_px) == (width, height) and \
+        np.allclose(camera.K[:2, 2], [(width - 1) / 2, (height - 1) / 2], atol=1e-6)
 
 
 class SampleToTensors:
-    """Decoded sample -> (images (C, 3, H, W) float32 in [0, 1], target dict). Picklable for workers."""
+    """Decoded sample -> a list of (image (3, H, W) float32 in [0, 1], target dict), one per camera:
+    the network sees one camera at a time. Picklable for DataLoader workers."""
 
-    def __init__(self, spec, augment_strength: float = 0.0, seed: int = 0):
+    def __init__(self, spec, augment_strength: float = 0.0, seed: int = 0, jitter_crops: bool = False):
         self.spec = spec
         self.augment_strength = augment_strength
         self.seed = seed
+        self.jitter_crops = jitter_crops
         self._augment = None
 
-    def __call__(self, raw: dict):
-        import cv2
+    def __call__(self, raw: dict) -> list:
         import torch
         if self._augment is None and self.augment_strength > 0:
             worker = torch.utils.data.get_worker_info()
@@ -72,32 +128,38 @@ class SampleToTensors:
             self._augment = make_augmentation(self.augment_strength,
                                               seed=self.seed * 1000 + (worker.id if worker else 0))
         sample = decode_sample(raw)
-        height, width = self.spec.input_size_px
-        images = []
-        for name in self.spec.camera_names:
-            rgb = sample["views"][name]["rgb"]
-            if rgb.shape[:2] != (height, width):
-                rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        labels = sample["labels"]
+        rng = np.random.default_rng([self.seed, labels["index"]]) if self.jitter_crops else None
+        out = []
+        for camera_index, (name, view_labels) in enumerate(labels["cameras"].items()):
+            view = sample["views"][name]
+            rgb, K, camera_from_object, remapped = model_view(view["rgb"], view_labels, self.spec, rng)
             if self._augment is not None:
                 rgb = self._augment(image=rgb)["image"]
-            images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
-        labels = sample["labels"]
-        frame_from_object = pose_target(labels, self.spec.pose_frame, self.spec.camera_names)
-        first = labels["cameras"][self.spec.camera_names[0]]
-        target = {
-            "position_m": torch.tensor(frame_from_object[:3, 3], dtype=torch.float32),
-            "rotation": torch.tensor(frame_from_object[:3, :3], dtype=torch.float32),
-            "index": labels["index"],
-            "visible_fraction": float(first["visible_fraction"]),
-            "distance_m": float(np.linalg.norm(np.asarray(first["camera_from_object"])[:3, 3])),
-        }
-        return torch.stack(images).float() / 255.0, target
+            uvz = uvz_from_position(camera_from_object[:3, 3], K, self.spec.input_size_px,
+                                    self.spec.object_diameter_m, self.spec.fill_frac)
+            target = {
+                "position_uvz": torch.tensor(uvz, dtype=torch.float32),
+                "rotation": torch.tensor(camera_from_object[:3, :3], dtype=torch.float32),
+                "position_m": torch.tensor(camera_from_object[:3, 3], dtype=torch.float32),
+                "K": torch.tensor(K, dtype=torch.float32),
+                "index": labels["index"], "camera_index": camera_index,
+                "visible_fraction": float(view_labels["visible_fraction"]),
+                "distance_m": float(np.linalg.norm(camera_from_object[:3, 3])),
+            }
+            if self.spec.dense:
+                # Remapped views have no depth of their own: their dense cells count as unknown.
+                mask, coordinates = dense_targets({} if remapped else view, K, camera_from_object, self.spec)
+                target.update(dense_mask=torch.from_numpy(mask), dense_coordinates=torch.from_numpy(coordinates))
+            image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+            out.append((image, target))
+        return out
 
 
 def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_workers: int = 2,
                 shuffle_buffer: int = 1000, augment_strength: float = 1.0, seed: int = 0):
-    """A DataLoader over the dataset's shards. Training: shuffled, augmented, split across DDP ranks
-    and workers by shard; evaluation: every sample once, in order (use num_workers <= 1 for order)."""
+    """A DataLoader over the dataset's camera views. Training: shuffled, augmented, split across DDP
+    ranks and workers by shard; evaluation: every view once, in order (use num_workers <= 1 for order)."""
     import torch
     import webdataset as wds
 
@@ -109,11 +171,11 @@ def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_worke
         dataset = (wds.WebDataset(urls, shardshuffle=len(urls), seed=seed, nodesplitter=wds.split_by_node,
                                   workersplitter=wds.split_by_worker, empty_check=False)
                    .shuffle(shuffle_buffer, seed=seed)
-                   .map(SampleToTensors(spec, augment_strength, seed)))
+                   .map(SampleToTensors(spec, augment_strength, seed, jitter_crops=True)).unlisted())
     else:
         workers = min(num_workers, 1)
         dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
-                                 empty_check=False).map(SampleToTensors(spec, 0.0))
+                                 empty_check=False).map(SampleToTensors(spec, 0.0)).unlisted()
     batches = dataset.batched(batch_size, partial=not train, collation_fn=torch.utils.data.default_collate)
     return torch.utils.data.DataLoader(batches, batch_size=None,
                                        num_workers=workers if num_workers > 0 else 0,

@@ -1,21 +1,33 @@
 """Two lines to a pose::
 
     est = discopose.load("runs/cube/best")
-    pose = est.predict(image)            # one camera: an HxWx3 RGB uint8 array
-    pose = est.predict({"left": a, "right": b})   # several cameras, by name
+    pose = est.predict(image, camera="cam0.yaml")        # one camera: an HxWx3 RGB uint8 array
+    pose = est.predict({"left": a, "right": b}, camera={"left": cam_l, "right": cam_r})  # world frame
 
-Preprocessing (resize, normalization, camera order) comes from the checkpoint, never the caller.
+Every image is first mapped onto the camera each network was trained for, with that image's own
+intrinsics and distortion (:func:`discopose.camera.remap_image`): the locator sees the frame through
+its model camera, then a virtual camera is aimed at the located object and zoomed onto it, and the
+crop network reads the pose there (repeated ``refine_steps`` times, each crop centred on the last
+estimate). Several cameras are fused in the world frame with their calibrated extrinsics
+(:func:`fuse_world_poses`); a camera that is missing is simply left out.
 """
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from discopose._errors import DiscoposeError
-from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix
+from discopose.camera import (CameraModel, aimed_camera, position_covariance_from_uvz, position_from_uvz,
+                              remap_image)
+from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
+from discopose.models.checkpoint import ESTIMATOR_FORMAT, ESTIMATOR_VERSION
+from discopose.models.pose_net import pose_from_dense
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,16 +35,22 @@ class Pose:
     """An estimated object pose with its uncertainty.
 
     ``frame`` names the frame the pose is expressed in: ``camera:<name>`` (OpenCV axes) or ``world``.
-    ``position_sigma_m`` is the 1-sigma standard deviation per axis; ``rotation_sigma_deg`` the
-    1-sigma of the isotropic rotation error (per axis of the rotation vector).
+    ``position_covariance_m2`` is the 3x3 position covariance in that frame; ``position_sigma_m`` its
+    per-axis 1-sigma. ``rotation_sigma_deg`` is the 1-sigma of the isotropic rotation error (per axis
+    of the rotation vector). ``cameras`` lists the cameras that contributed.
     """
 
     position_m: np.ndarray
     rotation: np.ndarray
-    position_sigma_m: np.ndarray
+    position_covariance_m2: np.ndarray
     rotation_sigma_deg: float
     frame: str
+    cameras: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def position_sigma_m(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.position_covariance_m2))
 
     @property
     def quat_wxyz(self) -> np.ndarray:
@@ -43,27 +61,25 @@ class Pose:
         return make_transform(self.rotation, self.position_m)
 
 
-class PoseEstimator:
-    """A trained pose network with its preprocessing; backend ``torch`` or ``onnx`` (onnxruntime)."""
+class _Network:
+    """One stage's network (torch or onnxruntime) with its spec."""
 
-    def __init__(self, path: str | Path, backend: str = "torch", device: str | None = None):
+    def __init__(self, folder: Path, backend: str, device: str | None):
         from discopose.models.checkpoint import read_meta
-        self.path = Path(path)
-        self.meta = read_meta(self.path)
-        spec = self.meta["spec"]
-        self.camera_names: list[str] = list(spec["camera_names"])
-        self.input_size_px = tuple(spec["input_size_px"])  # (height, width)
-        self.frame = "world" if spec["pose_frame"] == "world" else f"camera:{self.camera_names[0]}"
+        from discopose.models.pose_net import PoseNetSpec
+        self.meta = read_meta(folder)
+        self.spec = PoseNetSpec(**self.meta["spec"])
         self.backend = backend
         if backend == "torch":
             import torch
             from discopose.models.checkpoint import load_checkpoint
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model, _ = load_checkpoint(self.path, self.device)
+            self.model, _ = load_checkpoint(folder, self.device)
         elif backend == "onnx":
-            onnx_path = self.path / "model.onnx"
+            onnx_path = folder / "model.onnx"
             if not onnx_path.is_file():
-                raise DiscoposeError(f"{onnx_path} does not exist; create it with `discopose export --model {path}`")
+                raise DiscoposeError(f"{onnx_path} does not exist; create it with `discopose export --model "
+                                     f"{folder.parent if folder.name in ('locator', 'crop') else folder}`")
             import onnxruntime as ort
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else \
                 ["CPUExecutionProvider"]
@@ -71,33 +87,9 @@ class PoseEstimator:
         else:
             raise DiscoposeError(f"backend={backend!r}; use torch or onnx")
 
-    def preprocess(self, images) -> np.ndarray:
-        """Images -> (B, C, 3, H, W) float32 in [0, 1]. Accepts one HxWx3 array (one camera), a dict
-        {camera name: image} or a list of such dicts/arrays for a batch."""
-        batch = images if isinstance(images, list) else [images]
-        out = np.empty((len(batch), len(self.camera_names), 3, *self.input_size_px), np.float32)
-        height, width = self.input_size_px
-        for b, item in enumerate(batch):
-            if isinstance(item, np.ndarray):
-                if len(self.camera_names) != 1:
-                    raise DiscoposeError(f"this model needs {len(self.camera_names)} cameras {self.camera_names}; "
-                                         "pass a dict {camera name: image}")
-                item = {self.camera_names[0]: item}
-            missing = [name for name in self.camera_names if name not in item]
-            if missing:
-                raise DiscoposeError(f"images for cameras {missing} are missing; the model needs {self.camera_names}")
-            for c, name in enumerate(self.camera_names):
-                image = np.asarray(item[name])
-                if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                    raise DiscoposeError(f"camera {name!r}: expected an HxWx3 RGB uint8 image, got "
-                                         f"{image.dtype} {image.shape}")
-                if image.shape[:2] != (height, width):
-                    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-                out[b, c] = image.transpose(2, 0, 1) / np.float32(255)
-        return out
-
-    def infer(self, batch: np.ndarray) -> dict:
-        """Raw network outputs for a preprocessed batch, as numpy arrays."""
+    def __call__(self, images: list[np.ndarray]) -> dict:
+        """Raw outputs for HxWx3 uint8 images already on this network's camera, as numpy arrays."""
+        batch = np.stack([image.transpose(2, 0, 1) for image in images]).astype(np.float32) / np.float32(255)
         if self.backend == "onnx":
             names = [o.name for o in self.session.get_outputs()]
             return dict(zip(names, self.session.run(None, {"images": batch})))
@@ -106,16 +98,181 @@ class PoseEstimator:
             out = self.model(torch.from_numpy(batch).to(self.device))
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 
-    def predict(self, images) -> Pose | list[Pose]:
-        """Pose of the object; a list when ``images`` is a list (a batch)."""
-        out = self.infer(self.preprocess(images))
-        poses = [Pose(position_m=out["position_m"][i], rotation=out["rotation"][i],
-                      position_sigma_m=np.exp(0.5 * out["position_log_var"][i]),
-                      rotation_sigma_deg=float(np.degrees(np.exp(0.5 * out["rotation_log_var"][i]))),
-                      frame=self.frame) for i in range(len(out["position_m"]))]
+    def decode(self, out: dict, i: int, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(position_m, rotation, position covariance, rotation sigma rad) of output ``i`` in the frame of
+        the camera with intrinsics ``K`` that the image was taken with."""
+        spec = self.spec
+        position = position_from_uvz(out["position_uvz"][i], K, spec.input_size_px, spec.object_diameter_m,
+                                     spec.fill_frac)
+        covariance = position_covariance_from_uvz(np.exp(0.5 * out["position_log_var"][i]), position, K,
+                                                  spec.input_size_px)
+        return position, out["rotation"][i], covariance, float(np.exp(0.5 * out["rotation_log_var"][i]))
+
+
+class PoseEstimator:
+    """A locator and a crop network (or one full-frame network) with their preprocessing."""
+
+    def __init__(self, path: str | Path, backend: str = "torch", device: str | None = None, refine_steps: int = 2):
+        self.path = Path(path)
+        index = self.path / "estimator.json"
+        if index.is_file():
+            self.meta = json.loads(index.read_text())
+            if self.meta.get("format") != ESTIMATOR_FORMAT:
+                raise DiscoposeError(f"{index} is not a discopose estimator index")
+            if self.meta.get("version", 0) > ESTIMATOR_VERSION:
+                raise DiscoposeError(f"{self.path} was written by a newer discopose; upgrade")
+            self.locator = _Network(self.path / "locator", backend, device)
+            self.crop = _Network(self.path / "crop", backend, device) if (self.path / "crop").is_dir() else None
+        else:  # a single network's checkpoint: a full-frame model on its own
+            self.locator = _Network(self.path, backend, device)
+            self.crop = None
+            self.meta = {"object": self.locator.meta["object"]}
+            if self.locator.spec.stage != "locator":
+                raise DiscoposeError(f"{self.path} is a crop-stage network, which needs a locator to find the "
+                                     "object; load the estimator folder that holds both (a run's best/)")
+        self.backend = backend
+        self.refine_steps = refine_steps if self.crop is not None else 0
+        spec = self.locator.spec
+        height, width = spec.input_size_px
+        self.model_camera = CameraModel("model", width, height, spec.camera_K)
+
+    @property
+    def object(self) -> dict:
+        return self.meta["object"]
+
+    def camera_for(self, image: np.ndarray, camera=None, assume_nominal: bool = False,
+                   name: str = "camera") -> CameraModel:
+        """The camera an image was taken with: a camera file path, a :class:`CameraModel`, a 3x3 K
+        (no distortion), or None for the model's own camera (an image of its size, or any size with
+        ``assume_nominal=True``, which rescales it and warns)."""
+        height, width = np.asarray(image).shape[:2]
+        if isinstance(camera, (str, Path)):
+            camera = CameraModel.load(camera)
+        if isinstance(camera, CameraModel):
+            if (camera.width_px, camera.height_px) != (width, height):
+                log.warning("camera %s is calibrated at %dx%d, the image is %dx%d: rescaling its intrinsics",
+                            camera.name, camera.width_px, camera.height_px, width, height)
+                camera = camera.scaled_to(width, height)
+            return camera
+        if camera is not None:
+            K = np.asarray(camera, float)
+            if K.shape != (3, 3):
+                raise DiscoposeError(f"camera must be a camera file, a CameraModel or a 3x3 K; got shape {K.shape}")
+            return CameraModel(name, width, height, K)
+        model = self.model_camera
+        if (width, height) == (model.width_px, model.height_px):
+            return model
+        if not assume_nominal:
+            raise DiscoposeError(
+                f"a {width}x{height} image without its camera: the model needs the intrinsics to read depth "
+                f"and position; pass camera= a camera file from `discopose calibrate intrinsics`, a CameraModel "
+                f"or a 3x3 K (or assume_nominal=True to assume the model's {model.width_px}x{model.height_px} "
+                f"camera rescaled, which is only right for the same lens)")
+        log.warning("assuming the model's nominal camera rescaled to %dx%d; poses are wrong for another lens",
+                    width, height)
+        return model.scaled_to(width, height)
+
+    def predict(self, images, camera=None, assume_nominal: bool = False):
+        """Pose of the object.
+
+        ``images``: one HxWx3 RGB uint8 array (pose in that camera's frame), a dict ``{camera name:
+        image}`` (several cameras fused into the world frame: ``camera`` must then be a dict of
+        calibrated cameras with ``world_from_camera``), or a list of either (a batch: a list back).
+        """
+        batch = images if isinstance(images, list) else [images]
+        poses = []
+        for item in batch:
+            if isinstance(item, dict):
+                poses.append(self.predict_world(item, camera or {}))
+            else:
+                self._check_image(item, "image")
+                cam = self.camera_for(item, camera, assume_nominal)
+                poses.append(self.predict_views([(item, cam)])[0])
         return poses if isinstance(images, list) else poses[0]
+
+    def predict_world(self, images: dict, cameras: dict) -> Pose:
+        """World-frame pose fused from several calibrated cameras; cameras without an image (None) are
+        left out, so a lost camera degrades the estimate instead of corrupting it."""
+        views, names = [], []
+        for name, image in images.items():
+            if image is None:
+                continue
+            if name not in cameras:
+                raise DiscoposeError(f"no camera given for {name!r}; pass camera={{'{name}': 'calib.yaml', ...}}")
+            self._check_image(image, name)
+            cam = self.camera_for(image, cameras[name], name=name)
+            if cam.world_from_camera is None:
+                raise DiscoposeError(f"camera {name!r} has no world_from_camera; calibrate it with "
+                                     "`discopose calibrate extrinsics` to fuse cameras")
+            views.append((image, cam))
+            names.append(name)
+        if not views:
+            raise DiscoposeError("no camera images to estimate from")
+        return fuse_world_poses(self.predict_views(views), [cam for _, cam in views], names)
+
+    def predict_views(self, views: list[tuple[np.ndarray, CameraModel]]) -> list[Pose]:
+        """Camera-frame pose per (image, camera) pair, the pairs batched through each stage."""
+        located = self.locator([remap_image(image, cam, self.model_camera) for image, cam in views])
+        estimates = [self.locator.decode(located, i, self.model_camera.K) for i in range(len(views))]
+        spec = self.crop.spec if self.crop else None
+        for _ in range(self.refine_steps):
+            crops = [aimed_camera(estimate[0], spec.object_diameter_m, spec.input_size_px[1], spec.fill_frac)
+                     for estimate in estimates]
+            out = self.crop([remap_image(image, cam, crop, crop_from_camera)
+                             for (image, cam), (crop, crop_from_camera) in zip(views, crops)])
+            estimates = []
+            for i, (crop, crop_from_camera) in enumerate(crops):
+                position, rotation, covariance, sigma = self.crop.decode(out, i, crop.K)
+                if spec.dense:
+                    crop_from_object, _ = pose_from_dense(out["mask_logits"][i], out["coordinates"][i], crop.K, spec)
+                    if crop_from_object is not None:
+                        rotation = crop_from_object[:3, :3]
+                camera_from_crop = crop_from_camera.T
+                estimates.append((camera_from_crop @ position, camera_from_crop @ rotation,
+                                  camera_from_crop @ covariance @ crop_from_camera, sigma))
+        return [Pose(position_m=p, rotation=r, position_covariance_m2=c, rotation_sigma_deg=float(np.degrees(s)),
+                     frame=f"camera:{cam.name}", cameras=[cam.name])
+                for (p, r, c, s), (_, cam) in zip(estimates, views)]
+
+    @staticmethod
+    def _check_image(image, name: str) -> None:
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DiscoposeError(f"{name}: expected an HxWx3 RGB uint8 image, got {image.dtype} {image.shape}")
+
+
+def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names: list[str],
+                     agree_deg: float = 30.0) -> Pose:
+    """One world-frame pose from per-camera estimates and their calibrated ``world_from_camera``.
+
+    Positions: information-weighted (inverse covariance) mean, so each camera contributes most along
+    the axes it sees best (its image plane) and the depths triangulate. Rotations: the largest set
+    of cameras agreeing within ``agree_deg`` (weighted by their stated precision) is averaged
+    (chordal mean), so one camera that misreads the markings cannot drag the others.
+    """
+    positions, covariances, rotations, sigmas = [], [], [], []
+    for pose, cam in zip(camera_poses, cameras):
+        world_rotation = cam.world_from_camera[:3, :3]
+        positions.append(world_rotation @ pose.position_m + cam.world_from_camera[:3, 3])
+        covariances.append(world_rotation @ pose.position_covariance_m2 @ world_rotation.T)
+        rotations.append(world_rotation @ pose.rotation)
+        sigmas.append(max(np.radians(pose.rotation_sigma_deg), 1e-4))
+    information = [np.linalg.inv(c + 1e-12 * np.eye(3)) for c in covariances]
+    covariance = np.linalg.inv(sum(information))
+    position = covariance @ sum(info @ p for info, p in zip(information, positions))
+    weights = 1.0 / np.square(sigmas)
+    support = [[j for j in range(len(rotations)) if rotation_angle_deg(rotations[i], rotations[j]) < agree_deg]
+               for i in range(len(rotations))]
+    best = max(range(len(rotations)), key=lambda i: weights[support[i]].sum())
+    inliers = support[best]
+    u, _, vt = np.linalg.svd(sum(weights[j] * rotations[j] for j in inliers))
+    rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    sigma = 1.0 / np.sqrt(weights[inliers].sum())
+    return Pose(position_m=position, rotation=rotation, position_covariance_m2=covariance,
+                rotation_sigma_deg=float(np.degrees(sigma)), frame="world", cameras=list(names),
+                extra={"rotation_inliers": [names[j] for j in inliers]})
 
 
 def load(path: str | Path, backend: str = "torch", device: str | None = None) -> PoseEstimator:
-    """Load a trained estimator from a checkpoint folder (e.g. ``runs/cube/best``)."""
+    """Load a trained estimator from its folder (e.g. ``runs/cube/best``)."""
     return PoseEstimator(path, backend=backend, device=device)

@@ -1,4 +1,4 @@
-"""Live tracking: camera sources -> undistort/match intrinsics -> batched inference -> filter -> publish."""
+"""Live tracking: camera sources -> estimator (each frame with its camera) -> fusion -> filter -> publish."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import numpy as np
 
 from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel
-from discopose.estimator.api import PoseEstimator
+from discopose.estimator.api import PoseEstimator, fuse_world_poses
 from discopose.estimator.filter import FilterConfig, PoseFilter
 from discopose.estimator.publisher import PosePublisher
 from discopose.estimator.sources import CameraSource
@@ -34,50 +34,7 @@ class TrackConfig:
     max_frames: int = 0                # 0 = until the sources end (or Ctrl-C)
     duration_s: float = 0.0
     status_every_s: float = 1.0
-    missing_camera_sigma_scale: float = 3.0
     filter: FilterConfig = field(default_factory=FilterConfig)
-
-
-class CameraAdapter:
-    """Maps live frames onto the image the model was trained on: undistortion plus a change of
-    intrinsics to the model's nominal camera, in one ``cv2.remap``."""
-
-    def __init__(self, name: str, model_camera: CameraModel, calibration: CameraModel | None):
-        self.name = name
-        self.model_camera = model_camera
-        self.calibration = calibration
-        self.maps = None
-        self.warned = False
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        target = self.model_camera
-        height, width = image.shape[:2]
-        if self.calibration is not None:
-            live = self.calibration
-            if (width, height) != (live.width_px, live.height_px):
-                live = live.scaled_to(width, height)
-            if self.maps is None:
-                self._check(live)
-                self.maps = cv2.initUndistortRectifyMap(live.K, live.dist_coeffs, None, target.K,
-                                                        (target.width_px, target.height_px), cv2.CV_16SC2)
-            return cv2.remap(image, *self.maps, cv2.INTER_LINEAR)
-        if not self.warned and (width, height) != (target.width_px, target.height_px):
-            aspect_live, aspect_model = width / height, target.width_px / target.height_px
-            log.warning("camera %s: %dx%d frames without a calibration; the model was trained on %dx%d%s. "
-                        "Pass --calib %s=FILE for an exact match.", self.name, width, height, target.width_px,
-                        target.height_px, " (different aspect ratio!)" if abs(aspect_live / aspect_model - 1) > 0.01 else "",
-                        self.name)
-            self.warned = True
-        return image if (width, height) == (target.width_px, target.height_px) else \
-            cv2.resize(image, (target.width_px, target.height_px), interpolation=cv2.INTER_AREA)
-
-    def _check(self, live: CameraModel) -> None:
-        target = self.model_camera
-        fov = lambda cam: 2 * np.degrees(np.arctan(cam.width_px / (2 * cam.K[0, 0])))  # noqa: E731
-        if abs(fov(live) / fov(target) - 1) > 0.1:
-            log.warning("camera %s: horizontal field of view %.1f deg differs from the model's %.1f deg by more "
-                        "than 10%%; the image is remapped, but parts may be cropped or empty", self.name,
-                        fov(live), fov(target))
 
 
 def _ellipse(image, K, camera_from_object, covariance_position, color):
@@ -97,27 +54,34 @@ def _ellipse(image, K, camera_from_object, covariance_position, color):
 
 
 class Tracker:
+    """Grabs synchronized frames, estimates the pose (one camera: its frame; several: the world frame,
+    fused with their calibrated extrinsics), filters it over time and publishes it."""
+
     def __init__(self, estimator: PoseEstimator, sources: dict[str, CameraSource],
-                 calibrations: dict[str, CameraModel] | None = None, config: TrackConfig | None = None):
+                 calibrations: dict[str, CameraModel] | None = None, config: TrackConfig | None = None,
+                 assume_nominal: bool = False):
         self.estimator = estimator
         self.config = config or TrackConfig()
-        unknown = set(sources) - set(estimator.camera_names)
-        if unknown:
-            raise DiscoposeError(f"cameras {sorted(unknown)} are not known to the model; it expects "
-                                 f"{estimator.camera_names} (name sources accordingly: --camera NAME=URI)")
-        missing = [n for n in estimator.camera_names if n not in sources]
-        if len(missing) == len(estimator.camera_names):
-            raise DiscoposeError(f"no camera source given; the model expects {estimator.camera_names}")
-        if missing:
-            log.warning("no source for cameras %s: tracking with the others (less accurate)", missing)
-        self.sources = sources
-        self.model_cameras = {c["name"]: CameraModel.from_dict(c) for c in estimator.meta["cameras"]}
+        if not sources:
+            raise DiscoposeError("no camera source given; pass --camera NAME=SOURCE")
         calibrations = calibrations or {}
-        self.adapters = {name: CameraAdapter(name, self.model_cameras[name], calibrations.get(name))
-                         for name in sources}
-        symmetry = Symmetry.from_dict(estimator.meta["object"]["symmetry"])
+        unknown = sorted(set(calibrations) - set(sources))
+        if unknown:
+            raise DiscoposeError(f"--calib for cameras {unknown} that have no --camera source (sources: "
+                                 f"{sorted(sources)}); name them the same")
+        self.world_frame = len(sources) > 1
+        if self.world_frame:
+            uncalibrated = [n for n in sources if n not in calibrations or calibrations[n].world_from_camera is None]
+            if uncalibrated:
+                raise DiscoposeError(f"cameras {uncalibrated} need --calib NAME=FILE with extrinsics to be fused "
+                                     "(run `discopose calibrate intrinsics` and `... extrinsics`)")
+        self.sources = sources
+        self.calibrations = calibrations
+        self.assume_nominal = assume_nominal
+        self.frame = "world" if self.world_frame else f"camera:{next(iter(sources))}"
+        symmetry = Symmetry.from_dict(estimator.object["symmetry"])
         self.filter = PoseFilter(self.config.filter, symmetry.matrices())
-        self.keypoints = np.asarray(estimator.meta["object"]["keypoints_m"])
+        self.keypoints = np.asarray(estimator.object["keypoints_m"])
         self.publisher = PosePublisher(self.config.publish) if self.config.publish else None
         self.latencies: list[float] = []
         self.publish_times: list[float] = []
@@ -133,14 +97,19 @@ class Tracker:
         frames = {}
         lockstep = any(s.mode == "lockstep" for s in self.sources.values())
         for name, source in self.sources.items():
-            wait = 1.0 if (lockstep or name == primary) else 0.0
-            frame = source.latest(wait_s=wait, newer_than=self._last_index[name] if lockstep or name == primary else -1)
+            # Pace on the primary camera, but never depend on it: if it is gone the others carry on.
+            waits = lockstep or (name == primary and source.state == "ok")
+            frame = source.latest(wait_s=1.0 if waits else 0.0,
+                                  newer_than=self._last_index[name] if waits else -1)
             if frame is not None:
                 frames[name] = frame
-        if primary not in frames:
+        if not frames:
             return None
         reference = max(f.capture_time_s for f in frames.values())
         return {n: f for n, f in frames.items() if reference - f.capture_time_s <= self.config.tolerance_s}
+
+    def _camera(self, name: str, image: np.ndarray) -> CameraModel:
+        return self.estimator.camera_for(image, self.calibrations.get(name), self.assume_nominal, name=name)
 
     def step(self) -> dict | None:
         frames = self._grab()
@@ -148,29 +117,26 @@ class Tracker:
             return None
         for name, frame in frames.items():
             self._last_index[name] = frame.index
-        height, width = self.estimator.input_size_px
-        images, status = {}, {}
-        for name in self.estimator.camera_names:
-            source = self.sources.get(name)
+        status = {}
+        for name, source in self.sources.items():
             if name in frames:
-                images[name] = self.adapters[name](frames[name].image_rgb)
                 status[name] = {"state": "ok", "age_s": time.monotonic() - frames[name].capture_time_s}
             else:
-                # The network needs every camera: a missing view becomes black and the pose less certain.
-                images[name] = np.zeros((height, width, 3), np.uint8)
-                status[name] = {"state": "missing" if source is None else
-                                ("stale" if source.state == "ok" else source.state), "age_s": None}
+                status[name] = {"state": "stale" if source.state == "ok" else source.state, "age_s": None}
         capture_time = min(f.capture_time_s for f in frames.values())
-        raw = self.estimator.infer(self.estimator.preprocess(images))
-        position_sigma = np.exp(0.5 * raw["position_log_var"][0])
-        rotation_sigma = float(np.exp(0.5 * raw["rotation_log_var"][0]))
-        if len(frames) < len(self.estimator.camera_names):
-            position_sigma = position_sigma * self.config.missing_camera_sigma_scale
-            rotation_sigma *= self.config.missing_camera_sigma_scale
-        raw_position, raw_rotation = raw["position_m"][0].astype(float), raw["rotation"][0].astype(float)
+        images = {name: frame.image_rgb for name, frame in frames.items()}
+        cameras = {name: self._camera(name, image) for name, image in images.items()}
+        views = list(images)
+        poses = self.estimator.predict_views([(images[n], cameras[n]) for n in views])
+        # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
+        # out and the stated covariance grows accordingly.
+        pose = fuse_world_poses(poses, [cameras[n] for n in views], views) if self.world_frame else poses[0]
+        raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
+        position_sigma = pose.position_sigma_m
+        rotation_sigma = float(np.radians(pose.rotation_sigma_deg))
         out = self.filter.update(capture_time, raw_position, raw_rotation, position_sigma, rotation_sigma)
         message = {
-            "capture_time_s": capture_time, "frame": self.estimator.frame,
+            "capture_time_s": capture_time, "frame": self.frame,
             "position_m": out.position_m.tolist(), "quat_wxyz": quat_wxyz_from_matrix(out.rotation).tolist(),
             "velocity_m_s": out.velocity_m_s.tolist(), "angular_velocity_rad_s": out.angular_velocity_rad_s.tolist(),
             "covariance": out.covariance.tolist(), "measurement_age_s": max(capture_time - out.measurement_time_s, 0.0),
@@ -190,30 +156,30 @@ class Tracker:
                       "raw_position_sigma_m": position_sigma.tolist(), "raw_rotation_sigma_rad": rotation_sigma}
             self._record.write(json.dumps(record) + "\n")
         if self._video is not None or self.config.show:
-            self._draw(images, out, raw_position, raw_rotation)
+            first = next(iter(self.sources))
+            if first in images:
+                self._draw(images[first], cameras[first], out, raw_position, raw_rotation)
         return message
 
-    def _camera_from_object(self, name: str, frame_from_object: np.ndarray) -> np.ndarray:
-        if self.estimator.frame == "world":
-            return invert_transform(self.model_cameras[name].world_from_camera) @ frame_from_object
-        return frame_from_object
+    def _camera_from_frame(self, camera: CameraModel) -> np.ndarray:
+        return invert_transform(camera.world_from_camera) if self.world_frame else np.eye(4)
 
-    def _draw(self, images: dict, out, raw_position, raw_rotation) -> None:
-        name = self.estimator.camera_names[0]
-        canvas = images[name].copy()
-        K = self.model_cameras[name].K
-        raw_pose = self._camera_from_object(name, make_transform(raw_rotation, raw_position))
-        filtered = self._camera_from_object(name, make_transform(out.rotation, out.position_m))
-        draw_pose(canvas, K, raw_pose, self.keypoints, color=(255, 80, 80), axes=False)
-        draw_pose(canvas, K, filtered, self.keypoints, color=(0, 255, 0), axes=True)
-        covariance = out.covariance[:3, :3]
-        if self.estimator.frame == "world":
-            rotation = invert_transform(self.model_cameras[name].world_from_camera)[:3, :3]
-            covariance = rotation @ covariance @ rotation.T
-        _ellipse(canvas, K, filtered, covariance, (255, 255, 0))
+    def _draw(self, image: np.ndarray, camera: CameraModel, out, raw_position, raw_rotation) -> None:
+        canvas = image.copy()
+        camera_from_frame = self._camera_from_frame(camera)
+        raw_pose = camera_from_frame @ make_transform(raw_rotation, raw_position)
+        filtered = camera_from_frame @ make_transform(out.rotation, out.position_m)
+        draw_pose(canvas, camera.K, raw_pose, self.keypoints, color=(255, 80, 80), axes=False)
+        draw_pose(canvas, camera.K, filtered, self.keypoints, color=(0, 255, 0), axes=True)
+        rotation = camera_from_frame[:3, :3]
+        _ellipse(canvas, camera.K, filtered, rotation @ out.covariance[:3, :3] @ rotation.T, (255, 255, 0))
         bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
         if self._video is not None:
-            self._video.write(bgr)
+            if self._video_size is None:
+                self._video_size = (bgr.shape[1], bgr.shape[0])
+                self._video.open(self._video_tmp, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, self._video_size)
+            if (bgr.shape[1], bgr.shape[0]) == self._video_size:
+                self._video.write(bgr)
         if self.config.show:
             cv2.imshow("discopose track", bgr)
             cv2.waitKey(1)
@@ -242,10 +208,9 @@ class Tracker:
             Path(config.record).parent.mkdir(parents=True, exist_ok=True)
             self._record = open(config.record, "w")
         if config.record_video:
-            height, width = self.model_cameras[self.estimator.camera_names[0]].height_px, \
-                self.model_cameras[self.estimator.camera_names[0]].width_px
+            # Opened on the first frame drawn, at that frame's size.
             self._video_tmp = str(Path(config.record_video).with_name(f".{Path(config.record_video).name}.tmp.mp4"))
-            self._video = cv2.VideoWriter(self._video_tmp, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (width, height))
+            self._video, self._video_size = cv2.VideoWriter(), None
         started = last_status = time.monotonic()
         try:
             while True:
@@ -273,5 +238,6 @@ class Tracker:
             self._record = None
         if self._video is not None:
             self._video.release()
-            os.replace(self._video_tmp, self.config.record_video)
+            if self._video_size is not None:
+                os.replace(self._video_tmp, self.config.record_video)
             self._video = None

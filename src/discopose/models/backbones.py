@@ -88,7 +88,8 @@ def build_backbone(name: str, pretrained: str = "imagenet") -> tuple[nn.Module, 
         trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
                               model.layer1, model.layer2, model.layer3, model.layer4)
     elif name.startswith("regnet"):
-        trunk = nn.Sequential(model.stem, model.trunk_output)
+        # One child per stage, so the dense head can tap the stride-8 and stride-16 stages.
+        trunk = nn.Sequential(model.stem, *model.trunk_output)
     else:  # mobilenet_v2/v3, efficientnet
         trunk = model.features
     with torch.no_grad():

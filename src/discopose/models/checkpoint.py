@@ -1,4 +1,5 @@
-"""Checkpoints: ``model.safetensors`` (weights only, no pickle) + ``meta.json`` (everything else).
+"""Checkpoints: ``model.safetensors`` (weights only, no pickle) + ``meta.json`` (everything else);
+estimators: ``estimator.json`` + one checkpoint per stage.
 
 A checkpoint folder is written under a temp name and renamed into place, so a crash never leaves a
 half-written ``best/`` or ``last/``. Optimizer state for ``--resume`` lives in ``train_state.pt``, read
@@ -20,6 +21,9 @@ from discopose.models.pose_net import PoseNet, PoseNetSpec
 
 CHECKPOINT_FORMAT = "discopose-checkpoint"
 CHECKPOINT_VERSION = 1
+# An estimator folder: estimator.json plus one checkpoint folder per stage (locator/, crop/).
+ESTIMATOR_FORMAT = "discopose-estimator"
+ESTIMATOR_VERSION = 1
 
 
 def save_checkpoint(folder: str | Path, model: PoseNet, meta: dict, train_state: dict | None = None) -> Path:
@@ -75,3 +79,26 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, d
 
 def load_train_state(folder: str | Path) -> dict:
     return torch.load(Path(folder) / "train_state.pt", map_location="cpu", weights_only=True)
+
+
+def assemble_estimator(folder: str | Path, locator: str | Path, crop: str | Path | None) -> Path:
+    """An estimator folder: ``estimator.json`` + copies of the stage checkpoints, swapped in atomically."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        shutil.copytree(locator, tmp / "locator", ignore=shutil.ignore_patterns("train_state.pt"))
+        if crop is not None:
+            shutil.copytree(crop, tmp / "crop", ignore=shutil.ignore_patterns("train_state.pt"))
+        meta = read_meta(tmp / "locator")
+        index = {"format": ESTIMATOR_FORMAT, "version": ESTIMATOR_VERSION, "object": meta["object"],
+                 "cameras": meta["cameras"], "stages": ["locator"] + (["crop"] if crop is not None else [])}
+        (tmp / "estimator.json").write_text(json.dumps(index, indent=1))
+        old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -4,9 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from discopose.camera import position_covariance_from_uvz, position_from_uvz
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
+from discopose.geometry.transforms import make_transform
 from discopose.models.metrics import pose_errors, summarize
+from discopose.models.pose_net import pose_from_dense
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}
@@ -16,17 +19,31 @@ NORMAL_WITHIN = {1: 0.6827, 2: 0.9545}
 @torch.no_grad()
 def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int | None = None,
                     device: str = "cpu", num_workers: int = 1) -> dict:
-    """Predictions and ground truth for every sample (in index order), as numpy arrays."""
+    """The network's predictions on every camera view (in index order) as the network sees it (its
+    model view: the locator's camera or an exact crop), decoded to metres, with the ground truth."""
     model.eval()
-    loader = make_loader(info, model.spec, batch_size, train=False, num_workers=num_workers)
-    keys = ("position_m", "rotation", "position_log_var", "rotation_log_var")
-    out: dict = {k: [] for k in keys + ("true_position_m", "true_rotation", "index", "visible_fraction",
-                                         "distance_m")}
+    spec = model.spec
+    loader = make_loader(info, spec, batch_size, train=False, num_workers=num_workers)
+    out: dict = {k: [] for k in ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad",
+                                 "true_position_m", "true_rotation", "index", "visible_fraction", "distance_m",
+                                 "dense_rotation", "dense_position_m")}
     seen = 0
     for images, target in loader:
-        prediction = model(images.to(device))
-        for k in keys:
-            out[k].append(prediction[k].float().cpu().numpy())
+        prediction = {k: v.float().cpu().numpy() for k, v in model(images.to(device)).items()}
+        for i, K in enumerate(target["K"].numpy().astype(float)):
+            position = position_from_uvz(prediction["position_uvz"][i], K, spec.input_size_px,
+                                         spec.object_diameter_m, spec.fill_frac)
+            covariance = position_covariance_from_uvz(np.exp(0.5 * prediction["position_log_var"][i]), position, K,
+                                                      spec.input_size_px)
+            out["position_m"].append(position)
+            out["position_sigma_m"].append(np.sqrt(np.diag(covariance)))
+            if spec.dense:
+                dense_pose, _ = pose_from_dense(prediction["mask_logits"][i], prediction["coordinates"][i], K, spec)
+                dense_pose = dense_pose if dense_pose is not None else make_transform(prediction["rotation"][i], position)
+                out["dense_rotation"].append(dense_pose[:3, :3])
+                out["dense_position_m"].append(dense_pose[:3, 3])
+        out["rotation"].append(prediction["rotation"])
+        out["rotation_sigma_rad"].append(np.exp(0.5 * prediction["rotation_log_var"]))
         out["true_position_m"].append(target["position_m"].numpy())
         out["true_rotation"].append(target["rotation"].numpy())
         for k in ("index", "visible_fraction", "distance_m"):
@@ -34,16 +51,58 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
         seen += len(images)
         if limit and seen >= limit:
             break
-    arrays = {k: np.concatenate(v)[:limit] if v else np.zeros((0,)) for k, v in out.items()}
-    arrays["position_sigma_m"] = np.exp(0.5 * arrays.pop("position_log_var"))
-    arrays["rotation_sigma_rad"] = np.exp(0.5 * arrays.pop("rotation_log_var"))
-    return arrays
+    stacked = {k: np.stack(v) if k in ("position_m", "position_sigma_m", "dense_rotation", "dense_position_m")
+               else np.concatenate(v) for k, v in out.items() if v}
+    return {k: v[:limit] for k, v in stacked.items()}
+
+
+def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = None, fuse: bool = True,
+                           views_out: dict | None = None) -> dict:
+    """The estimator's predictions on every sample (full frames, each camera's own K), with the truth.
+
+    One camera: camera-frame poses. Several: with ``fuse`` the world-frame pose fused from all cameras
+    with their labelled extrinsics, else the first camera's own camera-frame pose. ``views_out``,
+    when given, collects each sample's first-camera image and labels by index (for overlays).
+    """
+    from discopose.camera import CameraModel
+    from discopose.datasets.reader import iter_samples
+    from discopose.geometry.transforms import invert_transform
+    keys = ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad", "true_position_m", "true_rotation",
+            "index", "visible_fraction", "distance_m")
+    out: dict = {k: [] for k in keys}
+    for sample in iter_samples(info, limit=limit):
+        labels = sample["labels"]
+        names = list(labels["cameras"])
+        cameras = {name: CameraModel(name, int(cam["width_px"]), int(cam["height_px"]), cam["K"],
+                                     world_from_camera=cam["world_from_camera"])
+                   for name, cam in labels["cameras"].items()}
+        first = labels["cameras"][names[0]]
+        if fuse and len(names) > 1:
+            pose = estimator.predict({n: sample["views"][n]["rgb"] for n in names}, camera=cameras)
+            truth = np.asarray(labels["world_from_object"], float)
+        else:
+            pose = estimator.predict(sample["views"][names[0]]["rgb"], camera=cameras[names[0]])
+            truth = np.asarray(first["camera_from_object"], float)
+        out["position_m"].append(pose.position_m)
+        out["rotation"].append(pose.rotation)
+        out["position_sigma_m"].append(pose.position_sigma_m)
+        out["rotation_sigma_rad"].append(np.radians(pose.rotation_sigma_deg))
+        out["true_position_m"].append(truth[:3, 3])
+        out["true_rotation"].append(truth[:3, :3])
+        out["index"].append(labels["index"])
+        out["visible_fraction"].append(float(first["visible_fraction"]))
+        out["distance_m"].append(float(np.linalg.norm(np.asarray(first["camera_from_object"])[:3, 3])))
+        if views_out is not None:
+            camera_from_frame = invert_transform(np.asarray(first["world_from_camera"])) \
+                if pose.frame == "world" else np.eye(4)
+            views_out[labels["index"]] = (sample["views"][names[0]]["rgb"], first, camera_from_frame)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def mean_pose_baseline(train_positions: np.ndarray, count: int) -> dict:
-    """The pose a model that ignores the image would predict: mean position, identity rotation (under
-    uniform random rotations every fixed rotation has the same error distribution)."""
-    return {"position_m": np.repeat(train_positions.mean(0, keepdims=True), count, 0),
+    """The pose a model that ignores the image would predict: the mean *training* position and the
+    identity rotation (under uniform random rotations every fixed rotation is equally good: chance)."""
+    return {"position_m": np.repeat(np.asarray(train_positions, float).reshape(1, 3), count, 0),
             "rotation": np.repeat(np.eye(3)[None], count, 0)}
 
 
@@ -68,8 +127,10 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
         sigma = predictions["position_sigma_m"]
         angle = np.radians([e["re_deg"] for e in errors])
         rot_sigma = predictions["rotation_sigma_rad"]
+        low = predictions["visible_fraction"] < 0.5
         summary["uncertainty"] = {
             "position_within_1sigma": float((abs_error < sigma).mean()),
+            "position_within_1sigma_per_axis": (abs_error < sigma).mean(0).tolist(),
             "position_within_2sigma": float((abs_error < 2 * sigma).mean()),
             "position_expected": NORMAL_WITHIN,
             "rotation_within_1sigma": float((angle < rot_sigma).mean()),
@@ -77,57 +138,75 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
             "rotation_expected": CHI3_WITHIN,
             "median_position_sigma_mm": float(np.median(sigma) * 1000),
             "median_rotation_sigma_deg": float(np.degrees(np.median(rot_sigma))),
+            # Stated uncertainty should rise where the object is hard to see.
+            "median_position_sigma_mm_visible_lt_0.5": float(np.median(sigma[low]) * 1000) if low.any() else None,
+            "median_position_sigma_mm_visible_ge_0.5": float(np.median(sigma[~low]) * 1000) if (~low).any() else None,
         }
     return errors, summary
 
 
+def chance_levels(predictions: dict, meta: dict, points_m: np.ndarray, symmetries: np.ndarray,
+                  train_position_m) -> dict:
+    """What knowing nothing scores on these samples: the mean-pose baseline (mean training position,
+    a fixed rotation). Its rotation error is chance for uniformly random orientations."""
+    baseline_pose = mean_pose_baseline(train_position_m, len(predictions["true_position_m"]))
+    _, baseline = compute_metrics({**baseline_pose, "true_position_m": predictions["true_position_m"],
+                                   "true_rotation": predictions["true_rotation"],
+                                   "visible_fraction": predictions["visible_fraction"]}, meta, points_m, symmetries)
+    levels = {"te_mm_median": baseline["te_mm"]["median"], "re_deg_median": baseline["re_deg"]["median"],
+              "re<30deg": baseline["success"]["re<30deg"]}
+    if "re_shape_deg" in baseline:
+        levels["re_shape_deg_median"] = baseline["re_shape_deg"]["median"]
+    return levels
+
+
 def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
-                        batch_size: int = 32, worst: int = 16) -> dict:
-    """``discopose eval``: metrics.json + report.html for a checkpoint on a dataset or a BOP folder."""
+                        worst: int = 16, fuse: bool = True) -> dict:
+    """``discopose eval``: metrics.json + report.html for an estimator on a dataset or a BOP folder.
+
+    Images enter through :meth:`PoseEstimator.predict` with each image's own intrinsics, exactly as a
+    user's images would. Returns ``{"summary", "baseline", "frame"}``.
+    """
     import tempfile
 
     from discopose.datasets.loader import check_compatible
-    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.datasets.reader import open_dataset
+    from discopose.estimator.api import load
     from discopose.geometry.symmetry import Symmetry
-    from discopose.models.checkpoint import load_checkpoint
-    from discopose.models.report import overlay_prediction, predicted_transforms, write_report
+    from discopose.models.report import overlay_prediction, write_report
 
-    model, meta = load_checkpoint(model_path)
+    estimator = load(model_path)
+    meta = {**estimator.locator.meta, "object": estimator.object}
     tmp = None
     if bop:
-        if len(meta["camera_names"]) != 1 or meta["pose_frame"] != "camera":
-            from discopose._errors import DiscoposeError
-            raise DiscoposeError("BOP evaluation needs a one-camera model predicting in the camera frame "
-                                 "(train with one camera and pose_frame auto or camera)")
         from discopose.datasets.bop import bop_to_shards
         tmp = tempfile.TemporaryDirectory(prefix="discopose-bop-")
-        data = bop_to_shards(bop, tmp.name, meta["camera_names"][0], meta["object"])
-    info = open_dataset(data)
-    check_compatible(info, {**meta, "dataset_format_version": info.manifest["format_version"]} if bop else meta)
-    predictions = predict_dataset(model, info, batch_size=batch_size, limit=limit)
+        data = bop_to_shards(bop, tmp.name, "bop", meta["object"])
+    try:
+        info = open_dataset(data)
+        check_compatible(info, {**meta, "dataset_format_version": info.manifest["format_version"]} if bop else meta)
+        views: dict = {}
+        predictions = predict_with_estimator(estimator, info, limit=limit, fuse=fuse, views_out=views)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    multi = fuse and len(info.camera_names) > 1
     symmetries = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
     points = np.asarray(meta["object"]["surface_points_m"])
     errors, summary = compute_metrics(predictions, meta, points, symmetries)
-    baseline_pose = mean_pose_baseline(predictions["true_position_m"], len(errors))
-    _, baseline = compute_metrics({**baseline_pose, "true_position_m": predictions["true_position_m"],
-                                   "true_rotation": predictions["true_rotation"]}, meta, points, symmetries)
-    baseline = {"te_mm_median": baseline["te_mm"]["median"], "re_deg_median": baseline["re_deg"]["median"]}
+    train_mean = meta.get("train_world_position_m_mean" if multi else "train_camera_position_m_mean")
+    baseline = chance_levels(predictions, meta, points, symmetries,
+                             train_mean if train_mean is not None else predictions["true_position_m"].mean(0))
+    baseline["positions_from"] = "training labels" if train_mean is not None else "this test set"
 
     order = np.argsort([-e["adds_mm" if len(symmetries) > 1 else "add_mm"] for e in errors])[:worst]
-    wanted = {int(predictions["index"][i]): i for i in order}
-    transforms = predicted_transforms(predictions)
     keypoints = np.asarray(meta["object"]["keypoints_m"])
-    views = {}
-    for sample in iter_samples(info):
-        i = wanted.get(sample["labels"]["index"])
-        if i is not None:
-            camera = meta["camera_names"][0]
-            views[i] = overlay_prediction(sample["views"][camera]["rgb"], sample["labels"], camera, transforms[i],
-                                          meta["pose_frame"], keypoints)
-        if len(views) == len(wanted):
-            break
+    overlays = []
+    for i in order:
+        rgb, labels, camera_from_frame = views[int(predictions["index"][i])]
+        predicted = camera_from_frame @ make_transform(predictions["rotation"][i], predictions["position_m"][i])
+        overlays.append(overlay_prediction(rgb, labels, predicted, keypoints))
+    frame = "world (cameras fused)" if multi else "camera"
     write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
-                 worst_views=[views[i] for i in order if i in views], baseline=baseline)
-    if tmp is not None:
-        tmp.cleanup()
-    return {"summary": summary, "baseline": baseline}
+                 worst_views=overlays, baseline=baseline)
+    return {"summary": summary, "baseline": baseline, "frame": frame}

@@ -4,10 +4,30 @@ from __future__ import annotations
 import torch
 
 from discopose.geometry.rotations_torch import symmetric_geodesic_angle
+from discopose.models.pose_net import canonical_index
+
+# Scale of the position_uvz errors the smooth L1 works in: 2% of the image, or 2% of depth.
+POSITION_SCALE = 0.02
 
 
-def pose_loss(prediction: dict, position_m: torch.Tensor, rotation: torch.Tensor, symmetries: torch.Tensor,
-              position_scale_m: float, shape_rotations: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def dense_loss(prediction: dict, mask: torch.Tensor, coordinates: torch.Tensor,
+               symmetries: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Object mask (BCE over known cells) and surface coordinates (L1 over object cells, the minimum
+    over the object's symmetry group: under an equivalent pose R @ S a point p shows as S^T p)."""
+    known = mask >= 0
+    mask_term = torch.nn.functional.binary_cross_entropy_with_logits(
+        prediction["mask_logits"][known], mask[known]) if known.any() else mask.new_zeros(())
+    on_object = (mask > 0.5).float()  # (B, h, w)
+    candidates = torch.einsum("mji,bjhw->bmihw", symmetries, coordinates)  # S^T p for every S
+    per_pixel = (prediction["coordinates"][:, None] - candidates).abs().sum(2)  # (B, M, h, w)
+    per_sample = (per_pixel * on_object[:, None]).sum((-1, -2)) / on_object.sum((-1, -2))[:, None].clamp_min(1)
+    has_object = on_object.flatten(1).any(1)
+    coordinate_term = per_sample.min(1).values[has_object].mean() if has_object.any() else mask.new_zeros(())
+    return mask_term + 3.0 * coordinate_term, {"mask": mask_term.detach(), "coordinates": coordinate_term.detach()}
+
+
+def pose_loss(prediction: dict, position_uvz: torch.Tensor, rotation: torch.Tensor, symmetries: torch.Tensor,
+              shape_rotations: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Returns (loss, parts). The pose terms drive the pose; the NLL terms see detached errors, so the
     uncertainty heads learn how large the errors are without letting them down-weight hard samples."""
     angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
@@ -19,9 +39,9 @@ def pose_loss(prediction: dict, position_m: torch.Tensor, rotation: torch.Tensor
     regressed_angle, nearest_index = symmetric_geodesic_angle(regressed, rotation, group)
     nearest = rotation @ group[nearest_index]
     chordal = ((regressed - nearest) ** 2).sum((-1, -2))
-    position_error = prediction["position_m"] - position_m
-    # Smooth L1 in units of the position scale: robust early, quadratic near the optimum.
-    position_term = torch.nn.functional.smooth_l1_loss(position_error / position_scale_m,
+    position_error = prediction["position_uvz"] - position_uvz
+    # Smooth L1: robust early, quadratic near the optimum.
+    position_term = torch.nn.functional.smooth_l1_loss(position_error / POSITION_SCALE,
                                                        torch.zeros_like(position_error), beta=0.1)
     rotation_term = regressed_angle.mean() + 0.25 * chordal.mean()
     log_var_p = prediction["position_log_var"]
@@ -29,12 +49,14 @@ def pose_loss(prediction: dict, position_m: torch.Tensor, rotation: torch.Tensor
     log_var_r = prediction["rotation_log_var"]
     # Rotation error as a 3-dof isotropic Gaussian on the axis-angle vector.
     nll_rotation = (0.5 * angle.detach() ** 2 * torch.exp(-log_var_r) + 1.5 * log_var_r).mean()
-    loss = position_term + rotation_term + 0.01 * (nll_position + nll_rotation)
+    loss = position_term + rotation_term + 0.05 * (nll_position + nll_rotation)
     parts = {"position": position_term.detach(), "rotation_rad": angle.mean().detach(),
              "nll_position": nll_position.detach(), "nll_rotation": nll_rotation.detach()}
     if classify:
-        # Which equivalent the markings show: regressed ~ rotation @ S_k, so rotation = regressed @ S_k^T.
-        classification = torch.nn.functional.cross_entropy(prediction["symmetry_logits"], nearest_index)
-        loss = loss + 0.5 * classification
+        # Which canonical equivalent the markings show, from the ground truth alone.
+        label = canonical_index(rotation, group)
+        classification = torch.nn.functional.cross_entropy(prediction["symmetry_logits"], label)
+        loss = loss + classification
         parts["classification"] = classification.detach()
+        parts["class_accuracy"] = (prediction["symmetry_logits"].argmax(1) == label).float().mean().detach()
     return loss, parts

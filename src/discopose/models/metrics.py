@@ -69,5 +69,6 @@ def summarize(errors: list[dict], diameter_m: float, symmetric: bool) -> dict:
         "add(-s)<10%d": float((add_s < 0.1 * diameter_mm).mean()),
         "5mm5deg": float(((table["te_mm"] < 5) & (table["re_deg"] < 5)).mean()),
         "10mm10deg": float(((table["te_mm"] < 10) & (table["re_deg"] < 10)).mean()),
+        "re<30deg": float((table["re_deg"] < 30).mean()),
     }
     return summary

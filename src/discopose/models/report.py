@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from discopose._io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from discopose.geometry.transforms import invert_transform, make_transform
 from discopose.viz import contact_sheet, draw_pose, encode_png
 
 
@@ -97,20 +96,11 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
     return atomic_write_text(out_dir / "report.html", page)
 
 
-def overlay_prediction(rgb: np.ndarray, labels: dict, camera_name: str, predicted_frame_from_object: np.ndarray,
-                       pose_frame: str, keypoints_m: np.ndarray) -> np.ndarray:
+def overlay_prediction(rgb: np.ndarray, camera_labels: dict, predicted_camera_from_object: np.ndarray,
+                       keypoints_m: np.ndarray) -> np.ndarray:
     """The image with the true (green) and predicted (red) object boxes."""
-    camera = labels["cameras"][camera_name]
-    K = np.asarray(camera["K"])
-    if pose_frame == "world":
-        predicted = invert_transform(np.asarray(camera["world_from_camera"])) @ predicted_frame_from_object
-    else:
-        predicted = predicted_frame_from_object
+    K = np.asarray(camera_labels["K"])
     image = rgb.copy()
-    draw_pose(image, K, np.asarray(camera["camera_from_object"]), keypoints_m, color=(0, 255, 0), axes=False)
-    draw_pose(image, K, predicted, keypoints_m, color=(255, 0, 0), axes=True)
+    draw_pose(image, K, np.asarray(camera_labels["camera_from_object"]), keypoints_m, color=(0, 255, 0), axes=False)
+    draw_pose(image, K, predicted_camera_from_object, keypoints_m, color=(255, 0, 0), axes=True)
     return image
-
-
-def predicted_transforms(predictions: dict) -> list[np.ndarray]:
-    return [make_transform(r, t) for r, t in zip(predictions["rotation"], predictions["position_m"])]

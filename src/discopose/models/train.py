@@ -17,12 +17,13 @@ from discopose._errors import ConfigError, DiscoposeError
 from discopose.config import check_range
 from discopose.datasets.format import FORMAT_VERSION
 from discopose.datasets.reader import DatasetInfo, iter_raw_samples, open_dataset
-from discopose.datasets.loader import check_compatible, make_loader, pose_target
+from discopose.camera import CameraModel
+from discopose.datasets.loader import check_compatible, make_loader
 from discopose.models.backbones import BACKBONES, preprocessing
-from discopose.models.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from discopose.models.checkpoint import assemble_estimator, load_checkpoint, load_train_state, save_checkpoint
 from discopose.models.evaluate import compute_metrics, predict_dataset
-from discopose.models.losses import pose_loss
-from discopose.models.pose_net import PoseNet, PoseNetSpec
+from discopose.models.losses import dense_loss, pose_loss
+from discopose.models.pose_net import STAGES, PoseNet, PoseNetSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ class TrainConfig:
     num_workers: int = 2
     shuffle_buffer: int = 500
     augment: float = 1.0
-    # auto: the first camera's frame for one camera (BOP-style), the world frame for several.
-    pose_frame: str = "auto"
-    hidden: int = 512
+    # auto: "crop" for datasets rendered with camera.aim=object, else "locator" (see models/pose_net.py).
+    stage: str = "auto"
+    # Square input size; 0 = the dataset's image size.
+    input_px: int = 0
+    hidden: int = 256
     amp: str = "auto"            # auto = on for CUDA
     channels_last: str = "auto"  # auto = on for CUDA
     seed: int = 0
@@ -53,8 +56,9 @@ class TrainConfig:
             raise ConfigError(f"backbone={self.backbone!r} is unknown; use one of {', '.join(BACKBONES)}")
         if self.pretrained not in ("imagenet", "none"):
             raise ConfigError(f"pretrained={self.pretrained!r}; use imagenet or none")
-        if self.pose_frame not in ("auto", "camera", "world"):
-            raise ConfigError(f"pose_frame={self.pose_frame!r}; use auto, camera or world")
+        if self.stage not in ("auto", *STAGES):
+            raise ConfigError(f"stage={self.stage!r}; use auto, locator or crop")
+        check_range("input_px", self.input_px, 0, 4096)
         for name in ("amp", "channels_last"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ConfigError(f"{name}={getattr(self, name)!r}; use auto, on or off")
@@ -65,15 +69,41 @@ class TrainConfig:
         check_range("augment", self.augment, 0.0, 2.0)
 
 
-def position_stats(info: DatasetInfo, pose_frame: str, camera_names: list[str], limit: int = 500):
-    """Mean and scale of target positions from the first ``limit`` samples' labels (no image decoding)."""
-    positions = []
-    for raw in iter_raw_samples(info):
-        positions.append(pose_target(json.loads(raw["json"]), pose_frame, camera_names)[:3, 3])
-        if len(positions) >= limit:
+def label_statistics(info: DatasetInfo, limit: int = 500) -> dict:
+    """From the first ``limit`` samples' labels (no image decoding): camera-object distances (metres)
+    and the mean object position in the camera and world frames (the mean-pose baseline)."""
+    distances, in_camera, in_world = [], [], []
+    for count, raw in enumerate(iter_raw_samples(info)):
+        if count >= limit:
             break
-    positions = np.array(positions)
-    return positions.mean(0), max(float(positions.std(0).mean()), 0.005), positions
+        labels = json.loads(raw["json"])
+        in_world.append(np.asarray(labels["world_from_object"])[:3, 3])
+        for view in labels["cameras"].values():
+            in_camera.append(np.asarray(view["camera_from_object"])[:3, 3])
+            distances.append(np.linalg.norm(in_camera[-1]))
+    return {"distance_m": np.array(distances), "camera_position_m_mean": np.mean(in_camera, 0),
+            "world_position_m_mean": np.mean(in_world, 0)}
+
+
+def network_spec(info: DatasetInfo, config: "TrainConfig") -> PoseNetSpec:
+    """The network a dataset calls for: its stage, input camera and depth normalization."""
+    render = info.manifest["config"]["camera"]
+    stage = config.stage if config.stage != "auto" else ("crop" if render.get("aim") == "object" else "locator")
+    nominal = CameraModel.from_dict(info.manifest["cameras"][0])
+    size = config.input_px or min(nominal.width_px, nominal.height_px)
+    diameter = float(info.manifest["object"]["diameter_m"])
+    if stage == "crop":
+        return PoseNetSpec(backbone=config.backbone, stage="crop", input_size_px=(size, size),
+                           object_diameter_m=diameter, fill_frac=float(render.get("object_fill_frac", 0.75)),
+                           hidden=config.hidden, dense=True, **preprocessing(config.backbone))
+    # The locator's camera: the dataset's first nominal camera, resampled to the input size.
+    camera = nominal.scaled_to(round(nominal.width_px * size / min(nominal.width_px, nominal.height_px)),
+                               round(nominal.height_px * size / min(nominal.width_px, nominal.height_px)))
+    # Depth normalization: z_ref = the median training distance, so log(z / z_ref) is centred on 0.
+    fill = camera.K[0, 0] * diameter / (size * float(np.median(label_statistics(info)["distance_m"])))
+    return PoseNetSpec(backbone=config.backbone, stage="locator", input_size_px=(camera.height_px, camera.width_px),
+                       camera_K=camera.K.tolist(), object_diameter_m=diameter, fill_frac=fill, hidden=config.hidden,
+                       dense=False, **preprocessing(config.backbone))
 
 
 def classified_rotations(object_description: dict) -> np.ndarray:
@@ -118,23 +148,18 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     train_info = open_dataset(data)
     val_info = open_dataset(val) if val else None
 
-    pose_frame = config.pose_frame
-    if pose_frame == "auto":
-        pose_frame = "camera" if len(train_info.camera_names) == 1 else "world"
-    center, scale, _ = position_stats(train_info, pose_frame, train_info.camera_names)
     shape_rotations = classified_rotations(train_info.manifest["object"])
-    sample_camera = train_info.manifest["cameras"][0]
-    spec = PoseNetSpec(backbone=config.backbone, camera_names=train_info.camera_names,
-                       input_size_px=(sample_camera["height_px"], sample_camera["width_px"]),
-                       pose_frame=pose_frame, position_center_m=center.tolist(), position_scale_m=scale,
-                       hidden=config.hidden, shape_rotations=shape_rotations.tolist(),
-                       **preprocessing(config.backbone))
+    spec = network_spec(train_info, config)
+    spec.shape_rotations = shape_rotations.tolist()
     meta = {
-        "dataset_format_version": FORMAT_VERSION, "camera_names": spec.camera_names,
-        "cameras": train_info.manifest["cameras"], "object": train_info.manifest["object"],
-        "pose_frame": pose_frame, "train_config": asdict(config), "train_data": str(data),
+        "dataset_format_version": FORMAT_VERSION, "cameras": train_info.manifest["cameras"],
+        "object": train_info.manifest["object"], "train_config": asdict(config), "train_data": str(data),
         "pretrained": config.pretrained,
     }
+    # The mean-pose baseline is judged against what training saw, not the test set.
+    stats = label_statistics(train_info)
+    meta.update(train_camera_position_m_mean=stats["camera_position_m_mean"].tolist(),
+                train_world_position_m_mean=stats["world_position_m_mean"].tolist())
     if val_info is not None:
         check_compatible(val_info, meta)
 
@@ -142,7 +167,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
-    steps_per_epoch = max(1, train_info.num_samples // (config.batch_size * world))
+    views = train_info.num_samples * len(train_info.camera_names)
+    steps_per_epoch = max(1, views // (config.batch_size * world))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps + 1,
@@ -191,8 +217,13 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                                 enabled=use_amp):
                 prediction = net(images)
             prediction = {k: v.float() for k, v in prediction.items()}
-            loss, parts = pose_loss(prediction, target["position_m"].to(device), target["rotation"].to(device),
-                                    symmetries, spec.position_scale_m, shape_group)
+            loss, parts = pose_loss(prediction, target["position_uvz"].to(device), target["rotation"].to(device),
+                                    symmetries, shape_group)
+            if "dense_mask" in target:
+                dense, dense_parts = dense_loss(prediction, target["dense_mask"].to(device),
+                                                target["dense_coordinates"].to(device), symmetries)
+                loss = loss + dense
+                parts.update(dense_parts)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -203,6 +234,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             images_seen += len(images) * world
             rate = images_seen / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{loss.item():.3f}", rot_deg=f"{math.degrees(parts['rotation_rad']):.1f}",
+                            **({"cls": f"{parts['class_accuracy']:.2f}"} if "class_accuracy" in parts else {}),
+                            **({"xyz": f"{parts['coordinates']:.3f}"} if "coordinates" in parts else {}),
                             img_s=f"{rate:.0f}")
             bar.update(1)
             if writer is not None and step % 10 == 0:
@@ -222,8 +255,17 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                 writer.add_scalar(f"val/{key}_median", summary[key]["median"], step)
             shape = f" ({summary['re_shape_deg']['median']:.1f} deg up to the shape's symmetry)" \
                 if "re_shape_deg" in summary else ""
-            log.info("epoch %d: val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", epoch + 1, summary["te_mm"]["median"],
-                     summary["re_deg"]["median"], shape, summary["add_s_rel_diameter_median"])
+            log.info("epoch %d (%s): val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", epoch + 1, spec.stage,
+                     summary["te_mm"]["median"], summary["re_deg"]["median"], shape,
+                     summary["add_s_rel_diameter_median"])
+            if "dense_rotation" in predictions:
+                _, dense = compute_metrics({**predictions, "rotation": predictions["dense_rotation"],
+                                            "position_m": predictions["dense_position_m"]}, meta, points,
+                                           train_info.symmetry.matrices())
+                summary["dense_pnp"] = {k: dense[k] for k in ("te_mm", "re_deg", "success")}
+                log.info("epoch %d (%s): val median by dense PnP %.1f mm, %.1f deg, %.0f%% within 30 deg", epoch + 1,
+                         spec.stage, dense["te_mm"]["median"], dense["re_deg"]["median"],
+                         100 * dense["success"]["re<30deg"])
         score = _validation_score(summary) if summary else -epoch  # no val: the latest is the best
         epoch_meta = {**meta, "epoch": epoch + 1, "step": step, "val_metrics": summary}
         if score < best_score:
@@ -238,3 +280,17 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         torch.distributed.barrier()
     from discopose.models.checkpoint import read_meta
     return read_meta(out_dir / "best") if (out_dir / "best").exists() else meta
+
+
+def train_estimator(frames: str, crops: str, out: str, frames_val: str | None = None, crops_val: str | None = None,
+                    locator_config: TrainConfig | None = None, crop_config: TrainConfig | None = None,
+                    resume: bool = False, progress: bool = True) -> dict:
+    """Train both stages of an estimator: the locator on full frames (``out/locator``), the crop
+    network on zoom-in crops (``out/crop``), then assemble ``out/best`` for :func:`discopose.load`."""
+    out_dir = Path(out)
+    locator_meta = train(frames, str(out_dir / "locator"), val=frames_val, resume=resume, progress=progress,
+                         config=locator_config or TrainConfig(stage="locator"))
+    crop_meta = train(crops, str(out_dir / "crop"), val=crops_val, resume=resume, progress=progress,
+                      config=crop_config or TrainConfig(stage="crop"))
+    assemble_estimator(out_dir / "best", out_dir / "locator" / "best", out_dir / "crop" / "best")
+    return {"locator": locator_meta, "crop": crop_meta}

@@ -60,6 +60,15 @@ class CameraConfig:
     principal_point_jitter_px: float = 4.0
     znear_m: float = 0.02
     zfar_m: float = 10.0
+    # aim "workspace": the cameras as placed. aim "object": each camera is turned about its optical
+    # centre to look at the object and zoomed so the object's diameter spans ``object_fill_frac`` of
+    # the (square) image: zoom-in crops rendered at full detail, as the crop stage of a model sees them.
+    # Its training tolerance to the first stage's errors comes from the jitter: the aim point is off by
+    # up to ``aim_offset_frac`` of the image and the zoom by up to ``aim_scale_jitter_frac``.
+    aim: str = "workspace"
+    object_fill_frac: float = 0.75
+    aim_offset_frac: float = 0.08
+    aim_scale_jitter_frac: float = 0.12
 
     def __post_init__(self):
         check_range("camera.count", self.count, 1, 16)
@@ -71,6 +80,14 @@ class CameraConfig:
         check_range("camera.rotation_jitter_deg", self.rotation_jitter_deg, 0.0, 90.0)
         check_range("camera.focal_jitter_frac", self.focal_jitter_frac, 0.0, 0.5)
         check_range("camera.principal_point_jitter_px", self.principal_point_jitter_px, 0.0)
+        if self.aim not in ("workspace", "object"):
+            raise ConfigError(f"camera.aim={self.aim!r}; use workspace or object")
+        if self.aim == "object" and self.width_px != self.height_px:
+            raise ConfigError(f"camera.aim=object renders square crops but width_px={self.width_px}, "
+                              f"height_px={self.height_px}; set both to the crop size")
+        check_range("camera.object_fill_frac", self.object_fill_frac, 0.05, 2.0)
+        check_range("camera.aim_offset_frac", self.aim_offset_frac, 0.0, 0.5)
+        check_range("camera.aim_scale_jitter_frac", self.aim_scale_jitter_frac, 0.0, 0.9)
         if self.files:
             self.count = len(self.files)
         if self.names and len(self.names) != self.count:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from discopose._errors import ConfigError
-from discopose.camera import CameraModel
-from discopose.geometry.transforms import (look_at, make_transform, matrix_from_quat_wxyz, random_rotation,
+from discopose.camera import CameraModel, jittered_aim
+from discopose.geometry.transforms import (invert_transform, look_at, make_transform, matrix_from_quat_wxyz, random_rotation,
                                            rotation_about_axis)
 from discopose.render.config import RenderConfig
 from discopose.render.textures import random_color
@@ -109,6 +109,20 @@ def _jitter_camera(camera: CameraModel, rng: np.random.Generator, config: Render
             "K": K.tolist(), "world_from_camera": world_from_camera.tolist()}
 
 
+def _aim_at_object(camera: dict, object_position: np.ndarray, diameter_m: float, rng: np.random.Generator,
+                   config: RenderConfig) -> dict:
+    """Turn and zoom a sampled camera onto the object, as the crop stage of a model sees it."""
+    cam_cfg = config.camera
+    world_from_camera = np.asarray(camera["world_from_camera"])
+    object_in_camera = (invert_transform(world_from_camera) @ np.append(object_position, 1.0))[:3]
+    crop, crop_from_camera = jittered_aim(object_in_camera, diameter_m, cam_cfg.width_px, cam_cfg.object_fill_frac,
+                                          cam_cfg.aim_offset_frac, cam_cfg.aim_scale_jitter_frac, rng)
+    world_from_crop = world_from_camera.copy()
+    world_from_crop[:3, :3] = world_from_camera[:3, :3] @ crop_from_camera.T
+    return {**camera, "K": crop.K.tolist(), "width_px": crop.width_px, "height_px": crop.height_px,
+            "world_from_camera": world_from_crop.tolist()}
+
+
 def _light(rng: np.random.Generator, config: RenderConfig, light_type: str, target: np.ndarray) -> dict:
     light_cfg = config.lighting
     direction = rng.normal(size=3)
@@ -154,6 +168,9 @@ def sample_scene(config: RenderConfig, rng: np.random.Generator, cameras: list[C
     params["object_appearance"] = appearance
 
     params["cameras"] = [_jitter_camera(camera, rng, config) for camera in cameras]
+    if config.camera.aim == "object":
+        params["cameras"] = [_aim_at_object(camera, object_position, object_diameter_m, rng, config)
+                             for camera in params["cameras"]]
 
     light_cfg = config.lighting
     count = int(rng.integers(light_cfg.count[0], light_cfg.count[1] + 1))

@@ -45,8 +45,11 @@ def _value_noise(size: int, rng: np.random.Generator) -> np.ndarray:
     return total / max(float(total.max()), 1e-6)
 
 
-def make_texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One ``size`` x ``size`` RGB uint8 texture of the given kind."""
+BLENDABLE = ("gradient", "stripes", "checker", "noise")
+
+
+def make_texture(kind: str, size: int, rng: np.random.Generator, blendable=BLENDABLE) -> np.ndarray:
+    """One ``size`` x ``size`` RGB uint8 texture of the given kind; ``blend`` mixes two of ``blendable``."""
     if kind == "solid":
         image = np.broadcast_to(random_color(rng), (size, size, 3)).copy()
     elif kind == "gradient":
@@ -66,7 +69,7 @@ def make_texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
             image += rng.normal(0, rng.uniform(0.02, 0.15), image.shape)
     elif kind == "blend":
         first, second = (make_texture(k, size, rng).astype(float) / 255
-                         for k in rng.choice(["gradient", "stripes", "checker", "noise"], 2))
+                         for k in rng.choice(list(blendable) or ["solid"], 2))
         mask = _value_noise(size, rng)[..., None]
         image = mask * first + (1 - mask) * second
     else:
@@ -88,5 +91,7 @@ def load_image_textures(folder: str, size: int) -> list[np.ndarray]:
 
 
 def make_texture_bank(kinds: list[str], count: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``count`` procedural textures cycling through ``kinds`` (deterministic for a given rng)."""
-    return [make_texture(kinds[i % len(kinds)], size, rng) for i in range(count)]
+    """``count`` procedural textures cycling through ``kinds`` (deterministic for a given rng). Blends
+    mix only listed kinds, so a held-out kind never leaks into training through them."""
+    blendable = [k for k in BLENDABLE if k in kinds]
+    return [make_texture(kinds[i % len(kinds)], size, rng, blendable) for i in range(count)]

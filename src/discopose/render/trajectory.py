@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_about_axis
+from discopose._io import atomic_write_text
+from discopose.geometry.transforms import make_transform, rotation_about_axis
 from discopose.render.config import RenderConfig
 
 
@@ -39,41 +41,60 @@ def smooth_trajectory(num_frames: int, fps: float, rng: np.random.Generator, cen
     return np.stack(poses)
 
 
-def render_trajectory_video(config: RenderConfig, out_video: str | Path, num_frames: int = 150, fps: float = 30.0,
-                            seed: int = 0, camera: str | None = None) -> Path:
-    """Render ``num_frames`` of one camera to an MP4 and ground truth to ``<video>.gt.jsonl``.
+@dataclass
+class Clip:
+    """A rendered clip: one video per camera, the camera file each was rendered with (what a user's
+    calibration would give), and the ground truth (``frame``, ``time_s``, ``world_from_object``,
+    ``camera_from_object`` per camera name)."""
 
-    Ground truth per line: ``frame``, ``time_s``, ``camera_from_object`` (4x4), ``world_from_object``.
-    """
+    videos: dict
+    cameras: dict
+    ground_truth: Path
+
+
+def render_trajectory_video(config: RenderConfig, out_video: str | Path, num_frames: int = 150, fps: float = 30.0,
+                            seed: int = 0) -> Clip:
+    """Render ``num_frames`` of every camera of ``config`` to MP4: ``out_video`` itself for one camera,
+    ``<stem>.<camera>.mp4`` beside it for several; ground truth in ``<stem>.gt.jsonl``."""
+    from discopose.camera import CameraModel
     from discopose.render.renderer import DiscoRenderer
 
     renderer = DiscoRenderer(config)
-    camera = camera or config.camera_names[0]
     poses = smooth_trajectory(num_frames, fps, np.random.default_rng(seed), config.pose.workspace_center_m,
                               config.pose.workspace_half_extent_m)
     params = renderer.sample_params(seed)
     params["occluders"] = []  # a fixed occluder would hide the object for the whole video
     out_video = Path(out_video)
     out_video.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_video.with_name(f".{out_video.name}.tmp.mp4")
-    width, height = next((c["width_px"], c["height_px"]) for c in params["cameras"] if c["name"] == camera)
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    several = len(params["cameras"]) > 1
+    videos = {c["name"]: out_video.with_name(f"{out_video.stem}.{c['name']}.mp4") if several else out_video
+              for c in params["cameras"]}
+    cameras = {}
+    for camera in params["cameras"]:
+        model = CameraModel(camera["name"], camera["width_px"], camera["height_px"], camera["K"],
+                            world_from_camera=camera["world_from_camera"])
+        cameras[camera["name"]] = model.save(videos[camera["name"]].with_suffix(".camera.json"))
+    writers = {c["name"]: cv2.VideoWriter(str(videos[c["name"]].with_name(f".{videos[c['name']].name}.tmp.mp4")),
+                                          cv2.VideoWriter_fourcc(*"mp4v"), fps, (c["width_px"], c["height_px"]))
+               for c in params["cameras"]}
     lines = []
     try:
         for frame, world_from_object in enumerate(poses):
             params["world_from_object"] = world_from_object.tolist()
             params["noise"]["seed"] = seed * 100003 + frame
-            view = renderer.render(params)[camera]
-            writer.write(cv2.cvtColor(view["rgb"], cv2.COLOR_RGB2BGR))
-            camera_from_object = np.asarray(view["labels"]["camera_from_object"])
+            views = renderer.render(params)
+            for name, view in views.items():
+                writers[name].write(cv2.cvtColor(view["rgb"], cv2.COLOR_RGB2BGR))
             lines.append(json.dumps({"frame": frame, "time_s": frame / fps,
-                                     "camera_from_object": camera_from_object.tolist(),
                                      "world_from_object": world_from_object.tolist(),
-                                     "quat_wxyz": quat_wxyz_from_matrix(camera_from_object[:3, :3]).tolist()}))
+                                     "camera_from_object": {name: view["labels"]["camera_from_object"]
+                                                            for name, view in views.items()}}))
     finally:
-        writer.release()
+        for writer in writers.values():
+            writer.release()
         renderer.close()
-    os.replace(tmp, out_video)
-    gt = out_video.with_suffix(".gt.jsonl")
-    gt.write_text("\n".join(lines) + "\n")
-    return out_video
+    for video in videos.values():
+        os.replace(video.with_name(f".{video.name}.tmp.mp4"), video)
+    ground_truth = out_video.with_name(f"{out_video.stem}.gt.jsonl")
+    atomic_write_text(ground_truth, "\n".join(lines) + "\n")
+    return Clip(videos=videos, cameras=cameras, ground_truth=ground_truth)
