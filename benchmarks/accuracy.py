@@ -1,79 +1,113 @@
-"""Accuracy of the default recipe on a stated CPU budget, and the two ablations, in one run.
+"""Ablations of the default recipe (`discopose demo`), each run on the same budget, in one script.
 
-    python benchmarks/accuracy.py [--train 3000] [--epochs 6] [--size 128] [--out bench_accuracy]
+    python benchmarks/accuracy.py [--scale 1.0] [--runs A,B,C,D] [--seed 0] [--out bench_accuracy]
 
-Runs, all with the same budget (images x epochs):
-  A. ImageNet init, full randomization          (the default recipe)
-  B. scratch init,  full randomization          (ablation 1: what ImageNet initialization buys)
-  C. ImageNet init, little randomization        (ablation 2: what domain randomization buys)
-Test sets: "in-family" (the full randomizer, another seed) and "held-out" (an appearance family no
-training set contains: value-noise textures only, white point lights, no clutter) - the DR claim, measured.
+Runs (the demo's data sizes and epochs times --scale):
+  A. two-stage (locator + zoom-in crops, dense head), ImageNet init, full randomization: the recipe
+  B. as A, scratch init                                  (what ImageNet initialization buys)
+  C. as A, little randomization                          (what domain randomization buys)
+  D. one full-frame network, no zoom-in, the same number of training views as A's two stages
+     together (the previous design: global pooling + keypoints + rotation head on the whole frame)
+Each is scored on the in-family test set and on a held-out appearance family that shares no texture
+kind with training (value noise, white point lights); A also on a 3-camera rig, fused vs one camera.
+Chance levels (the mean training position, a fixed rotation) are printed beside the results.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from discopose.datasets.generate import generate_dataset
+from discopose.demo import FULL, HELD_OUT_LOOKS, TRAIN_LOOKS
 from discopose.models.evaluate import evaluate_checkpoint
-from discopose.models.train import TrainConfig, train
+from discopose.models.train import TrainConfig, train, train_estimator
 from discopose.render.config import RenderConfig
 
-FULL = ["textures.kinds=[solid, gradient, stripes, checker, blend]"]
 LITTLE = ["textures.kinds=[solid]", "lighting.count=[1, 1]", "lighting.types=[directional]",
           "lighting.color_saturation_max=0", "clutter.distractor_count=[0, 0]", "clutter.occluder_prob=0",
-          "noise.gaussian_sigma=[0, 0]", "noise.blur_prob=0", "camera.position_jitter_m=0",
+          "clutter.room_prob=0", "noise.gaussian_sigma=[0, 0]", "noise.blur_prob=0", "camera.position_jitter_m=0",
           "camera.rotation_jitter_deg=0", "camera.focal_jitter_frac=0", "camera.principal_point_jitter_px=0"]
-HELD_OUT = ["textures.kinds=[noise]", "lighting.types=[point]", "lighting.color_saturation_max=0",
-            "clutter.distractor_count=[0, 2]", "clutter.occluder_prob=0"]
+
+
+def size(px):
+    return [f"camera.width_px={px}", f"camera.height_px={px}"]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=3000)
-    parser.add_argument("--test", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the demo's data sizes by this")
+    parser.add_argument("--runs", default="A,B,C,D")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench_accuracy")
-    parser.add_argument("--runs", default="A,B,C")
     args = parser.parse_args()
+    plan = replace(FULL, frames=int(FULL.frames * args.scale), crops=int(FULL.crops * args.scale), seed=args.seed)
     root = Path(args.out)
-    size = [f"camera.width_px={args.size}", f"camera.height_px={args.size}"]
+    crop = ["camera.aim=object", "output.depth=true"] + size(plan.crop_px)
+    base = args.seed * 100
+    sets = {
+        "frames_full": (plan.frames, size(plan.frame_px) + TRAIN_LOOKS, base),
+        "crops_full": (plan.crops, crop + TRAIN_LOOKS, base + 1),
+        "frames_little": (plan.frames, size(plan.frame_px) + LITTLE, base),
+        "crops_little": (plan.crops, crop + LITTLE, base + 1),
+        "test_in_family": (plan.test, size(plan.test_px) + TRAIN_LOOKS, base + 2),
+        "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS, base + 3),
+        "test_rig3": (plan.test, size(plan.test_px) + TRAIN_LOOKS + ["camera.count=3"], base + 4),
+    }
+    wanted = set(args.runs.split(","))
+    needed = {"frames_full", "crops_full", "test_in_family", "test_held_out", "test_rig3"}
+    if "C" in wanted:
+        needed |= {"frames_little", "crops_little"}
     started = time.perf_counter()
-    sets = {"train_full": (FULL, 0, args.train), "train_little": (LITTLE, 0, args.train),
-            "val": (FULL, 1, args.test), "test_in_family": (FULL, 2, args.test), "test_held_out": (HELD_OUT, 3, args.test)}
-    for name, (overrides, seed, count) in sets.items():
-        generate_dataset(str(root / name), count, RenderConfig.load(overrides=size + overrides + [f"seed={seed}"]),
-                         progress=False)
-    render_s = time.perf_counter() - started
-    runs = {"A": ("imagenet", "train_full"), "B": ("none", "train_full"), "C": ("imagenet", "train_little")}
+    for name, (count, overrides, seed) in sets.items():
+        if name in needed:
+            generate_dataset(str(root / name), count, RenderConfig.load(overrides=overrides + [f"seed={seed}"]),
+                             progress=False)
+    render_min = (time.perf_counter() - started) / 60
+
+    def config(stage, epochs, **extra):
+        return TrainConfig(stage=stage, epochs=epochs, batch_size=plan.batch_size, seed=plan.seed, **extra)
+
     rows = []
     for key in args.runs.split(","):
-        pretrained, data = runs[key]
         t0 = time.perf_counter()
-        train(str(root / data), str(root / f"run_{key}"), val=str(root / "val"),
-              config=TrainConfig(pretrained=pretrained, epochs=args.epochs), progress=False)
+        run = root / f"run_{key}"
+        if key == "D":
+            # The two stages' training views together, spent on one full-frame network.
+            views = plan.frames * plan.locator_epochs + plan.crops * plan.crop_epochs
+            train(str(root / "frames_full"), str(run), config=config("locator", max(1, round(views / plan.frames))),
+                  progress=False)
+            model, label = run / "best", "one full-frame network, no zoom-in"
+        else:
+            randomization = "little" if key == "C" else "full"
+            extra = {"pretrained": "none"} if key == "B" else {}
+            train_estimator(str(root / f"frames_{randomization}"), str(root / f"crops_{randomization}"), str(run),
+                            locator_config=config("locator", plan.locator_epochs, **extra),
+                            crop_config=config("crop", plan.crop_epochs, **extra), progress=False)
+            model = run / "best"
+            label = {"A": "two-stage, ImageNet, full DR", "B": "two-stage, scratch, full DR",
+                     "C": "two-stage, ImageNet, little DR"}[key]
         minutes = (time.perf_counter() - t0) / 60
-        for test in ("test_in_family", "test_held_out"):
-            result = evaluate_checkpoint(str(root / f"run_{key}" / "best"), str(root / test),
-                                         str(root / f"run_{key}" / f"eval_{test}"))
-            s = result["summary"]
-            rows.append((key, pretrained, data, test, s["te_mm"]["median"], s["re_deg"]["median"],
-                         s["success"]["add(-s)<10%d"], result["baseline"], minutes))
-    print(f"# accuracy: {args.train} training images x {args.epochs} epochs at {args.size}x{args.size}, "
-          f"mobilenet_v2 (rendering took {render_s / 60:.1f} min)\n")
-    print("| run | init | training randomization | test set | median mm | median deg | ADD(-S)<10%d | train min |")
+        tests = ["test_in_family", "test_held_out"] + (["test_rig3"] if key == "A" else [])
+        for test in tests:
+            for fuse in ([True, False] if test == "test_rig3" else [True]):
+                result = evaluate_checkpoint(str(model), str(root / test), str(run / f"eval_{test}_{fuse}"), fuse=fuse)
+                s = result["summary"]
+                rows.append({"run": key, "model": label, "test": test + ("" if fuse else " (first camera alone)"),
+                             "te_mm": s["te_mm"]["median"], "re_deg": s["re_deg"]["median"],
+                             "re_within_30deg": s["success"]["re<30deg"], "chance": result["baseline"],
+                             "train_min": minutes})
+    print(f"# ablations: seed {plan.seed}, {plan.frames} locator frames x {plan.locator_epochs} epochs, "
+          f"{plan.crops} crops x {plan.crop_epochs} epochs (rendering took {render_min:.1f} min)\n")
+    print("| run | model | test set | median mm | median deg | within 30 deg | chance mm / deg | train min |")
     print("|---|---|---|---|---|---|---|---|")
-    for key, pretrained, data, test, te, re_, add, baseline, minutes in rows:
-        print(f"| {key} | {pretrained} | {data.split('_')[1]} | {test[5:]} | {te:.1f} | {re_:.1f} | {100 * add:.1f}% | {minutes:.1f} |")
-    baseline = rows[0][7] if rows else {}
-    print(f"\nmean-pose baseline on the in-family test set: {baseline.get('te_mm_median', 0):.1f} mm, "
-          f"{baseline.get('re_deg_median', 0):.1f} deg")
-    (root / "accuracy.json").write_text(json.dumps([dict(zip(
-        ["run", "init", "train", "test", "te_mm", "re_deg", "add_s_success", "baseline", "train_min"], r)) for r in rows],
-        indent=1))
+    for r in rows:
+        print(f"| {r['run']} | {r['model']} | {r['test']} | {r['te_mm']:.1f} | {r['re_deg']:.1f} | "
+              f"{100 * r['re_within_30deg']:.0f}% | {r['chance']['te_mm_median']:.1f} / {r['chance']['re_deg_median']:.1f} | "
+              f"{r['train_min']:.1f} |")
+    (root / "accuracy.json").write_text(json.dumps({"plan": asdict(plan), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

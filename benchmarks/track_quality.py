@@ -1,6 +1,6 @@
 """Tracking quality on a rendered continuous trajectory: per-frame (raw network) vs filtered error and jitter.
 
-    python benchmarks/track_quality.py --model runs/cube/best [--frames 300]
+    python benchmarks/track_quality.py --model runs/cube/best [--frames 300] [--cameras 1|3] [--size 224]
 
 Every frame of the clip is processed (lockstep), so raw and filtered see the same frames.
 """
@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import discopose
+from discopose.camera import CameraModel
 from discopose.estimator.quality import tracking_quality
 from discopose.estimator.sources import CameraSource
 from discopose.estimator.tracker import TrackConfig, Tracker
@@ -25,21 +26,25 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cameras", type=int, default=1, help="1, or several (fused in the world frame)")
+    parser.add_argument("--size", type=int, default=224, help="camera image size (square)")
     args = parser.parse_args()
     estimator = discopose.load(args.model)
-    camera = estimator.meta["cameras"][0]
     with tempfile.TemporaryDirectory() as tmp:
-        clip = render_trajectory_video(RenderConfig.load(overrides=[f"camera.width_px={camera['width_px']}",
-                                                                    f"camera.height_px={camera['height_px']}",
+        clip = render_trajectory_video(RenderConfig.load(overrides=[f"camera.width_px={args.size}",
+                                                                    f"camera.height_px={args.size}",
+                                                                    f"camera.count={args.cameras}",
                                                                     f"seed={args.seed}"]),
                                        Path(tmp) / "clip.mp4", num_frames=args.frames, seed=args.seed)
-        tracker = Tracker(estimator, {"cam0": CameraSource("cam0", str(clip), mode="lockstep")},
+        tracker = Tracker(estimator, {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()},
+                          {n: CameraModel.load(path) for n, path in clip.cameras.items()},
                           config=TrackConfig(publish=None, record=str(Path(tmp) / "poses.jsonl"), status_every_s=1e9))
         tracker.run()
-        symmetries = Symmetry.from_dict(estimator.meta["object"]["symmetry"]).matrices()
-        quality = tracking_quality(Path(tmp) / "poses.jsonl", clip.with_suffix(".gt.jsonl"),
+        symmetries = Symmetry.from_dict(estimator.object["symmetry"]).matrices()
+        quality = tracking_quality(Path(tmp) / "poses.jsonl", clip.ground_truth,
                                    symmetries if len(symmetries) > 1 else None)
-    print(f"# tracking quality on a {args.frames}-frame rendered trajectory (every frame processed)\n")
+    print(f"# tracking quality on a {args.frames}-frame rendered trajectory, {args.cameras} camera(s) "
+          f"{args.size}x{args.size} (every frame processed; frame: {quality['frame']})\n")
     print("| estimate | median translation error mm | median rotation error deg | jitter mm/frame | jitter deg/frame |")
     print("|---|---|---|---|---|")
     for kind in ("raw", "filtered"):

@@ -2,8 +2,9 @@
 
     python benchmarks/train_throughput.py [--data DATA] [--backbones mobilenet_v2,resnet18] [--steps 20]
 
-Renders a small dataset if none is given. The baseline, in the same process, is the training step
-on tensors already in memory: the loader is a bottleneck when its rate is below the step's.
+Renders a small crop dataset (camera.aim=object, with depth for the dense head) if none is given. The
+baseline, in the same process, is the training step on tensors already in memory: the loader is a
+bottleneck when its rate is below the step's.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from discopose.datasets.generate import generate_dataset
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import open_dataset
-from discopose.models.losses import pose_loss
+from discopose.models.losses import dense_loss, pose_loss
 from discopose.models.pose_net import PoseNet, PoseNetSpec
 from discopose.render.config import RenderConfig
 
@@ -37,10 +38,13 @@ def loader_rate(info, spec, batch_size, workers, batches):
 def step_rate(spec, batch_size, steps, device, amp):
     model = PoseNet(spec, pretrained="none").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
-    images = torch.rand(batch_size, 1, 3, *spec.input_size_px, device=device)
-    position = torch.zeros(batch_size, 3, device=device) + torch.tensor(spec.position_center_m, device=device)
+    images = torch.rand(batch_size, 3, *spec.input_size_px, device=device)
+    uvz = torch.zeros(batch_size, 3, device=device)
     rotation = torch.eye(3, device=device).expand(batch_size, 3, 3)
     symmetries = torch.eye(3, device=device)[None]
+    grid = (-(-spec.input_size_px[0] // spec.dense_stride), -(-spec.input_size_px[1] // spec.dense_stride))
+    mask = torch.ones(batch_size, *grid, device=device)
+    coordinates = torch.zeros(batch_size, 3, *grid, device=device)
     for i in range(steps + 2):
         if i == 2:
             if device.type == "cuda":
@@ -48,7 +52,10 @@ def step_rate(spec, batch_size, steps, device, amp):
             start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(images)
-        loss, _ = pose_loss({k: v.float() for k, v in out.items()}, position, rotation, symmetries, 0.05)
+        out = {k: v.float() for k, v in out.items()}
+        loss, _ = pose_loss(out, uvz, rotation, symmetries)
+        if spec.dense:
+            loss = loss + dense_loss(out, mask, coordinates, symmetries)[0]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -61,7 +68,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data")
     parser.add_argument("--backbones", default="mobilenet_v2,resnet18")
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
@@ -72,6 +79,7 @@ def main():
         args.data = tmp.name
         generate_dataset(args.data, 400, RenderConfig.load(overrides=[f"camera.width_px={args.size}",
                                                                       f"camera.height_px={args.size}",
+                                                                      "camera.aim=object", "output.depth=true",
                                                                       "output.samples_per_shard=100"]), progress=False)
     info = open_dataset(args.data)
     size = (info.manifest["cameras"][0]["height_px"], info.manifest["cameras"][0]["width_px"])
@@ -79,12 +87,12 @@ def main():
           f"batch {args.batch_size}\n")
     print("| what | images/s |")
     print("|---|---|")
-    spec = PoseNetSpec(input_size_px=size, position_center_m=[0, 0, 0.35])
+    spec = PoseNetSpec(input_size_px=size)
     for workers in sorted({0, min(2, os.cpu_count() or 1), os.cpu_count() or 1}):
         rate = loader_rate(info, spec, args.batch_size, workers, batches=8)
         print(f"| loader alone, {workers} workers (decode + augment) | {rate:.0f} |", flush=True)
     for backbone in args.backbones.split(","):
-        spec = PoseNetSpec(backbone=backbone, input_size_px=size, position_center_m=[0, 0, 0.35])
+        spec = PoseNetSpec(backbone=backbone, input_size_px=size)
         for amp in ([False, True] if device.type == "cuda" else [False]):
             rate = step_rate(spec, args.batch_size, args.steps, device, amp)
             print(f"| train step {backbone}{' AMP bf16' if amp else ''} (tensors in memory) | {rate:.0f} |", flush=True)

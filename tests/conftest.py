@@ -37,32 +37,40 @@ if os.path.isdir(SHARED_WEIGHTS):
     os.environ.setdefault("DISCOPOSE_WEIGHTS_DIR", os.path.abspath(SHARED_WEIGHTS))
 
 
+FRAMES = ["camera.width_px=96", "camera.height_px=96", "textures.bank_size=12", "textures.size_px=32",
+          "output.samples_per_shard=200"]
+CROPS = ["camera.aim=object", "camera.width_px=64", "camera.height_px=64", "output.depth=true",
+         "textures.bank_size=12", "textures.size_px=32", "output.samples_per_shard=300"]
+# Test frames through another camera than the locator's (size, aspect, field of view, principal point):
+# they only give the right pose when their own K is used.
+TEST_FRAMES = ["camera.width_px=160", "camera.height_px=120", "camera.fov_deg=50", "textures.bank_size=12",
+               "textures.size_px=32"]
+
+
 @pytest.fixture(scope="session")
 def pose_datasets(tmp_path_factory):
-    """Small rendered train/val sets (128 x 128, one camera) shared by the model and tracking tests.
-
-    128 px is the smallest size at which an ImageNet MobileNetV2 learns the position within a couple of
-    epochs (at 64 px its last feature map is 2 x 2); see tests/test_models.py for the bar it must clear.
-    """
+    """Small rendered sets for the two stages: locator frames (96 px), zoom-in crops (64 px, with depth
+    for the dense head), validation sets, and test frames at another size and field of view."""
     from discopose.datasets.generate import generate_dataset
     from discopose.render.config import RenderConfig
     root = tmp_path_factory.mktemp("pose-data")
-    overrides = ["camera.width_px=128", "camera.height_px=128", "textures.bank_size=12", "textures.size_px=32",
-                 "output.samples_per_shard=200"]
-    train = generate_dataset(str(root / "train"), 1600, RenderConfig.load(overrides=overrides), workers=2,
-                             progress=False)
-    val = generate_dataset(str(root / "val"), 100, RenderConfig.load(overrides=overrides + ["seed=1"]),
-                           workers=1, progress=False)
-    assert train["complete"] and val["complete"]
-    return str(root / "train"), str(root / "val")
+    sets = {"frames": (600, FRAMES, 0), "frames_val": (40, FRAMES, 1), "crops": (1500, CROPS, 2),
+            "crops_val": (40, CROPS, 3), "test": (40, TEST_FRAMES, 4)}
+    for name, (count, overrides, seed) in sets.items():
+        manifest = generate_dataset(str(root / name), count, RenderConfig.load(overrides=overrides + [f"seed={seed}"]),
+                                    workers=2, progress=False)
+        assert manifest["complete"]
+    return {name: str(root / name) for name in sets}
 
 
 @pytest.fixture(scope="session")
 def trained_run(pose_datasets, tmp_path_factory):
-    """A short real training run (CPU, ~2.5 minutes) shared by tests that need a trained model."""
-    from discopose.models.train import TrainConfig, train
-    train_data, val_data = pose_datasets
+    """A short real two-stage training run (CPU, about a minute) shared by tests that need a model."""
+    from discopose.models.train import TrainConfig, train_estimator
     out = tmp_path_factory.mktemp("run")
-    meta = train(train_data, str(out), val=val_data,
-                 config=TrainConfig(epochs=3, batch_size=32, num_workers=1, augment=0.0), progress=False)
-    return out, meta
+    common = dict(batch_size=32, num_workers=1, augment=0.0)
+    metas = train_estimator(pose_datasets["frames"], pose_datasets["crops"], str(out),
+                            frames_val=pose_datasets["frames_val"], crops_val=pose_datasets["crops_val"],
+                            locator_config=TrainConfig(stage="locator", epochs=3, **common),
+                            crop_config=TrainConfig(stage="crop", epochs=3, **common), progress=False)
+    return out, metas

@@ -46,11 +46,46 @@ def test_symmetric_loss_is_zero_for_equivalent_poses():
     assert angle.max() < 1e-3
     plain, _ = symmetric_geodesic_angle(equivalent, target, cube[:1])
     assert plain.min() > 1.0  # without the symmetry these are 90+ degrees apart
-    position = torch.zeros(8, 3)
-    prediction = {"rotation": equivalent, "position_m": position, "position_log_var": torch.zeros(8, 3),
+    uvz = torch.zeros(8, 3)
+    prediction = {"rotation": equivalent, "position_uvz": uvz, "position_log_var": torch.zeros(8, 3),
                   "rotation_log_var": torch.zeros(8)}
-    loss, parts = pose_loss(prediction, position, target, cube, 0.05)
+    loss, parts = pose_loss(prediction, uvz, target, cube)
     assert parts["rotation_rad"] < 1e-3 and parts["position"] == 0
+
+
+def test_marking_class_is_labelled_from_ground_truth_alone():
+    """Whatever equivalent the geometry regression lands on, (its canonical form, the ground-truth
+    class) gives back the true rotation; and the label does not depend on the prediction."""
+    from discopose.models.pose_net import canonical_index, rotation_from_shape_and_class
+    rng = np.random.default_rng(2)
+    cube = torch.tensor(Symmetry("cube").matrices(), dtype=torch.float32)
+    truth = torch.tensor(np.stack([random_rotation(rng) for _ in range(16)]), dtype=torch.float32)
+    label = canonical_index(truth, cube)
+    for k in range(24):
+        regressed = truth @ cube[k]
+        torch.testing.assert_close(rotation_from_shape_and_class(regressed, label, cube), truth, atol=1e-5, rtol=0)
+    # The label is the class of the rotation, not of a prediction: equivalent truths share no label...
+    assert len(set(canonical_index(truth[:1] @ cube, cube).tolist())) == 24
+    # ...and a wrong class is a genuinely different orientation (90 deg or more away).
+    wrong = rotation_from_shape_and_class(truth, (label + 1) % 24, cube)
+    assert np.degrees(geodesic_angle(wrong, truth).min().item()) > 89
+
+
+def test_dense_loss_is_symmetry_aware_and_ignores_unknown_cells():
+    from discopose.models.losses import dense_loss
+    cube = torch.tensor(Symmetry("cube").matrices(), dtype=torch.float32)
+    coordinates = torch.rand(2, 3, 4, 4) - 0.5
+    mask = torch.ones(2, 4, 4)
+    # The same surface seen under an equivalent pose R @ S shows the point S^T p.
+    equivalent = torch.einsum("ji,bjhw->bihw", cube[5], coordinates)
+    prediction = {"mask_logits": torch.full((2, 4, 4), 10.0), "coordinates": equivalent}
+    _, parts = dense_loss(prediction, mask, coordinates, cube)
+    assert parts["coordinates"] < 1e-6
+    _, plain = dense_loss(prediction, mask, coordinates, cube[:1])
+    assert plain["coordinates"] > 0.1
+    unknown = torch.full((2, 4, 4), -1.0)
+    _, parts = dense_loss(prediction, unknown, coordinates, cube[:1])
+    assert parts["mask"] == 0 and parts["coordinates"] == 0
 
 
 def test_metrics_match_hand_computed_values():
@@ -72,34 +107,46 @@ def test_metrics_match_hand_computed_values():
     assert summary["te_mm"]["median"] == pytest.approx(10.5)
 
 
-def test_overfit_one_batch():
-    """Catches sign, normalization and representation bugs: one fixed batch is memorized."""
-    from discopose.models.pose_net import PoseNet, PoseNetSpec
+def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
+    """The default cube's orientation head memorizes 32 real crops, full orientation (no symmetry
+    discount): catches label, sign, normalization and representation bugs in both heads."""
+    from discopose.datasets.loader import make_loader
+    from discopose.datasets.reader import open_dataset
+    from discopose.models.losses import dense_loss
+    from discopose.models.pose_net import PoseNet, pose_from_dense
+    from discopose.models.train import TrainConfig, classified_rotations, network_spec
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    spec = PoseNetSpec(backbone="mobilenet_v2", input_size_px=(48, 48), position_center_m=[0, 0, 0.35],
-                       position_scale_m=0.05, hidden=128)
+    info = open_dataset(pose_datasets["crops"])
+    spec = network_spec(info, TrainConfig(stage="crop", hidden=128))
+    spec.shape_rotations = classified_rotations(info.manifest["object"]).tolist()
+    assert len(spec.shape_rotations) == 24
+    images, target = next(iter(make_loader(info, spec, 32, train=False, num_workers=0)))
     model = PoseNet(spec, pretrained="imagenet")
-    images = torch.rand(8, 1, 3, 48, 48)
-    rotation = torch.tensor(np.stack([random_rotation(rng) for _ in range(8)]), dtype=torch.float32)
-    position = torch.tensor([0, 0, 0.35]) + 0.04 * torch.randn(8, 3)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    symmetries = torch.eye(3)[None]
+    group = torch.tensor(spec.shape_rotations, dtype=torch.float32)
+    identity = torch.eye(3)[None]
     model.train()
-    for _ in range(250):
+    for _ in range(150):
         out = model(images)
-        loss, parts = pose_loss(out, position, rotation, symmetries, 0.05)
+        loss, parts = pose_loss(out, target["position_uvz"], target["rotation"], identity, group)
+        dense, _ = dense_loss(out, target["dense_mask"], target["dense_coordinates"], identity)
         optimizer.zero_grad()
-        loss.backward()
+        (loss + dense).backward()
         optimizer.step()
     # Judged in training mode: with one batch memorized, BatchNorm's running statistics lag the
     # still-moving weights, which says nothing about sign or normalization bugs.
     with torch.no_grad():
         out = model(images)
-    angle, _ = symmetric_geodesic_angle(out["rotation"], rotation, symmetries)
-    assert np.degrees(angle.max().item()) < 5.0
-    assert (out["position_m"] - position).norm(dim=1).mean() < 0.006
-    assert parts["position"] < 0.05
+    angle = np.degrees(geodesic_angle(out["rotation"], target["rotation"]).numpy())
+    assert np.median(angle) < 5.0 and (angle < 30).mean() > 0.9, angle
+    assert (out["position_uvz"] - target["position_uvz"]).abs().max() < 0.02
+    dense_angles = []
+    for i in range(32):
+        pose, _ = pose_from_dense(out["mask_logits"][i].numpy(), out["coordinates"][i].numpy(),
+                                  target["K"][i].numpy().astype(float), spec)
+        if pose is not None:
+            dense_angles.append(rotation_angle_deg(pose[:3, :3], target["rotation"][i].numpy()))
+    assert len(dense_angles) >= 24 and np.median(dense_angles) < 10.0, dense_angles
 
 
 def test_missing_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
@@ -129,48 +176,92 @@ def test_imagenet_weights_load_and_classify_consistently():
     torch.testing.assert_close(backbone[0][0].weight, state["features.0.0.weight"])
 
 
-def test_short_training_beats_mean_pose_baseline(trained_run, pose_datasets):
+def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets):
     from discopose.models.evaluate import evaluate_checkpoint
-    run, meta = trained_run
-    _, val = pose_datasets
-    result = evaluate_checkpoint(str(run / "best"), val, str(run / "eval"), limit=100)
+    run, _ = trained_run
+    result = evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(run / "eval"))
     summary, baseline = result["summary"], result["baseline"]
-    # Position is learned first; the lettered cube's full orientation needs a far larger budget than a
-    # test has (README: measured accuracy), so only the position bar is asserted here.
-    assert summary["te_mm"]["median"] < 0.85 * baseline["te_mm_median"], (summary["te_mm"], baseline)
+    assert baseline["positions_from"] == "training labels"
+    # Position is learned first; the full orientation of the lettered cube needs a larger budget than a
+    # test has (README: measured accuracy), so the orientation bar here is only "better than chance".
+    assert summary["te_mm"]["median"] < 0.7 * baseline["te_mm_median"], (summary["te_mm"], baseline)
+    assert summary["re_deg"]["median"] < baseline["re_deg_median"] - 10, (summary["re_deg"], baseline)
     report = (run / "eval" / "report.html").read_text()
     for image in ("errors_hist.png", "errors_cdf.png", "errors_vs_conditions.png", "worst_cases.png"):
         assert image in report and (run / "eval" / image).stat().st_size > 1000
     saved = json.loads((run / "eval" / "metrics.json").read_text())
-    assert 0 <= saved["summary"]["uncertainty"]["position_within_1sigma"] <= 1
-    assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
+    uncertainty = saved["summary"]["uncertainty"]
+    # Stated sigmas are neither zero nor vacuous: they cover some errors but not all.
+    assert 0.2 < uncertainty["position_within_2sigma"] < 1.0
+    assert (run / "locator" / "tensorboard").is_dir() and any((run / "crop" / "tensorboard").iterdir())
 
 
-def test_checkpoint_round_trip_two_line_api_and_onnx_parity(trained_run, pose_datasets):
+def test_two_line_api_needs_the_camera_and_onnx_agrees(trained_run, pose_datasets):
     import discopose
+    from discopose.camera import CameraModel
     from discopose.datasets.reader import iter_samples, open_dataset
-    from discopose.models.export import PARITY_ATOL, export_onnx, onnx_parity
-    from discopose.models.checkpoint import load_checkpoint
-    run, meta = trained_run
+    from discopose.models.export import export_estimator
+    run, _ = trained_run
     est = discopose.load(run / "best")
-    sample = next(iter_samples(open_dataset(pose_datasets[1])))
-    image = sample["views"]["cam0"]["rgb"]
-    pose = est.predict(image)
-    assert image.shape == (128, 128, 3)
+    sample = next(iter_samples(open_dataset(pose_datasets["test"])))
+    image, labels = sample["views"]["cam0"]["rgb"], sample["labels"]["cameras"]["cam0"]
+    assert image.shape == (120, 160, 3)
+    camera = CameraModel("cam0", 160, 120, labels["K"])
+    pose = est.predict(image, camera=camera)
     assert pose.frame == "camera:cam0" and pose.position_m.shape == (3,) and pose.quat_wxyz.shape == (4,)
     assert (pose.position_sigma_m > 0).all() and pose.rotation_sigma_deg > 0
-    # Same weights, same preprocessing: a fresh load predicts the same.
-    again = discopose.load(run / "best").predict([image, image])
-    np.testing.assert_allclose(again[1].position_m, pose.position_m, atol=1e-6)
-    # A different image size is resized by the estimator, not the caller.
-    assert discopose.load(run / "best").predict(np.ascontiguousarray(np.repeat(np.repeat(image, 2, 0), 2, 1))).frame
-    path = export_onnx(run / "best")
-    model, _ = load_checkpoint(run / "best")
-    assert onnx_parity(model, path, np.random.default_rng(0).random((3, 1, 3, 128, 128), dtype=np.float32)) < PARITY_ATOL
-    onnx_pose = discopose.load(run / "best", backend="onnx").predict(image)
-    np.testing.assert_allclose(onnx_pose.position_m, pose.position_m, atol=PARITY_ATOL)
+    # A camera file and a bare K are the same camera.
+    camera_file = camera.save(run / "cam0.yaml")
+    np.testing.assert_allclose(est.predict(image, camera=camera_file).position_m, pose.position_m, atol=1e-9)
+    np.testing.assert_allclose(est.predict([image], camera=np.asarray(labels["K"]))[0].position_m, pose.position_m,
+                               atol=1e-9)
+    # Without its camera an image of another size is refused, with what to pass.
+    with pytest.raises(DiscoposeError, match="without its camera.*camera="):
+        est.predict(image)
+    # The explicit opt-in assumes the model's camera rescaled - a different lens here, so another pose.
+    guessed = est.predict(image, assume_nominal=True)
+    assert np.linalg.norm(guessed.position_m - pose.position_m) > 0.005
+    exported = export_estimator(run / "best")
+    assert [p.parent.name for p in exported] == ["locator", "crop"]
+    onnx_pose = discopose.load(run / "best", backend="onnx").predict(image, camera=camera)
+    np.testing.assert_allclose(onnx_pose.position_m, pose.position_m, atol=1e-4)
     with pytest.raises(DiscoposeError, match="expected an HxWx3 RGB uint8 image"):
-        est.predict(image.astype(np.float32))
+        est.predict(image.astype(np.float32), camera=camera)
+
+
+def test_same_scenes_through_two_cameras_give_the_same_poses(trained_run, tmp_path):
+    """The same scenes rendered with two different intrinsics (size, aspect, field of view) are
+    estimated alike through predict(camera=...) and through BOP folders with per-image cam_K."""
+    from discopose.datasets.bop import export_bop
+    from discopose.datasets.generate import generate_dataset
+    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.render.config import RenderConfig
+    run, _ = trained_run
+    looks = ["textures.bank_size=12", "textures.size_px=32", "noise.gaussian_sigma=[0, 0]", "noise.blur_prob=0",
+             "seed=7"]
+    cameras = {"a": ["camera.width_px=160", "camera.height_px=120", "camera.fov_deg=50"],
+               "b": ["camera.width_px=144", "camera.height_px=144", "camera.fov_deg=36"]}
+    import discopose
+    from discopose.datasets.reader import open_dataset
+    from discopose.models.evaluate import predict_with_estimator
+    estimator = discopose.load(run / "best")
+    positions = {}
+    for name, overrides in cameras.items():
+        generate_dataset(str(tmp_path / name), 12, RenderConfig.load(overrides=overrides + looks), workers=1,
+                         progress=False)
+        positions[name] = predict_with_estimator(estimator, open_dataset(str(tmp_path / name)))
+        direct = evaluate_checkpoint(str(run / "best"), str(tmp_path / name), str(tmp_path / f"eval_{name}"))
+        export_bop(str(tmp_path / name), tmp_path / f"bop_{name}")
+        via_bop = evaluate_checkpoint(str(run / "best"), None, str(tmp_path / f"eval_bop_{name}"),
+                                      bop=str(tmp_path / f"bop_{name}"))
+        assert via_bop["summary"]["count"] == direct["summary"]["count"] == 12
+        assert via_bop["summary"]["te_mm"]["median"] == pytest.approx(direct["summary"]["te_mm"]["median"], abs=1e-3)
+    a, b = positions["a"], positions["b"]
+    np.testing.assert_allclose(a["true_position_m"], b["true_position_m"], atol=1e-9)  # the same scenes
+    disagreement_mm = 1000 * np.median(np.linalg.norm(a["position_m"] - b["position_m"], axis=1))
+    error_mm = 1000 * np.median(np.linalg.norm(a["position_m"] - a["true_position_m"], axis=1))
+    # Ignoring K would put the two ~40% apart in depth (~100 mm); read right they agree closely.
+    assert disagreement_mm < 0.5 * error_mm + 3.0, (disagreement_mm, error_mm)
 
 
 def test_mismatched_dataset_and_model_is_refused(trained_run, tmp_path):
@@ -178,50 +269,33 @@ def test_mismatched_dataset_and_model_is_refused(trained_run, tmp_path):
     from discopose.models.evaluate import evaluate_checkpoint
     from discopose.render.config import RenderConfig
     run, _ = trained_run
-    other = generate_dataset(str(tmp_path / "two-cams"), 2, RenderConfig.load(overrides=[
-        "camera.count=2", "camera.width_px=32", "camera.height_px=32", "textures.bank_size=2"]), workers=1,
+    generate_dataset(str(tmp_path / "big-cube"), 2, RenderConfig.load(overrides=[
+        "object.cube_size_m=0.08", "camera.width_px=32", "camera.height_px=32", "textures.bank_size=2"]), workers=1,
         progress=False)
-    assert other["complete"]
-    with pytest.raises(DatasetError, match=r"cameras \['cam0', 'cam1'\] but the model expects \['cam0'\]"):
-        evaluate_checkpoint(str(run / "best"), str(tmp_path / "two-cams"), str(tmp_path / "eval"))
-
-
-def test_bop_export_round_trip_gives_identical_evaluation(trained_run, pose_datasets, tmp_path):
-    from discopose.datasets.bop import export_bop
-    from discopose.models.evaluate import evaluate_checkpoint
-    run, _ = trained_run
-    _, val = pose_datasets
-    export_bop(val, tmp_path / "bop")
-    scene_gt = json.loads((tmp_path / "bop" / "000000" / "scene_gt.json").read_text())
-    assert len(scene_gt) == 100 and len(scene_gt["0"][0]["cam_R_m2c"]) == 9
-    direct = evaluate_checkpoint(str(run / "best"), val, str(tmp_path / "e1"))["summary"]
-    via_bop = evaluate_checkpoint(str(run / "best"), None, str(tmp_path / "e2"), bop=str(tmp_path / "bop"))["summary"]
-    assert via_bop["count"] == direct["count"]
-    assert via_bop["te_mm"]["median"] == pytest.approx(direct["te_mm"]["median"], abs=1e-3)
-    assert via_bop["re_deg"]["median"] == pytest.approx(direct["re_deg"]["median"], abs=1e-2)
+    with pytest.raises(DatasetError, match=r"shows object .* but the model was trained on"):
+        evaluate_checkpoint(str(run / "best"), str(tmp_path / "big-cube"), str(tmp_path / "eval"))
 
 
 def test_resume_continues_from_last_epoch(pose_datasets, tmp_path):
     from discopose.models.train import TrainConfig, train
-    train_data, _ = pose_datasets
-    config = TrainConfig(epochs=1, batch_size=32, num_workers=0, pretrained="none", backbone="mobilenet_v3_small")
-    first = train(train_data, str(tmp_path), config=config, progress=False)
+    config = TrainConfig(epochs=1, batch_size=32, num_workers=0, pretrained="none", backbone="mobilenet_v3_small",
+                         stage="locator")
+    first = train(pose_datasets["frames"], str(tmp_path), config=config, progress=False)
     assert first["epoch"] == 1
     config.epochs = 2
-    second = train(train_data, str(tmp_path), config=config, resume=True, progress=False)
+    second = train(pose_datasets["frames"], str(tmp_path), config=config, resume=True, progress=False)
     assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
 
 
 @pytest.mark.slow
 def test_torchrun_ddp_two_processes(pose_datasets, tmp_path):
-    train_data, _ = pose_datasets
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                             "-m", "discopose.cli", "train", "--data", train_data, "--out", str(tmp_path / "ddp"),
-                             "--epochs", "1", "--batch-size", "16", "--num-workers", "0", "--pretrained", "none",
-                             "--backbone", "mobilenet_v3_small", "--quiet"],
+                             "-m", "discopose.cli", "train", "--data", pose_datasets["frames"], "--out",
+                             str(tmp_path / "ddp"), "--epochs", "1", "--batch-size", "16", "--num-workers", "0",
+                             "--pretrained", "none", "--backbone", "mobilenet_v3_small", "--quiet"],
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "best" / "meta.json").read_text())
-    # 1600 samples, batch 16 per rank, 2 ranks: 50 steps per epoch.
-    assert meta["step"] == 1600 // (16 * 2)
+    # 600 samples, batch 16 per rank, 2 ranks: 18 steps per epoch.
+    assert meta["step"] == 600 // (16 * 2)

@@ -69,12 +69,32 @@ def test_filter_does_not_flip_between_symmetric_poses_and_gates_outliers():
 
 
 def test_log_map_round_trip_including_pi():
-    for angle in (0.0, 0.3, np.pi - 1e-3, np.pi):
-        axis = np.array([0.2, -0.5, 0.8]) / np.linalg.norm([0.2, -0.5, 0.8])
-        vector = _log(rotation_about_axis(axis, angle))
-        assert np.isclose(np.linalg.norm(vector), angle, atol=1e-6)
-        if 0 < angle:
-            assert np.isclose(abs(vector @ axis) / np.linalg.norm(vector), 1.0, atol=1e-4)
+    from discopose.estimator.filter import _exp
+    # Mixed-sign axes at exactly pi are what the cube's diagonal half-turns produce.
+    for axis in ([0.2, -0.5, 0.8], [1, -1, 0], [1, 1, -1], [0, 0, 1]):
+        axis = np.asarray(axis, float) / np.linalg.norm(axis)
+        for angle in (0.0, 0.3, np.pi - 1e-3, np.pi - 1e-8, np.pi):
+            rotation = rotation_about_axis(axis, angle)
+            vector = _log(rotation)
+            assert np.isclose(np.linalg.norm(vector), angle, atol=1e-6)
+            np.testing.assert_allclose(_exp(vector), rotation, atol=1e-6)
+            if 0 < angle:
+                assert np.isclose(abs(vector @ axis) / np.linalg.norm(vector), 1.0, atol=1e-4)
+
+
+def test_gate_threshold_passes_999_per_mille_of_consistent_measurements():
+    """With correctly stated uncertainty 0.1% of measurements fail the 6-dof gate: 20 of 20,000 (a
+    3-dof threshold would reject ~240, twice the 6-dof one ~0.3)."""
+    from discopose.estimator.filter import _exp
+    rng = np.random.default_rng(5)
+    sigma_p, sigma_r = 0.003, np.radians(3)
+    rejected = 0
+    for _ in range(20000):
+        f = PoseFilter(FilterConfig(acceleration_std=1e-9, angular_acceleration_std=1e-9))
+        f.update(0.0, np.zeros(3), np.eye(3), np.full(3, 1e-9), 1e-9)  # the state is known exactly
+        out = f.update(1e-6, rng.normal(0, sigma_p, 3), _exp(rng.normal(0, sigma_r, 3)), np.full(3, sigma_p), sigma_r)
+        rejected += not out.accepted
+    assert 8 <= rejected <= 40, rejected
 
 
 def _message(seq_time):
@@ -168,18 +188,8 @@ def test_video_file_source_lockstep_delivers_every_frame(tmp_path):
         CameraSource("cam1", str(tmp_path / "missing.mp4"))
 
 
-def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
-    """A rendered clip played as a camera: poses are published, recorded and drawn."""
-    import discopose
-    from discopose.estimator.tracker import TrackConfig, Tracker
-    from discopose.render.config import RenderConfig
-    from discopose.render.trajectory import render_trajectory_video
-    run, meta = trained_run
-    config = RenderConfig.load(overrides=["camera.width_px=128", "camera.height_px=128"])
-    video = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=40)
-    estimator = discopose.load(run / "best")
-    tracker = Tracker(estimator, {"cam0": CameraSource("cam0", str(video), mode="lockstep")}, config=TrackConfig(
-        publish="tcp://127.0.0.1:0", record=str(tmp_path / "poses.jsonl"), record_video=str(tmp_path / "overlay.mp4")))
+def _run_tracker(tracker):
+    """Run a tracker to its end while a localhost subscriber listens; returns (stats, received)."""
     received = []
     subscriber = PoseSubscriber(tracker.publisher.address)
     stop = threading.Event()
@@ -197,6 +207,28 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     stop.set()
     listener.join()
     subscriber.close()
+    return stats, received
+
+
+def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
+    """A rendered clip played as a calibrated camera: poses are published, recorded and drawn, and the
+    trained model tracks the object (unlike the mean pose)."""
+    import discopose
+    from discopose.camera import CameraModel
+    from discopose.estimator.quality import tracking_quality
+    from discopose.estimator.tracker import TrackConfig, Tracker
+    from discopose.render.config import RenderConfig
+    from discopose.render.trajectory import render_trajectory_video
+    run, _ = trained_run
+    config = RenderConfig.load(overrides=["camera.width_px=160", "camera.height_px=120", "camera.fov_deg=50",
+                                          "textures.bank_size=12", "textures.size_px=32"])
+    clip = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=40)
+    estimator = discopose.load(run / "best")
+    tracker = Tracker(estimator, {"cam0": CameraSource("cam0", str(clip.videos["cam0"]), mode="lockstep")},
+                      {"cam0": CameraModel.load(clip.cameras["cam0"])}, TrackConfig(
+                          publish="tcp://127.0.0.1:0", record=str(tmp_path / "poses.jsonl"),
+                          record_video=str(tmp_path / "overlay.mp4")))
+    stats, received = _run_tracker(tracker)
     assert stats["messages"] == 40 and stats["cameras"]["cam0"]["state"] == "ended"
     assert stats["latency_ms_p50"] > 0 and stats["hz"] > 0
     records = [json.loads(line) for line in (tmp_path / "poses.jsonl").read_text().splitlines()]
@@ -207,21 +239,83 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     while capture.read()[0]:
         frames += 1
     assert frames == 40
-    # Poses are finite and near the workspace, in front of the camera.
-    positions = np.array([r["position_m"] for r in records])
-    assert np.isfinite(positions).all() and (positions[:, 2] > 0.1).all()
+    quality = tracking_quality(tmp_path / "poses.jsonl", clip.ground_truth, skip=5)
+    truth = [json.loads(line) for line in clip.ground_truth.read_text().splitlines()]
+    positions = np.array([np.asarray(t["camera_from_object"]["cam0"])[:3, 3] for t in truth])
+    mean_pose_mm = 1000 * np.median(np.linalg.norm(positions - positions.mean(0), axis=1))
+    assert quality["filtered"]["te_mm_median"] < max(0.8 * mean_pose_mm, 20.0), (quality, mean_pose_mm)
 
 
-def test_tracker_refuses_unknown_camera_names(trained_run, tmp_path):
+def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_datasets, tmp_path):
+    """Dactyl's setting on tiny data: a 3-camera rig trains (each view a sample), evaluates fused in
+    the world frame with the calibrated extrinsics, and tracks; a camera that dies mid-run is left out
+    and reported while the others keep publishing."""
     import discopose
+    from discopose.camera import CameraModel
+    from discopose.datasets.generate import generate_dataset
+    from discopose.estimator.tracker import TrackConfig, Tracker
+    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.models.train import TrainConfig, train_estimator
+    from discopose.render.config import RenderConfig
+    from discopose.render.trajectory import render_trajectory_video
+    rig = ["camera.count=3", "textures.bank_size=6", "textures.size_px=16"]
+    generate_dataset(str(tmp_path / "frames"), 24, RenderConfig.load(overrides=rig + [
+        "camera.width_px=64", "camera.height_px=64"]), workers=1, progress=False)
+    generate_dataset(str(tmp_path / "crops"), 24, RenderConfig.load(overrides=rig + [
+        "camera.aim=object", "camera.width_px=48", "camera.height_px=48", "output.depth=true", "seed=1"]),
+        workers=1, progress=False)
+    generate_dataset(str(tmp_path / "test"), 6, RenderConfig.load(overrides=rig + [
+        "camera.width_px=80", "camera.height_px=60", "seed=2"]), workers=1, progress=False)
+    tiny = dict(epochs=1, batch_size=16, num_workers=0, pretrained="none", backbone="mobilenet_v3_small", hidden=32)
+    metas = train_estimator(str(tmp_path / "frames"), str(tmp_path / "crops"), str(tmp_path / "run"),
+                            locator_config=TrainConfig(stage="locator", **tiny),
+                            crop_config=TrainConfig(stage="crop", **tiny), progress=False)
+    assert metas["crop"]["step"] == 24 * 3 // 16  # every camera's view is a training sample
+    fused = evaluate_checkpoint(str(tmp_path / "run" / "best"), str(tmp_path / "test"), str(tmp_path / "eval"))
+    assert fused["frame"] == "world (cameras fused)" and fused["summary"]["count"] == 6
+    single = evaluate_checkpoint(str(tmp_path / "run" / "best"), str(tmp_path / "test"), str(tmp_path / "eval1"),
+                                 fuse=False)
+    assert single["frame"] == "camera"
+
+    clip = render_trajectory_video(RenderConfig.load(overrides=rig + ["camera.width_px=80", "camera.height_px=60"]),
+                                   tmp_path / "clip.mp4", num_frames=16)
+    assert sorted(clip.videos) == ["cam0", "cam1", "cam2"]
+    # cam2 dies after 5 frames: its video is cut short.
+    short = tmp_path / "cam2_short.mp4"
+    capture, writer = cv2.VideoCapture(str(clip.videos["cam2"])), None
+    for _ in range(5):
+        ok, frame = capture.read()
+        writer = writer or cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, frame.shape[1::-1])
+        writer.write(frame)
+    writer.release()
+    sources = {name: CameraSource(name, str(short if name == "cam2" else video), mode="lockstep")
+               for name, video in clip.videos.items()}
+    calibrations = {name: CameraModel.load(path) for name, path in clip.cameras.items()}
+    tracker = Tracker(discopose.load(tmp_path / "run" / "best"), sources, calibrations,
+                      TrackConfig(publish="tcp://127.0.0.1:0", record=str(tmp_path / "poses.jsonl")))
+    stats, received = _run_tracker(tracker)
+    records = [json.loads(line) for line in (tmp_path / "poses.jsonl").read_text().splitlines()]
+    assert stats["messages"] == 16 and len(records) == 16
+    assert all(r["frame"] == "world" for r in records)
+    assert records[2]["cameras"]["cam2"]["state"] == "ok"
+    assert records[-1]["cameras"]["cam2"]["state"] == "ended" and "cam2" not in records[-1]["frame_index"]
+    assert records[-1]["cameras"]["cam0"]["state"] in ("ok", "ended")
+    with pytest.raises(DiscoposeError, match=r"need --calib NAME=FILE with extrinsics"):
+        Tracker(discopose.load(tmp_path / "run" / "best"),
+                {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()}, {})
+
+
+def test_tracker_refuses_calibrations_without_a_source(trained_run, tmp_path):
+    import discopose
+    from discopose.camera import CameraModel
     from discopose.estimator.tracker import Tracker
     run, _ = trained_run
     folder = tmp_path / "frames"
     folder.mkdir()
-    cv2.imwrite(str(folder / "0.png"), np.zeros((128, 128, 3), np.uint8))
+    cv2.imwrite(str(folder / "0.png"), np.zeros((96, 96, 3), np.uint8))
     source = CameraSource("left", str(folder))
     try:
-        with pytest.raises(DiscoposeError, match=r"not known to the model; it expects \['cam0'\]"):
-            Tracker(discopose.load(run / "best"), {"left": source})
+        with pytest.raises(DiscoposeError, match=r"--calib for cameras \['camZ'\] that have no --camera source"):
+            Tracker(discopose.load(run / "best"), {"left": source}, {"camZ": CameraModel.from_fov("camZ", 96, 96, 40)})
     finally:
         source.close()

@@ -14,7 +14,9 @@ import numpy as np
 
 from discopose.geometry.transforms import rotation_about_axis
 
-CHI2_3DOF_999 = 16.27  # gate: 99.9% of inliers with correctly stated uncertainty pass
+# Gate on the 6-dof innovation (3 position + 3 rotation): 99.9% of inliers with correctly stated
+# uncertainty pass (chi-squared, 6 degrees of freedom).
+CHI2_6DOF_999 = 22.46
 
 
 def _exp(vector: np.ndarray) -> np.ndarray:
@@ -28,10 +30,15 @@ def _log(rotation: np.ndarray) -> np.ndarray:
     if angle < 1e-9:
         return np.zeros(3)
     skew = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
-    if np.pi - angle < 1e-6:  # near pi the skew part vanishes; use the symmetric part
-        axis = np.sqrt(np.clip((np.diag(rotation) + 1) / 2, 0, None))
-        axis *= np.sign(skew + (skew == 0))
-        return angle * axis / np.linalg.norm(axis)
+    if np.pi - angle < 1e-6:
+        # Near pi the skew part vanishes: R ~ 2 a a^T - I, so any column of (R + I) / 2 is a multiple of
+        # the axis a; the largest one carries the components' relative signs (a and -a are both right).
+        symmetric = (rotation + np.eye(3)) / 2
+        column = symmetric[:, int(np.argmax(np.diag(symmetric)))]
+        axis = column / np.linalg.norm(column)
+        if axis @ skew < 0:  # just below pi the skew part still tells the sign
+            axis = -axis
+        return angle * axis
     return angle * skew / (2 * np.sin(angle))
 
 
@@ -41,7 +48,7 @@ class FilterConfig:
 
     acceleration_std: float = 0.5
     angular_acceleration_std: float = 4.0
-    gate_chi2: float = CHI2_3DOF_999
+    gate_chi2: float = CHI2_6DOF_999
     # Consecutive rejected measurements after which the filter trusts the data again (re-initialises).
     max_rejections: int = 5
 
@@ -126,7 +133,7 @@ class PoseFilter:
         innovation_r = _log(rotation @ self.R.T)
         S_r = H @ self.P_rot @ H.T + np.eye(3) * rotation_var
         distance = innovation_p @ np.linalg.solve(S_p, innovation_p) + innovation_r @ np.linalg.solve(S_r, innovation_r)
-        if distance > 2 * self.config.gate_chi2:
+        if distance > self.config.gate_chi2:
             self.rejections += 1
             if self.rejections >= self.config.max_rejections:
                 # The object moved in a way the motion model did not expect (or was swapped): restart.

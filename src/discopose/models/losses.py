@@ -27,10 +27,15 @@ def dense_loss(prediction: dict, mask: torch.Tensor, coordinates: torch.Tensor,
 
 
 def pose_loss(prediction: dict, position_uvz: torch.Tensor, rotation: torch.Tensor, symmetries: torch.Tensor,
-              shape_rotations: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+              shape_rotations: torch.Tensor | None = None,
+              reported_rotation_error: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Returns (loss, parts). The pose terms drive the pose; the NLL terms see detached errors, so the
-    uncertainty heads learn how large the errors are without letting them down-weight hard samples."""
+    uncertainty heads learn how large the errors are without letting them down-weight hard samples.
+    ``reported_rotation_error`` (radians): the error of the rotation the estimator will report, when
+    that is not this head's own (the dense head's PnP), for the rotation uncertainty to describe."""
     angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
+    if reported_rotation_error is not None:
+        angle = reported_rotation_error
     classify = "symmetry_logits" in prediction
     regressed = prediction["rotation_shape"] if classify else prediction["rotation"]
     group = shape_rotations if classify else symmetries

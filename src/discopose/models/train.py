@@ -23,7 +23,8 @@ from discopose.models.backbones import BACKBONES, preprocessing
 from discopose.models.checkpoint import assemble_estimator, load_checkpoint, load_train_state, save_checkpoint
 from discopose.models.evaluate import compute_metrics, predict_dataset
 from discopose.models.losses import dense_loss, pose_loss
-from discopose.models.pose_net import STAGES, PoseNet, PoseNetSpec
+from discopose.geometry.rotations_torch import symmetric_geodesic_angle
+from discopose.models.pose_net import STAGES, PoseNet, PoseNetSpec, pose_from_dense
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,20 @@ def classified_rotations(object_description: dict) -> np.ndarray:
     if own.kind != "none" or shape.kind in ("none", "axis"):
         return np.zeros((0, 3, 3))
     return shape.matrices()
+
+
+def dense_pnp_errors(prediction: dict, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor) -> torch.Tensor:
+    """Rotation error (radians, symmetry-aware) of the dense head's PnP pose per sample, the rotation
+    the estimator reports; samples where PnP finds no pose fall back to the regressed rotation."""
+    mask_logits = prediction["mask_logits"].detach().float().cpu().numpy()
+    coordinates = prediction["coordinates"].detach().float().cpu().numpy()
+    rotations = prediction["rotation"].detach().float().cpu().numpy().copy()
+    for i, K in enumerate(target["K"].numpy().astype(float)):
+        pose, _ = pose_from_dense(mask_logits[i], coordinates[i], K, spec)
+        if pose is not None:
+            rotations[i] = pose[:3, :3]
+    reported = torch.tensor(rotations, device=symmetries.device)
+    return symmetric_geodesic_angle(reported, target["rotation"].to(symmetries.device), symmetries)[0]
 
 
 def _ddp() -> tuple[int, int, int]:
@@ -217,8 +232,9 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                                 enabled=use_amp):
                 prediction = net(images)
             prediction = {k: v.float() for k, v in prediction.items()}
+            reported = dense_pnp_errors(prediction, target, spec, symmetries) if spec.dense else None
             loss, parts = pose_loss(prediction, target["position_uvz"].to(device), target["rotation"].to(device),
-                                    symmetries, shape_group)
+                                    symmetries, shape_group, reported_rotation_error=reported)
             if "dense_mask" in target:
                 dense, dense_parts = dense_loss(prediction, target["dense_mask"].to(device),
                                                 target["dense_coordinates"].to(device), symmetries)
