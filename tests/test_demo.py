@@ -19,4 +19,9 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert tracking["messages"] > 10 and tracking["subscriber_received"] > 0
     assert tracking["latency_ms_p50"] > 0
     assert "report.html" in result.stdout and "tracking:" in result.stdout
-    assert summary["test"]["te_mm_median"] > 0
+    results = summary["results"]
+    assert set(results) == {"test", "test_held_out", "rig3_fused", "rig3_first_camera", "test_locator_only"}
+    assert results["rig3_fused"]["frame"] == "world (cameras fused)"
+    for row in results.values():
+        assert row["count"] == 24 and row["chance"]["positions_from"] == "training labels"
+    assert "chance:" in result.stdout

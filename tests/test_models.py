@@ -113,7 +113,7 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     from discopose.datasets.loader import make_loader
     from discopose.datasets.reader import open_dataset
     from discopose.models.losses import dense_loss
-    from discopose.models.pose_net import PoseNet, pose_from_dense
+    from discopose.models.pose_net import PoseNet, pose_from_dense, reported_rotation
     from discopose.models.train import TrainConfig, classified_rotations, network_spec
     torch.manual_seed(0)
     info = open_dataset(pose_datasets["crops"])
@@ -137,16 +137,22 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     # still-moving weights, which says nothing about sign or normalization bugs.
     with torch.no_grad():
         out = model(images)
+    # The global head alone: geometry + marking class. Near the borders between canonical classes its
+    # class can flip (90+ deg), which is why the estimator cross-checks it with the dense head.
     angle = np.degrees(geodesic_angle(out["rotation"], target["rotation"]).numpy())
-    assert np.median(angle) < 5.0 and (angle < 30).mean() > 0.9, angle
+    assert np.median(angle) < 5.0, angle
     assert (out["position_uvz"] - target["position_uvz"]).abs().max() < 0.02
-    dense_angles = []
+    dense_angles, reported_angles = [], []
     for i in range(32):
-        pose, _ = pose_from_dense(out["mask_logits"][i].numpy(), out["coordinates"][i].numpy(),
-                                  target["K"][i].numpy().astype(float), spec)
+        K = target["K"][i].numpy().astype(float)
+        pose, _ = pose_from_dense(out["mask_logits"][i].numpy(), out["coordinates"][i].numpy(), K, spec)
         if pose is not None:
             dense_angles.append(rotation_angle_deg(pose[:3, :3], target["rotation"][i].numpy()))
+        reported = reported_rotation(out["rotation"][i].numpy().astype(float), out["mask_logits"][i].numpy(),
+                                     out["coordinates"][i].numpy(), K, spec)
+        reported_angles.append(rotation_angle_deg(reported, target["rotation"][i].numpy()))
     assert len(dense_angles) >= 24 and np.median(dense_angles) < 10.0, dense_angles
+    assert np.median(reported_angles) < 5.0 and np.mean(np.array(reported_angles) < 30) >= 0.9, reported_angles
 
 
 def test_missing_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):

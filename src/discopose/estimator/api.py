@@ -25,7 +25,7 @@ from discopose.camera import (CameraModel, aimed_camera, position_covariance_fro
                               remap_image)
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import ESTIMATOR_FORMAT, ESTIMATOR_VERSION
-from discopose.models.pose_net import pose_from_dense
+from discopose.models.pose_net import reported_rotation
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,12 @@ class PoseEstimator:
                 raise DiscoposeError(f"{self.path} was written by a newer discopose; upgrade")
             self.locator = _Network(self.path / "locator", backend, device)
             self.crop = _Network(self.path / "crop", backend, device) if (self.path / "crop").is_dir() else None
+            self.uncertainty_scale = self.meta.get("uncertainty_scale") or {"position": 1.0, "rotation": 1.0}
         else:  # a single network's checkpoint: a full-frame model on its own
             self.locator = _Network(self.path, backend, device)
             self.crop = None
             self.meta = {"object": self.locator.meta["object"]}
+            self.uncertainty_scale = {"position": 1.0, "rotation": 1.0}
             if self.locator.spec.stage != "locator":
                 raise DiscoposeError(f"{self.path} is a crop-stage network, which needs a locator to find the "
                                      "object; load the estimator folder that holds both (a run's best/)")
@@ -224,14 +226,15 @@ class PoseEstimator:
             for i, (crop, crop_from_camera) in enumerate(crops):
                 position, rotation, covariance, sigma = self.crop.decode(out, i, crop.K)
                 if spec.dense:
-                    crop_from_object, _ = pose_from_dense(out["mask_logits"][i], out["coordinates"][i], crop.K, spec)
-                    if crop_from_object is not None:
-                        rotation = crop_from_object[:3, :3]
+                    rotation = reported_rotation(rotation, out["mask_logits"][i], out["coordinates"][i], crop.K, spec)
                 camera_from_crop = crop_from_camera.T
                 estimates.append((camera_from_crop @ position, camera_from_crop @ rotation,
                                   camera_from_crop @ covariance @ crop_from_camera, sigma))
-        return [Pose(position_m=p, rotation=r, position_covariance_m2=c, rotation_sigma_deg=float(np.degrees(s)),
-                     frame=f"camera:{cam.name}", cameras=[cam.name])
+        # Calibrated on held-out frames when the estimator was trained (see calibrate_uncertainty).
+        position_scale, rotation_scale = self.uncertainty_scale["position"], self.uncertainty_scale["rotation"]
+        return [Pose(position_m=p, rotation=r, position_covariance_m2=c * position_scale ** 2,
+                     rotation_sigma_deg=float(np.degrees(s * rotation_scale)), frame=f"camera:{cam.name}",
+                     cameras=[cam.name])
                 for (p, r, c, s), (_, cam) in zip(estimates, views)]
 
     @staticmethod

