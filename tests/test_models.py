@@ -288,9 +288,14 @@ def test_resume_continues_from_last_epoch(pose_datasets, tmp_path):
                          stage="locator")
     first = train(pose_datasets["frames"], str(tmp_path), config=config, progress=False)
     assert first["epoch"] == 1
-    config.epochs = 2
-    second = train(pose_datasets["frames"], str(tmp_path), config=config, resume=True, progress=False)
-    assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
+    config.epochs = 3
+    resumed = train(pose_datasets["frames"], str(tmp_path), config=config, resume=True, progress=False)
+    assert resumed["epoch"] == 3 and resumed["step"] == 3 * first["step"]
+    # The schedule is the one a fresh 3-epoch run follows (one-cycle: back down to ~0 at the end), not
+    # the 1-epoch run's stretched or restarted.
+    fresh = train(pose_datasets["frames"], str(tmp_path / "fresh"), config=config, progress=False)
+    assert fresh["step"] == resumed["step"]
+    assert resumed["lr"] == pytest.approx(fresh["lr"], rel=1e-9) and resumed["lr"] < 0.01 * config.lr
 
 
 @pytest.mark.slow
@@ -303,5 +308,40 @@ def test_torchrun_ddp_two_processes(pose_datasets, tmp_path):
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "best" / "meta.json").read_text())
-    # 600 samples, batch 16 per rank, 2 ranks: 18 steps per epoch.
+    # 600 samples in 3 shards on 2 ranks (uneven: 400 vs 200), batch 16 per rank: 18 steps on every rank,
+    # so no rank waits in an all-reduce the other never reaches.
     assert meta["step"] == 600 // (16 * 2)
+
+
+def test_corrupt_checkpoints_are_refused_with_a_clear_error(trained_run, tmp_path):
+    import shutil
+
+    import discopose
+    run, _ = trained_run
+    copy = tmp_path / "best"
+    shutil.copytree(run / "best", copy)
+    weights = copy / "crop" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)  # 4 KiB zeroed mid-weights: still loadable
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DiscoposeError, match="does not match the sha256 in meta.json"):
+        discopose.load(copy)
+    shutil.copy(run / "best" / "crop" / "model.safetensors", weights)
+    meta = copy / "locator" / "meta.json"
+    meta.write_text(meta.read_text()[:100])
+    with pytest.raises(DiscoposeError, match="meta.json is truncated or corrupt"):
+        discopose.load(copy)
+
+
+def test_a_crash_between_the_checkpoint_renames_loses_nothing(trained_run, tmp_path):
+    """swap_folder sets the old version aside before renaming the new one in; a crash in between
+    leaves no best/, and the next reader puts the set-aside version back."""
+    import shutil
+
+    import discopose
+    run, _ = trained_run
+    shutil.copytree(run / "best", tmp_path / ".best.deadbeef.old")  # as left by a crash
+    assert not (tmp_path / "best").exists()
+    est = discopose.load(tmp_path / "best")
+    assert (tmp_path / "best" / "estimator.json").is_file() and est.crop is not None
+    assert not list(tmp_path.glob(".best.*.old"))

@@ -142,3 +142,23 @@ def test_bad_meshes_give_clear_errors(tmp_path):
     trimesh.creation.box((500, 500, 500)).export(tiny)
     with pytest.raises(ConfigError, match="mesh_scale_to_m"):
         load_mesh_object(str(tiny))
+
+
+def test_image_textures_are_used_with_their_stated_probability(tmp_path):
+    import cv2
+    import numpy as np
+    from discopose.render.config import RenderConfig
+    from discopose.render.sampling import nominal_cameras, sample_scene
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"t{i}.png"), np.full((8, 8, 3), 40 * i, np.uint8))
+    for probability, expected in ((1.0, 1.0), (0.0, 0.0), (0.5, 0.5)):
+        config = RenderConfig.load(overrides=[f"textures.image_dir={tmp_path}", f"textures.image_prob={probability}",
+                                              "textures.bank_size=6"])
+        rng = np.random.default_rng(0)
+        materials = []
+        for _ in range(40):
+            params = sample_scene(config, rng, nominal_cameras(config), bank_size=8, object_diameter_m=0.1)
+            materials += [d["material"] for d in params["distractors"]]
+            materials += params["room"]["walls"] if params["room"] else []
+        share = np.mean([m["texture"] >= 6 for m in materials])
+        assert abs(share - expected) < 0.1, (probability, share)

@@ -27,7 +27,9 @@ def cmd_render(args) -> None:
     from discopose.render.config import RenderConfig
 
     config = RenderConfig.load(args.config, _render_overrides(args))
-    if args.preview:
+    if args.preview is not None:
+        if args.preview < 1:
+            raise DiscoposeError(f"--preview {args.preview}: give the number of samples to draw, at least 1")
         from discopose.render.preview import render_preview
         path = render_preview(config, args.preview, args.out, overlay=args.overlay)
         print(f"wrote preview of {args.preview} samples to {path}")
@@ -50,6 +52,9 @@ def cmd_inspect(args) -> None:
     info = open_dataset(args.dataset, require_complete=False)
     print(info.summary())
     if args.verify:
+        if not info.manifest.get("complete"):
+            raise DiscoposeError(f"{args.dataset} is incomplete (an interrupted render); rerun the same "
+                                 "`discopose render` command to finish it, then verify")
         from discopose.datasets.storage import Storage, scan_shard
         storage = Storage(info.url)
         for shard in info.manifest["shards"]:

@@ -231,6 +231,8 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
         raise DiscoposeError(f"--num must be at least 1, got {num_samples}")
     if backend not in ("local", "ray"):
         raise DiscoposeError(f"--backend {backend!r} is unknown; use local or ray")
+    if workers is not None and workers < 1:
+        raise DiscoposeError(f"--workers must be at least 1, got {workers} (leave it out for one per CPU core)")
     workers = workers or max(1, os.cpu_count() or 1)
     storage = Storage(out)
     storage.ensure_writable()

@@ -167,9 +167,16 @@ def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_worke
     if not urls:
         raise DatasetError(f"{info.url} has no shards; render it first with `discopose render`")
     if train:
-        workers = max(1, min(num_workers, len(urls)))
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if len(urls) < world:
+            raise DatasetError(f"{info.url} has {len(urls)} shards for {world} training processes; every process "
+                               "needs one: render with a smaller output.samples_per_shard")
+        workers = max(1, min(num_workers, len(urls) // world))
+        # Endless: the trainer takes the same number of steps on every rank, so uneven shards (6 on 4
+        # ranks) never leave one rank waiting in an all-reduce the others will not reach.
         dataset = (wds.WebDataset(urls, shardshuffle=len(urls), seed=seed, nodesplitter=wds.split_by_node,
                                   workersplitter=wds.split_by_worker, empty_check=False)
+                   .repeat()
                    .shuffle(shuffle_buffer, seed=seed)
                    .map(SampleToTensors(spec, augment_strength, seed, jitter_crops=True)).unlisted())
     else:

@@ -24,7 +24,7 @@ from discopose._errors import DiscoposeError
 from discopose.camera import (CameraModel, aimed_camera, position_covariance_from_uvz, position_from_uvz,
                               remap_image)
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
-from discopose.models.checkpoint import ESTIMATOR_FORMAT, ESTIMATOR_VERSION
+from discopose.models.checkpoint import ESTIMATOR_FORMAT, ESTIMATOR_VERSION, recover_folder
 from discopose.models.pose_net import reported_rotation
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class PoseEstimator:
 
     def __init__(self, path: str | Path, backend: str = "torch", device: str | None = None, refine_steps: int = 2):
         self.path = Path(path)
+        recover_folder(self.path)
         index = self.path / "estimator.json"
         if index.is_file():
             self.meta = json.loads(index.read_text())

@@ -7,6 +7,7 @@ back with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
@@ -36,28 +37,52 @@ def save_checkpoint(folder: str | Path, model: PoseNet, meta: dict, train_state:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         full_meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "discopose_version": __version__,
-                     "spec": asdict(model.spec), **meta}
+                     "spec": asdict(model.spec), **meta,
+                     "weights_sha256": hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1))
         if train_state is not None:
             torch.save(train_state, tmp / "train_state.pt")
-        old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
 
 
+def swap_folder(new: Path, folder: Path) -> None:
+    """Put the complete folder ``new`` in place of ``folder``. POSIX has no atomic swap of non-empty
+    folders, so the old one is first renamed aside; if a crash falls between the two renames,
+    :func:`recover_folder` (run by every reader) puts the old one back."""
+    recover_folder(folder)
+    old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(folder: Path) -> None:
+    """After a crash between :func:`swap_folder`'s renames: restore the set-aside previous version."""
+    folder = Path(folder)
+    if folder.exists():
+        return
+    aside = sorted(folder.parent.glob(f".{folder.name}.*.old"), key=lambda p: p.stat().st_mtime)
+    if aside:
+        aside[-1].rename(folder)
+
+
 def read_meta(folder: str | Path) -> dict:
     folder = Path(folder)
+    recover_folder(folder)
     meta_path = folder / "meta.json"
     if not meta_path.is_file() or not (folder / "model.safetensors").is_file():
         raise DiscoposeError(f"{folder} is not a discopose checkpoint (needs meta.json and model.safetensors); "
                              "point to a run's best/ or last/ folder")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DiscoposeError(f"{meta_path} is truncated or corrupt; use another checkpoint (e.g. last/) or "
+                             "retrain") from None
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise DiscoposeError(f"{meta_path} is not a discopose checkpoint")
     if meta.get("version", 0) > CHECKPOINT_VERSION:
@@ -67,13 +92,16 @@ def read_meta(folder: str | Path) -> dict:
 
 def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, dict]:
     """Rebuild the network from ``meta.json`` and load its weights; returns (model in eval mode, meta)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     meta = read_meta(folder)
-    spec_data = dict(meta["spec"])
-    spec_data["input_size_px"] = tuple(spec_data["input_size_px"])
-    model = PoseNet(PoseNetSpec(**spec_data), pretrained="none")
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors"), device="cpu"), strict=True)
+    weights = Path(folder) / "model.safetensors"
+    data = weights.read_bytes()
+    if meta.get("weights_sha256") and hashlib.sha256(data).hexdigest() != meta["weights_sha256"]:
+        raise DiscoposeError(f"{weights} does not match the sha256 in meta.json (corrupt or truncated); use "
+                             "another checkpoint (e.g. last/) or retrain")
+    model = PoseNet(PoseNetSpec(**meta["spec"]), pretrained="none")
+    model.load_state_dict(load(data), strict=True)
     return model.to(device).eval(), meta
 
 
@@ -93,11 +121,7 @@ def assemble_estimator(folder: str | Path, locator: str | Path, crop: str | Path
         index = {"format": ESTIMATOR_FORMAT, "version": ESTIMATOR_VERSION, "object": meta["object"],
                  "cameras": meta["cameras"], "stages": ["locator"] + (["crop"] if crop is not None else [])}
         (tmp / "estimator.json").write_text(json.dumps(index, indent=1))
-        old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -31,11 +31,14 @@ def pose_loss(prediction: dict, position_uvz: torch.Tensor, rotation: torch.Tens
               reported_rotation_error: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Returns (loss, parts). The pose terms drive the pose; the NLL terms see detached errors, so the
     uncertainty heads learn how large the errors are without letting them down-weight hard samples.
-    ``reported_rotation_error`` (radians): the error of the rotation the estimator will report, when
-    that is not this head's own (the dense head's PnP), for the rotation uncertainty to describe."""
+    ``reported_rotation_error`` (radians, for the first samples of the batch): the error of the rotation
+    the estimator will report, when that is not this head's own (the dense head's PnP), for the
+    rotation uncertainty to describe."""
     angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
-    if reported_rotation_error is not None:
+    log_var_r = prediction["rotation_log_var"]
+    if reported_rotation_error is not None:  # given for the first samples of the batch
         angle = reported_rotation_error
+        log_var_r = log_var_r[:len(angle)]
     classify = "symmetry_logits" in prediction
     regressed = prediction["rotation_shape"] if classify else prediction["rotation"]
     group = shape_rotations if classify else symmetries
@@ -51,7 +54,6 @@ def pose_loss(prediction: dict, position_uvz: torch.Tensor, rotation: torch.Tens
     rotation_term = regressed_angle.mean() + 0.25 * chordal.mean()
     log_var_p = prediction["position_log_var"]
     nll_position = 0.5 * (position_error.detach() ** 2 * torch.exp(-log_var_p) + log_var_p).sum(-1).mean()
-    log_var_r = prediction["rotation_log_var"]
     # Rotation error as a 3-dof isotropic Gaussian on the axis-angle vector.
     nll_rotation = (0.5 * angle.detach() ** 2 * torch.exp(-log_var_r) + 1.5 * log_var_r).mean()
     loss = position_term + rotation_term + 0.05 * (nll_position + nll_rotation)

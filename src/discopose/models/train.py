@@ -119,16 +119,19 @@ def classified_rotations(object_description: dict) -> np.ndarray:
     return shape.matrices()
 
 
-def dense_pnp_errors(prediction: dict, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor) -> torch.Tensor:
-    """Rotation error (radians, symmetry-aware) per sample of the rotation the estimator reports (see
-    :func:`reported_rotation`), for the rotation uncertainty head to learn."""
-    mask_logits = prediction["mask_logits"].detach().float().cpu().numpy()
-    coordinates = prediction["coordinates"].detach().float().cpu().numpy()
-    regressed = prediction["rotation"].detach().float().cpu().numpy().astype(float)
+def reported_rotation_errors(prediction: dict, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor,
+                             count: int = 8) -> torch.Tensor:
+    """Rotation error (radians, symmetry-aware) of the rotation the estimator reports (see
+    :func:`reported_rotation`) for the first ``count`` samples of a batch (RANSAC PnP on all 32 would
+    cost ~15% of a CPU step), for the rotation uncertainty head to learn."""
+    count = min(count, len(target["K"]))
+    mask_logits = prediction["mask_logits"][:count].detach().float().cpu().numpy()
+    coordinates = prediction["coordinates"][:count].detach().float().cpu().numpy()
+    regressed = prediction["rotation"][:count].detach().float().cpu().numpy().astype(float)
     rotations = [reported_rotation(regressed[i], mask_logits[i], coordinates[i], K, spec)
-                 for i, K in enumerate(target["K"].numpy().astype(float))]
+                 for i, K in enumerate(target["K"][:count].numpy().astype(float))]
     reported = torch.tensor(np.stack(rotations), dtype=torch.float32, device=symmetries.device)
-    return symmetric_geodesic_angle(reported, target["rotation"].to(symmetries.device), symmetries)[0]
+    return symmetric_geodesic_angle(reported, target["rotation"][:count].to(symmetries.device), symmetries)[0]
 
 
 def _ddp() -> tuple[int, int, int]:
@@ -142,8 +145,22 @@ def _ddp() -> tuple[int, int, int]:
 
 
 def _validation_score(summary: dict) -> float:
-    # Lower is better: median ADD(-S) relative to the diameter, the standard single-number pose quality.
-    return summary.get("add_s_rel_diameter_median", math.inf)
+    # Lower is better: median ADD(-S) relative to the diameter, the standard single-number pose quality,
+    # of the pose the estimator will report.
+    return summary.get("reported", summary).get("add_s_rel_diameter_median", math.inf)
+
+
+def learning_rate_schedule(optimizer, max_lr: float, total_steps: int, step: int):
+    """One-cycle schedule over ``total_steps``, advanced to ``step``: a resumed run (even one given more
+    epochs than it started with) follows exactly the schedule a fresh run of its length would."""
+    import warnings
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps + 1,
+                                                    pct_start=0.15)
+    with warnings.catch_warnings():  # stepping without an optimizer step is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(min(step, total_steps)):
+            scheduler.step()
+    return scheduler
 
 
 def train(data: str, out: str, val: str | None = None, config: TrainConfig | None = None, resume: bool = False,
@@ -185,8 +202,6 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     steps_per_epoch = max(1, views // (config.batch_size * world))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps + 1,
-                                                    pct_start=0.15)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     start_epoch, best_score, step = 0, math.inf, 0
     if resume:
@@ -197,11 +212,9 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         model.load_state_dict(loaded.state_dict())
         state = load_train_state(last)
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        # Resuming with more epochs than the run started with stretches the one-cycle schedule to the new end.
-        scheduler.total_steps = total_steps + 1
         start_epoch, best_score, step = int(state["epoch"]) + 1, float(state["best_score"]), int(state["step"])
         log.info("resumed from %s at epoch %d", last, start_epoch)
+    scheduler = learning_rate_schedule(optimizer, config.lr, total_steps, step)
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
@@ -231,7 +244,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                                 enabled=use_amp):
                 prediction = net(images)
             prediction = {k: v.float() for k, v in prediction.items()}
-            reported = dense_pnp_errors(prediction, target, spec, symmetries) if spec.dense else None
+            reported = reported_rotation_errors(prediction, target, spec, symmetries) if spec.dense else None
             loss, parts = pose_loss(prediction, target["position_uvz"].to(device), target["rotation"].to(device),
                                     symmetries, shape_group, reported_rotation_error=reported)
             if "dense_mask" in target:
@@ -277,18 +290,19 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                 _, dense = compute_metrics({**predictions, "rotation": predictions["dense_rotation"],
                                             "position_m": predictions["dense_position_m"]}, meta, points,
                                            train_info.symmetry.matrices())
-                summary["dense_pnp"] = {k: dense[k] for k in ("te_mm", "re_deg", "success")}
+                summary["reported"] = {k: dense[k] for k in ("te_mm", "re_deg", "success", "add_s_rel_diameter_median")}
                 log.info("epoch %d (%s): val median as reported (with PnP) %.1f mm, %.1f deg, %.0f%% within 30 deg", epoch + 1,
                          spec.stage, dense["te_mm"]["median"], dense["re_deg"]["median"],
                          100 * dense["success"]["re<30deg"])
         score = _validation_score(summary) if summary else -epoch  # no val: the latest is the best
-        epoch_meta = {**meta, "epoch": epoch + 1, "step": step, "val_metrics": summary}
+        epoch_meta = {**meta, "epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
+                      "val_metrics": summary}
         if score < best_score:
             best_score = score
             save_checkpoint(out_dir / "best", model, epoch_meta)
         save_checkpoint(out_dir / "last", model, epoch_meta,
-                        train_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "epoch": epoch, "best_score": best_score, "step": step})
+                        train_state={"optimizer": optimizer.state_dict(), "epoch": epoch, "best_score": best_score,
+                                     "step": step})
     if writer is not None:
         writer.close()
     if world > 1:

@@ -73,7 +73,13 @@ def load_pose_file(path: str) -> np.ndarray:
 
 def _material(rng: np.random.Generator, config: RenderConfig, bank_size: int) -> dict:
     tex = config.textures
-    return {"texture": int(rng.integers(bank_size)),
+    # The bank holds tex.bank_size procedural textures, then the images of tex.image_dir (if any).
+    procedural = min(tex.bank_size, bank_size)
+    if bank_size > procedural and rng.random() < tex.image_prob:
+        texture = procedural + int(rng.integers(bank_size - procedural))
+    else:
+        texture = int(rng.integers(procedural))
+    return {"texture": texture,
             "tint": (0.5 + 0.5 * rng.random(3)).tolist(),
             "metallic": float(rng.uniform(*tex.metallic)),
             "roughness": float(rng.uniform(*tex.roughness))}
