@@ -34,6 +34,11 @@ class TrackConfig:
     max_frames: int = 0                # 0 = until the sources end (or Ctrl-C)
     duration_s: float = 0.0
     status_every_s: float = 1.0
+    # Fast path: while the filter is sure where the object is, aim the crops at its prediction and skip the
+    # locator (two network passes instead of three); a rejected measurement returns to the full pipeline.
+    reuse_track: bool = True
+    reuse_track_max_age_s: float = 0.2
+    reuse_track_max_sigma_m: float = 0.01
     filter: FilterConfig = field(default_factory=FilterConfig)
 
 
@@ -86,6 +91,7 @@ class Tracker:
         self.latencies: list[float] = []
         self.publish_times: list[float] = []
         self.messages = 0
+        self._last_accepted = False
         self._last_index = {name: -1 for name in sources}
         self._record = None
         self._video = None
@@ -108,6 +114,21 @@ class Tracker:
         reference = max(f.capture_time_s for f in frames.values())
         return {n: f for n, f in frames.items() if reference - f.capture_time_s <= self.config.tolerance_s}
 
+    def _priors(self, capture_time_s: float, cameras: list[CameraModel]) -> list | None:
+        """Where the filter expects the object in each camera, when it is sure enough to skip the locator:
+        its last measurement was accepted and recent, and its position sigma is small next to the crop."""
+        f, config = self.filter, self.config
+        if not (config.reuse_track and f.initialized and self._last_accepted and
+                capture_time_s - f.last_measurement_s < config.reuse_track_max_age_s and
+                np.sqrt(np.trace(f.P_pos[:3, :3])) < config.reuse_track_max_sigma_m):
+            return None
+        position = f.p + f.v * max(capture_time_s - f.time_s, 0.0)
+        priors = []
+        for camera in cameras:
+            camera_from_frame = self._camera_from_frame(camera)
+            priors.append(camera_from_frame[:3, :3] @ position + camera_from_frame[:3, 3])
+        return priors
+
     def _camera(self, name: str, image: np.ndarray) -> CameraModel:
         return self.estimator.camera_for(image, self.calibrations.get(name), self.assume_nominal, name=name)
 
@@ -127,7 +148,8 @@ class Tracker:
         images = {name: frame.image_rgb for name, frame in frames.items()}
         cameras = {name: self._camera(name, image) for name, image in images.items()}
         views = list(images)
-        poses = self.estimator.predict_views([(images[n], cameras[n]) for n in views])
+        poses = self.estimator.predict_views([(images[n], cameras[n]) for n in views],
+                                             self._priors(capture_time, [cameras[n] for n in views]))
         # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
         # out and the stated covariance grows accordingly.
         pose = fuse_world_poses(poses, [cameras[n] for n in views], views) if self.world_frame else poses[0]
@@ -135,6 +157,7 @@ class Tracker:
         position_sigma = pose.position_sigma_m
         rotation_sigma = float(np.radians(pose.rotation_sigma_deg))
         out = self.filter.update(capture_time, raw_position, raw_rotation, position_sigma, rotation_sigma)
+        self._last_accepted = out.accepted
         message = {
             "capture_time_s": capture_time, "frame": self.frame,
             "position_m": out.position_m.tolist(), "quat_wxyz": quat_wxyz_from_matrix(out.rotation).tolist(),
