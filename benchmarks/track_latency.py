@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--cameras", type=int, default=1)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--full-pipeline", action="store_true", help="no tracking fast path")
+    parser.add_argument("--fast-track", action="store_true", help="the tracker's opt-in fast path")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clip = render_trajectory_video(RenderConfig.load(overrides=[f"camera.width_px={args.size}",
@@ -60,7 +60,7 @@ def main():
             alone = inference_ms(estimator, views)
             tracker = Tracker(estimator, {n: CameraSource(n, str(v)) for n, v in clip.videos.items()}, calibrations,
                               config=TrackConfig(publish="tcp://127.0.0.1:0", status_every_s=1e9,
-                                                 reuse_track=not args.full_pipeline))
+                                                 reuse_track=args.fast_track))
             stats = tracker.run()
             print(f"| {backend} | {alone:.1f} | {stats['hz']:.1f} | {stats['latency_ms_p50']:.1f} | "
                   f"{stats['latency_ms_p99']:.1f} |", flush=True)

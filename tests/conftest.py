@@ -54,7 +54,7 @@ def pose_datasets(tmp_path_factory):
     from discopose.datasets.generate import generate_dataset
     from discopose.render.config import RenderConfig
     root = tmp_path_factory.mktemp("pose-data")
-    sets = {"frames": (600, FRAMES, 0), "frames_val": (40, FRAMES, 1), "crops": (1500, CROPS, 2),
+    sets = {"frames": (600, FRAMES, 0), "frames_val": (40, FRAMES, 1), "crops": (2000, CROPS, 2),
             "crops_val": (40, CROPS, 3), "test": (40, TEST_FRAMES, 4)}
     for name, (count, overrides, seed) in sets.items():
         manifest = generate_dataset(str(root / name), count, RenderConfig.load(overrides=overrides + [f"seed={seed}"]),
@@ -65,12 +65,12 @@ def pose_datasets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(pose_datasets, tmp_path_factory):
-    """A short real two-stage training run (CPU, about a minute) shared by tests that need a model."""
+    """A short real two-stage training run (CPU, about two minutes) shared by tests that need a model."""
     from discopose.models.train import TrainConfig, train_estimator
     out = tmp_path_factory.mktemp("run")
-    common = dict(batch_size=32, num_workers=1, augment=0.0)
+    common = dict(batch_size=32, num_workers=2, augment=0.0)
     metas = train_estimator(pose_datasets["frames"], pose_datasets["crops"], str(out),
                             frames_val=pose_datasets["frames_val"], crops_val=pose_datasets["crops_val"],
                             locator_config=TrainConfig(stage="locator", epochs=3, **common),
-                            crop_config=TrainConfig(stage="crop", epochs=3, **common), progress=False)
+                            crop_config=TrainConfig(stage="crop", epochs=4, **common), progress=False)
     return out, metas

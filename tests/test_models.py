@@ -141,7 +141,8 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     # class can flip (90+ deg), which is why the estimator cross-checks it with the dense head.
     angle = np.degrees(geodesic_angle(out["rotation"], target["rotation"]).numpy())
     assert np.median(angle) < 5.0, angle
-    assert (out["position_uvz"] - target["position_uvz"]).abs().max() < 0.02
+    position_error = (out["position_uvz"] - target["position_uvz"]).abs().mean(0)
+    assert (position_error < 0.25 * target["position_uvz"].std(0)).all(), position_error
     dense_angles, reported_angles = [], []
     for i in range(32):
         K = target["K"][i].numpy().astype(float)
@@ -191,7 +192,7 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     # Position is learned first; the full orientation of the lettered cube needs a larger budget than a
     # test has (README: measured accuracy), so the orientation bar here is only "better than chance".
     assert summary["te_mm"]["median"] < 0.7 * baseline["te_mm_median"], (summary["te_mm"], baseline)
-    assert summary["re_deg"]["median"] < baseline["re_deg_median"] - 10, (summary["re_deg"], baseline)
+    assert summary["re_deg"]["median"] < baseline["re_deg_median"] - 15, (summary["re_deg"], baseline)
     report = (run / "eval" / "report.html").read_text()
     for image in ("errors_hist.png", "errors_cdf.png", "errors_vs_conditions.png", "worst_cases.png"):
         assert image in report and (run / "eval" / image).stat().st_size > 1000

@@ -197,7 +197,7 @@ def cmd_track(args) -> None:
             sources[name] = CameraSource(name, uri, mode=mode)
         config = TrackConfig(publish=None if args.no_publish else args.publish, record=args.record,
                              record_video=args.record_video, show=args.show, max_frames=args.max_frames or 0,
-                             duration_s=args.duration or 0.0)
+                             duration_s=args.duration or 0.0, reuse_track=args.fast_track)
         tracker = Tracker(estimator, sources, calibrations, config, assume_nominal=args.assume_nominal)
     except BaseException:
         for source in sources.values():
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-video", help="write an MP4 with the pose drawn on the first camera")
     p.add_argument("--show", action="store_true", help="show a window (needs a display)")
     p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
+    p.add_argument("--fast-track", action="store_true",
+                   help="while the track is sure, aim the crops at the filter's prediction and skip the locator")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_track)

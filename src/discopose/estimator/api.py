@@ -147,7 +147,7 @@ class PoseEstimator:
                    name: str = "camera") -> CameraModel:
         """The camera an image was taken with: a camera file path, a :class:`CameraModel`, a 3x3 K
         (no distortion), or None for the model's own camera (an image of its size, or any size with
-        ``assume_nominal=True``, which rescales it and warns)."""
+        ``assume_nominal=True``: the model's horizontal field of view, with a warning)."""
         height, width = np.asarray(image).shape[:2]
         if isinstance(camera, (str, Path)):
             camera = CameraModel.load(camera)
@@ -169,11 +169,13 @@ class PoseEstimator:
             raise DiscoposeError(
                 f"a {width}x{height} image without its camera: the model needs the intrinsics to read depth "
                 f"and position; pass camera= a camera file from `discopose calibrate intrinsics`, a CameraModel "
-                f"or a 3x3 K (or assume_nominal=True to assume the model's {model.width_px}x{model.height_px} "
-                f"camera rescaled, which is only right for the same lens)")
-        log.warning("assuming the model's nominal camera rescaled to %dx%d; poses are wrong for another lens",
-                    width, height)
-        return model.scaled_to(width, height)
+                f"or a 3x3 K (or assume_nominal=True to assume the model's field of view, which is only right "
+                f"for the same lens)")
+        log.warning("assuming the model's nominal camera (its horizontal field of view, square pixels, centred "
+                    "principal point) at %dx%d; poses are wrong for another lens", width, height)
+        focal = model.K[0, 0] * width / model.width_px
+        return CameraModel("nominal", width, height,
+                           [[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
 
     def predict(self, images, camera=None, assume_nominal: bool = False):
         """Pose of the object.
