@@ -239,11 +239,17 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     while capture.read()[0]:
         frames += 1
     assert frames == 40
+    # The tracker's raw measurements are exactly the estimator's on those frames with that camera file
+    # (catches a tracker that drops the calibration or remaps differently from predict).
+    camera = CameraModel.load(clip.cameras["cam0"])
+    capture = cv2.VideoCapture(str(clip.videos["cam0"]))
+    for record in records[:8]:
+        ok, bgr = capture.read()
+        expected = estimator.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), camera=camera)
+        np.testing.assert_allclose(record["raw_position_m"], expected.position_m, atol=1e-6)
+    # The filter smooths: less frame-to-frame jitter than the raw measurements.
     quality = tracking_quality(tmp_path / "poses.jsonl", clip.ground_truth, skip=5)
-    truth = [json.loads(line) for line in clip.ground_truth.read_text().splitlines()]
-    positions = np.array([np.asarray(t["camera_from_object"]["cam0"])[:3, 3] for t in truth])
-    mean_pose_mm = 1000 * np.median(np.linalg.norm(positions - positions.mean(0), axis=1))
-    assert quality["filtered"]["te_mm_median"] < max(0.8 * mean_pose_mm, 20.0), (quality, mean_pose_mm)
+    assert quality["filtered"]["jitter_mm"] < quality["raw"]["jitter_mm"], quality
 
 
 def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_datasets, tmp_path):
