@@ -111,36 +111,29 @@ class CameraModel:
 
 
 def remap_image(image: np.ndarray, source: CameraModel, target: CameraModel,
-                target_from_source: np.ndarray | None = None, maps=None) -> np.ndarray:
+                target_from_source: np.ndarray | None = None) -> np.ndarray:
     """The image ``source`` took, as the ideal (undistorted) pinhole ``target`` would see it.
 
     Both cameras share their optical centre; ``target_from_source`` (3x3, default identity) rotates
     the target's axes relative to the source's, which makes ``target`` a virtual camera aimed anywhere
     (a zoom-in crop). Undistortion, intrinsics matching, rotation and resizing are one ``cv2.remap``.
-    Where ``target`` sees beyond the source image the result is black. ``maps`` from
-    :func:`remap_maps` may be passed to reuse them for a fixed pair of cameras (tracking).
+    Where ``target`` sees beyond the source image the result is black.
     """
     image = np.asarray(image)
     if image.shape[:2] != (source.height_px, source.width_px):
         raise ConfigError(f"camera {source.name!r} is {source.width_px}x{source.height_px} but the image is "
                           f"{image.shape[1]}x{image.shape[0]}; pass the camera file the image was taken with")
     shrink = min(source.K[0, 0], source.K[1, 1]) / max(target.K[0, 0], target.K[1, 1])
-    if maps is None and shrink >= 2.0:
+    if shrink >= 2.0:
         # Bilinear sampling far below the source resolution aliases; area-average down first.
         factor = int(shrink)
         width, height = max(1, source.width_px // factor), max(1, source.height_px // factor)
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         source = source.scaled_to(width, height)
-    if maps is None:
-        maps = remap_maps(source, target, target_from_source)
-    return cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-
-
-def remap_maps(source: CameraModel, target: CameraModel, target_from_source: np.ndarray | None = None):
-    """The ``cv2.remap`` maps behind :func:`remap_image` (see there)."""
     rotation = np.eye(3) if target_from_source is None else np.asarray(target_from_source, float)
-    return cv2.initUndistortRectifyMap(source.K, source.dist_coeffs, rotation, target.K,
-                                      (target.width_px, target.height_px), cv2.CV_32FC1)
+    map_x, map_y = cv2.initUndistortRectifyMap(source.K, source.dist_coeffs, rotation, target.K,
+                                               (target.width_px, target.height_px), cv2.CV_32FC1)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
 def aimed_camera(position_camera_m, diameter_m: float, size_px: int, fill_frac: float,
