@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from discopose._errors import DiscoposeError
-from discopose.camera import (CameraModel, aimed_camera, position_covariance_from_uvz, position_from_uvz,
-                              remap_image)
+from discopose.camera import CameraModel, aimed_camera, remap_image
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import ESTIMATOR_FORMAT, ESTIMATOR_VERSION, recover_folder
-from discopose.models.pose_net import reported_rotation
+from discopose.models.pose_net import decode_position, reported_rotation
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,7 @@ class _Network:
     def decode(self, out: dict, i: int, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         """(position_m, rotation, position covariance, rotation sigma rad) of output ``i`` in the frame of
         the camera with intrinsics ``K`` that the image was taken with."""
-        spec = self.spec
-        position = position_from_uvz(out["position_uvz"][i], K, spec.input_size_px, spec.object_diameter_m,
-                                     spec.fill_frac)
-        covariance = position_covariance_from_uvz(np.exp(0.5 * out["position_log_var"][i]), position, K,
-                                                  spec.input_size_px)
+        position, covariance = decode_position(out["position_uvz"][i], out["position_log_var"][i], K, self.spec)
         return position, out["rotation"][i], covariance, float(np.exp(0.5 * out["rotation_log_var"][i]))
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from discopose.camera import position_covariance_from_uvz, position_from_uvz
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
 from discopose.models.metrics import pose_errors, summarize
-from discopose.models.pose_net import reported_rotation
+from discopose.models.pose_net import decode_position, reported_rotation
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}
@@ -31,10 +30,8 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
     for images, target in loader:
         prediction = {k: v.float().cpu().numpy() for k, v in model(images.to(device)).items()}
         for i, K in enumerate(target["K"].numpy().astype(float)):
-            position = position_from_uvz(prediction["position_uvz"][i], K, spec.input_size_px,
-                                         spec.object_diameter_m, spec.fill_frac)
-            covariance = position_covariance_from_uvz(np.exp(0.5 * prediction["position_log_var"][i]), position, K,
-                                                      spec.input_size_px)
+            position, covariance = decode_position(prediction["position_uvz"][i], prediction["position_log_var"][i],
+                                                   K, spec)
             out["position_m"].append(position)
             out["position_sigma_m"].append(np.sqrt(np.diag(covariance)))
             if spec.dense:

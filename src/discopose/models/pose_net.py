@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from discopose.camera import dense_grid_px
+from discopose.camera import dense_grid_px, position_covariance_from_uvz, position_from_uvz
 from discopose.geometry.rotations_torch import matrix_from_rotation_6d
 from discopose.models.backbones import build_backbone
 
@@ -209,3 +209,12 @@ def reported_rotation(regressed: np.ndarray, mask_logits: np.ndarray, coordinate
         return dense
     u, _, vt = np.linalg.svd(dense + regressed)
     return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+
+
+def decode_position(position_uvz: np.ndarray, position_log_var: np.ndarray, K: np.ndarray,
+                    spec: PoseNetSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Position (metres) and its 3x3 covariance in the frame of the camera with intrinsics ``K`` that
+    the network's image was taken with, from one sample's ``position_uvz`` and ``position_log_var``."""
+    position = position_from_uvz(position_uvz, K, spec.input_size_px, spec.object_diameter_m, spec.fill_frac)
+    covariance = position_covariance_from_uvz(np.exp(0.5 * position_log_var), position, K, spec.input_size_px)
+    return position, covariance
