@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from discopose._errors import DiscoposeError
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("OpenGL", "trimesh", "PIL", "matplotlib", "torch.onnx", "onnxscript"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # SIGTERM is what timeout, Docker, Kubernetes and Slurm send: stop like Ctrl-C (workers with us).
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except DiscoposeError as exc:
@@ -356,10 +359,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         return 2
-    except KeyboardInterrupt:
-        print(f"discopose {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"discopose {args.command}: {how}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -71,9 +71,10 @@ def decode_sample(raw: dict) -> dict:
     """
     try:
         labels = json.loads(raw["json"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"sample {raw.get('__key__')!r} has no readable labels ({exc}); the shard is corrupt — "
-                           "re-render it with the same `discopose render` command") from None
+    except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{_where(raw)} has no readable labels ({type(exc).__name__}: {exc}); the shard is "
+                           "corrupt: run `discopose inspect --verify`, then rerun the `discopose render` command "
+                           "that made it") from None
     views: dict = {name: {} for name in labels["cameras"]}
     for field, data in raw.items():
         parts = field.split(".")
@@ -82,7 +83,8 @@ def decode_sample(raw: dict) -> dict:
         camera, kind, _ = parts
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise DatasetError(f"sample {raw['__key__']}: {field} is not a readable image; re-render the shard")
+            raise DatasetError(f"{_where(raw)}: {field} is not a readable image; the shard is corrupt: run "
+                               "`discopose inspect --verify`, then rerun the `discopose render` command that made it")
         if kind == "rgb":
             views[camera]["rgb"] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         elif kind == "mask":
@@ -90,3 +92,7 @@ def decode_sample(raw: dict) -> dict:
         elif kind == "depth":
             views[camera]["depth_m"] = image.astype(np.float32) * DEPTH_UNIT_M
     return {"key": raw["__key__"], "labels": labels, "views": views}
+
+
+def _where(raw: dict) -> str:
+    return f"sample {raw.get('__key__')} of {raw.get('__url__', 'an unnamed shard')}"

@@ -13,6 +13,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from discopose import __version__
 from discopose._errors import DatasetError, DiscoposeError
 from discopose.datasets.format import DEPTH_UNIT_M, FORMAT, FORMAT_VERSION, MANIFEST, encode_sample, shard_name
-from discopose.datasets.storage import Storage, scan_shard, sha256_of
+from discopose.datasets.storage import Storage, disk_error, scan_shard, sha256_of
 from discopose.render.config import RenderConfig
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class ShardTask:
     @property
     def name(self) -> str:
         return shard_name(self.shard_index)
+
+
+RAY_RETRIES = 3  # restarts of a Ray render worker (and retries of its shard) before the render fails
 
 
 class SampleRenderError(DiscoposeError):
@@ -84,15 +88,14 @@ def render_shard(renderer, storage: Storage, task: ShardTask, on_sample=None) ->
             os.fsync(f.fileno())
         with open(tmp, "rb") as f:
             digest = sha256_of(f)
+        size = os.path.getsize(tmp)
         storage.commit(tmp, task.name)
     except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
-            raise DiscoposeError(f"disk full while writing {storage.path(task.name)}; free space and rerun the "
-                                 "same command to resume (complete shards are kept)") from None
-        raise
+        raise disk_error(exc, storage.url_of(task.name)) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"name": task.name, "first_index": task.first_index, "num_samples": task.count, "sha256": digest}
+    return {"name": task.name, "first_index": task.first_index, "num_samples": task.count, "sha256": digest,
+            "bytes": size}
 
 
 # ------------------------------------------------------------------------------- local worker processes
@@ -100,10 +103,18 @@ _worker: dict = {}
 
 
 def _init_worker(config_dict: dict, url: str, events) -> None:
+    # A worker must not outlive the render it serves (SIGKILL to the parent skips every cleanup).
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     _worker["config"] = RenderConfig.from_dict(config_dict)
     _worker["storage"] = Storage(url)
     _worker["events"] = events
     _worker["renderer"] = None
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _worker_render_shard(task: ShardTask) -> dict:
@@ -115,11 +126,11 @@ def _worker_render_shard(task: ShardTask) -> dict:
                         on_sample=lambda kind, index: events.put((kind, pid, index)))
 
 
-def _run_local(config: RenderConfig, storage: Storage, tasks: list[ShardTask], workers: int, bar) -> list[dict]:
+def _run_local(config: RenderConfig, storage: Storage, tasks: list[ShardTask], workers: int, bar,
+               on_record) -> None:
     ctx = mp.get_context("spawn")  # EGL contexts and forked GL state do not mix
     events = ctx.Queue()
     in_flight: dict[int, int] = {}
-    records = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(config.to_dict(), storage.url, events)) as pool:
         futures = {pool.submit(_worker_render_shard, task): task for task in tasks}
@@ -129,7 +140,7 @@ def _run_local(config: RenderConfig, storage: Storage, tasks: list[ShardTask], w
                 _drain(events, in_flight, bar)
                 for future in done:
                     futures.pop(future)
-                    records.append(future.result())
+                    on_record(future.result())
         except BrokenProcessPool:
             _drain(events, in_flight, bar)
             seeds = {index: _seed(config, index) for index in in_flight.values()}
@@ -139,8 +150,10 @@ def _run_local(config: RenderConfig, storage: Storage, tasks: list[ShardTask], w
         except BaseException:
             for future in futures:
                 future.cancel()
+            # Ctrl-C / SIGTERM / an error: stop now rather than let every shard in flight finish.
+            for process in list(pool._processes.values()):
+                process.terminate()
             raise
-    return records
 
 
 def _seed(config: RenderConfig, index: int) -> int:
@@ -163,19 +176,24 @@ def _drain(events, in_flight: dict, bar) -> None:
 
 # ----------------------------------------------------------------------------------------------- Ray
 def _run_ray(config: RenderConfig, storage: Storage, tasks: list[ShardTask], workers: int, address: str | None,
-             bar) -> list[dict]:
+             bar, on_record) -> None:
     try:
         import ray
         from ray.util import ActorPool
     except ImportError:
         raise DiscoposeError("--backend ray needs Ray: pip install 'discopose[ray]'") from None
 
-    @ray.remote(num_cpus=1)
+    # A killed worker process is restarted and its shard retried: shards commit atomically and render
+    # the same bytes every time, so a retry cannot leave a half or a different shard.
+    @ray.remote(num_cpus=1, max_restarts=RAY_RETRIES, max_task_retries=RAY_RETRIES)
     class RenderActor:
         def __init__(self, config_dict: dict, url: str):
             from discopose.render.renderer import DiscoRenderer
             self.renderer = DiscoRenderer(RenderConfig.from_dict(config_dict))
             self.storage = Storage(url)
+
+        def pid(self) -> int:
+            return os.getpid()
 
         def render(self, task: ShardTask) -> dict:
             return render_shard(self.renderer, self.storage, task)
@@ -185,16 +203,22 @@ def _run_ray(config: RenderConfig, storage: Storage, tasks: list[ShardTask], wor
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     try:
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        if storage.is_local and not storage.url.startswith("file://") and len(nodes) > 1:
+            raise DiscoposeError(f"--out {storage.url} is a local folder but the Ray cluster has {len(nodes)} nodes: "
+                                 "each would write shards to its own disk; use a shared URL (s3://..., gs://...), or write "
+                                 "file:///path if every node mounts that folder at the same path")
         actors = [RenderActor.remote(config.to_dict(), storage.url) for _ in range(workers)]
         pool = ActorPool(actors)
-        records = []
         for record in pool.map_unordered(lambda actor, task: actor.render.remote(task), tasks):
-            records.append(record)
+            on_record(record)
             bar.update(record["num_samples"])
-        return records
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(getattr(exc, "cause", None), DiscoposeError) else exc
         raise DiscoposeError(str(cause).splitlines()[0]) from None
+    except ray.exceptions.RayActorError as exc:
+        raise DiscoposeError(f"a Ray render worker died {RAY_RETRIES + 1} times ({str(exc).splitlines()[0]}); complete "
+                             "shards are kept: rerun the same command to resume") from None
     finally:
         if started_here:
             ray.shutdown()
@@ -243,48 +267,66 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
     if previous is not None and previous.get("fingerprint") != fingerprint:
         raise DiscoposeError(f"{storage.url} already holds a dataset made with a different config or --num; "
                              "use a new --out, or delete that folder to start over")
-    if previous is None:
-        storage.write_bytes_atomic(MANIFEST, json.dumps(build_manifest(config, num_samples, [], False), indent=1).encode())
-
     tasks = plan_shards(num_samples, config.output.samples_per_shard)
-    records, todo = [], []
-    for task in tasks:
-        if not storage.exists(task.name):
-            todo.append(task)
-            continue
-        try:
-            count, digest = scan_shard(storage, task.name)
-        except DatasetError as exc:
-            log.warning("%s; re-rendering it", exc)
-            todo.append(task)
-            continue
-        if count != task.count:
-            log.warning("%s holds %d samples, expected %d; re-rendering it", task.name, count, task.count)
-            todo.append(task)
-            continue
-        records.append({"name": task.name, "first_index": task.first_index, "num_samples": count, "sha256": digest})
+    records = _trusted_records(storage, tasks, previous)
+    todo = [task for task in tasks if task.name not in records]
     if records:
-        log.info("resuming: %d of %d shards already complete", len(records), len(tasks))
+        log.info("resuming: %d of %d shards already complete and verified", len(records), len(tasks))
 
+    base = build_manifest(config, num_samples, [], complete=False)
+
+    def write_manifest(complete: bool = False, **extra) -> dict:
+        manifest = {**base, "complete": complete, **extra,
+                    "shards": sorted(records.values(), key=lambda r: r["first_index"])}
+        storage.write_bytes_atomic(MANIFEST, json.dumps(manifest, indent=1).encode())
+        return manifest
+
+    def on_record(record: dict) -> None:
+        # The manifest follows every committed shard: after a crash, a rerun trusts exactly these.
+        records[record["name"]] = record
+        write_manifest()
+
+    write_manifest()
     start = time.perf_counter()
-    with tqdm(total=num_samples, initial=sum(r["num_samples"] for r in records), unit="img", desc="render",
+    with tqdm(total=num_samples, initial=sum(r["num_samples"] for r in records.values()), unit="img", desc="render",
               disable=not progress, smoothing=0.1) as bar:
         if todo:
             workers = min(workers, len(todo))
             if backend == "ray":
-                records += _run_ray(config, storage, todo, workers, address, bar)
+                _run_ray(config, storage, todo, workers, address, bar, on_record)
             elif workers == 1:
                 from discopose.render.renderer import DiscoRenderer
                 renderer = DiscoRenderer(config)
                 try:
                     for task in todo:
-                        records.append(render_shard(renderer, storage, task,
-                                                    on_sample=lambda kind, _: bar.update(kind == "done")))
+                        on_record(render_shard(renderer, storage, task,
+                                               on_sample=lambda kind, _: bar.update(kind == "done")))
                 finally:
                     renderer.close()
             else:
-                records += _run_local(config, storage, todo, workers, bar)
-    manifest = build_manifest(config, num_samples, records, complete=True)
-    manifest["render_seconds"] = round(time.perf_counter() - start, 3)
-    storage.write_bytes_atomic(MANIFEST, json.dumps(manifest, indent=1).encode())
-    return manifest
+                _run_local(config, storage, todo, workers, bar, on_record)
+    return write_manifest(complete=True, render_seconds=round(time.perf_counter() - start, 3))
+
+
+def _trusted_records(storage: Storage, tasks: list[ShardTask], previous: dict | None) -> dict[str, dict]:
+    """Shards a rerun keeps: those the previous manifest lists whose bytes still hash to what it
+    recorded. Anything else in the folder (a shard from before the manifest, a corrupted one, one
+    from other settings) is re-rendered, never adopted under a new hash."""
+    recorded = {record["name"]: record for record in (previous or {}).get("shards", [])}
+    trusted = {}
+    for task in tasks:
+        record = recorded.get(task.name)
+        if record is None or record.get("num_samples") != task.count or record.get("first_index") != task.first_index:
+            if storage.exists(task.name):
+                log.warning("%s is not in the manifest; re-rendering it", task.name)
+            continue
+        try:
+            count, digest = scan_shard(storage, task.name)
+        except DatasetError as exc:
+            log.warning("%s; re-rendering it", str(exc).split(";")[0])
+            continue
+        if digest != record["sha256"] or count != task.count:
+            log.warning("%s does not match its manifest record (sha256 or count); re-rendering it", task.name)
+            continue
+        trusted[task.name] = {**record, "bytes": storage.size(task.name)}
+    return trusted

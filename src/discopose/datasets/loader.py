@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from discopose._errors import DatasetError
 from discopose.camera import (CameraModel, aimed_camera, dense_grid_px, jittered_aim, remap_image,
@@ -121,7 +122,6 @@ class SampleToTensors:
         self._augment = None
 
     def __call__(self, raw: dict) -> list:
-        import torch
         if self._augment is None and self.augment_strength > 0:
             worker = torch.utils.data.get_worker_info()
             # One stream per loader worker (and epoch, via the seed): reproducible training runs.
@@ -156,34 +156,102 @@ class SampleToTensors:
         return out
 
 
-def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_workers: int = 2,
-                shuffle_buffer: int = 1000, augment_strength: float = 1.0, seed: int = 0):
-    """A DataLoader over the dataset's camera views. Training: shuffled, augmented, split across DDP
-    ranks and workers by shard; evaluation: every view once, in order (use num_workers <= 1 for order)."""
-    import torch
-    import webdataset as wds
+class ShardStream(torch.utils.data.IterableDataset):
+    """The dataset's views as an iterable for a torch DataLoader: shards split across DDP ranks, then
+    across loader workers; each shard stream-verified against the manifest's sha256. Training: endless
+    (a fresh shard order per pass) through a shuffle buffer; evaluation: every view once, in order."""
 
-    urls = info.shard_urls
-    if not urls:
+    def __init__(self, info: DatasetInfo, to_tensors: SampleToTensors, train: bool, shuffle_buffer: int, seed: int):
+        self.url = info.url
+        self.shards = [(shard["name"], shard.get("sha256")) for shard in info.manifest["shards"]]
+        self.to_tensors = to_tensors
+        self.train = train
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+
+    def __iter__(self):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+        worker = torch.utils.data.get_worker_info()
+        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        mine = self.shards[rank::world][worker_id::workers]
+        rng = np.random.default_rng([self.seed, rank, worker_id])
+        samples = self._samples(mine, rng)
+        if self.train:
+            samples = _shuffled(samples, self.shuffle_buffer, rng)
+        for raw in samples:
+            yield from self.to_tensors(raw)
+
+    def _samples(self, shards: list, rng: np.random.Generator):
+        from discopose.datasets.reader import group_samples
+        from discopose.datasets.storage import Storage, read_shard
+        storage = Storage(self.url)
+        while True:
+            order = rng.permutation(len(shards)) if self.train else range(len(shards))
+            for i in order:
+                name, sha256 = shards[i]
+                yield from group_samples(read_shard(storage, name, sha256), storage.url_of(name))
+            if not self.train:
+                return
+
+
+def _shuffled(items, buffer_size: int, rng: np.random.Generator):
+    buffer: list = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        slot = int(rng.integers(len(buffer)))
+        buffer[slot], item = item, buffer[slot]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class Batches:
+    """Iterates a DataLoader; a :class:`DatasetError` raised in a loader worker comes out as the
+    worker's own one-line message (torch wraps it in a traceback that hides the shard's name)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        try:
+            yield from self.loader
+        except DatasetError as exc:
+            raise DatasetError(_worker_message(str(exc))) from None
+
+
+def _worker_message(text: str) -> str:
+    prefix = f"{DatasetError.__module__}.{DatasetError.__name__}: "
+    for line in reversed(text.splitlines()):
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return text
+
+
+def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_workers: int = 2,
+                shuffle_buffer: int = 1000, augment_strength: float = 1.0, seed: int = 0) -> Batches:
+    """Batches of the dataset's camera views. Training: shuffled, augmented, split across DDP ranks
+    and workers by shard, endless; evaluation: every view once, in order (one loader worker at most)."""
+    shards = info.manifest["shards"]
+    if not shards:
         raise DatasetError(f"{info.url} has no shards; render it first with `discopose render`")
     if train:
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        if len(urls) < world:
-            raise DatasetError(f"{info.url} has {len(urls)} shards for {world} training processes; every process "
+        if len(shards) < world:
+            raise DatasetError(f"{info.url} has {len(shards)} shards for {world} training processes; every process "
                                "needs one: render with a smaller output.samples_per_shard")
-        workers = max(1, min(num_workers, len(urls) // world))
-        # Endless: the trainer takes the same number of steps on every rank, so uneven shards (6 on 4
-        # ranks) never leave one rank waiting in an all-reduce the others will not reach.
-        dataset = (wds.WebDataset(urls, shardshuffle=len(urls), seed=seed, nodesplitter=wds.split_by_node,
-                                  workersplitter=wds.split_by_worker, empty_check=False)
-                   .repeat()
-                   .shuffle(shuffle_buffer, seed=seed)
-                   .map(SampleToTensors(spec, augment_strength, seed, jitter_crops=True)).unlisted())
+        # Every worker gets a shard. Endless: the trainer takes the same number of steps on every rank,
+        # so uneven shards (6 on 4 ranks) never leave one rank waiting in an all-reduce.
+        workers = max(1, min(num_workers, len(shards) // world))
+        stream = ShardStream(info, SampleToTensors(spec, augment_strength, seed, jitter_crops=True), True,
+                             shuffle_buffer, seed)
     else:
         workers = min(num_workers, 1)
-        dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
-                                 empty_check=False).map(SampleToTensors(spec, 0.0)).unlisted()
-    batches = dataset.batched(batch_size, partial=not train, collation_fn=torch.utils.data.default_collate)
-    return torch.utils.data.DataLoader(batches, batch_size=None,
-                                       num_workers=workers if num_workers > 0 else 0,
-                                       persistent_workers=False, pin_memory=torch.cuda.is_available())
+        stream = ShardStream(info, SampleToTensors(spec, 0.0), False, 0, seed)
+    loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, drop_last=train,
+                                         num_workers=workers if num_workers > 0 else 0,
+                                         persistent_workers=False, pin_memory=torch.cuda.is_available())
+    return Batches(loader)
+

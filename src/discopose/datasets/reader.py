@@ -1,13 +1,12 @@
 """Read datasets written by :mod:`discopose.datasets.generate`."""
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 from typing import Iterator
 
 from discopose._errors import DatasetError
 from discopose.datasets.format import FORMAT, FORMAT_VERSION, MANIFEST, decode_sample
-from discopose.datasets.storage import Storage
+from discopose.datasets.storage import Storage, read_shard
 from discopose.geometry.symmetry import Symmetry
 
 
@@ -33,7 +32,7 @@ class DatasetInfo:
     @property
     def shard_urls(self) -> list[str]:
         storage = Storage(self.url)
-        return [storage.path(shard["name"]) for shard in self.manifest["shards"]]
+        return [storage.url_of(shard["name"]) for shard in self.manifest["shards"]]
 
     def summary(self) -> str:
         m = self.manifest
@@ -68,26 +67,45 @@ def open_dataset(url: str, require_complete: bool = True) -> DatasetInfo:
     return DatasetInfo(url=url, manifest=manifest)
 
 
-def iter_raw_samples(info: DatasetInfo, shard_names: list[str] | None = None) -> Iterator[dict]:
-    """Raw samples (``{"__key__", field: bytes}``) in index order."""
+def check_shards(info: DatasetInfo, verify_hashes: bool = False) -> None:
+    """Fail now, with the shard's name, rather than an epoch into training: every shard the manifest
+    lists exists with its recorded size, and with ``verify_hashes`` its bytes match the sha256."""
     storage = Storage(info.url)
-    names = shard_names or [shard["name"] for shard in info.manifest["shards"]]
-    for name in names:
-        current: dict = {}
-        try:
-            with storage.open(name) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-                for member in tar:
-                    key, field = member.name.split(".", 1)
-                    if current and current["__key__"] != key:
-                        yield current
-                        current = {}
-                    current["__key__"] = key
-                    current[field] = tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, FileNotFoundError) as exc:
-            raise DatasetError(f"{storage.path(name)} is missing, truncated or corrupt ({exc}); rerun the "
-                               "`discopose render` command that made it to repair it") from None
-        if current:
+    for shard in info.manifest["shards"]:
+        size = storage.size(shard["name"])
+        if size is None:
+            raise DatasetError(f"{storage.url_of(shard['name'])} is missing; rerun the `discopose render` command "
+                               "that made the dataset to re-render it")
+        if shard.get("bytes") is not None and size != shard["bytes"]:
+            raise DatasetError(f"{storage.url_of(shard['name'])} is {size} bytes but the manifest says "
+                               f"{shard['bytes']} (truncated or replaced); run `discopose inspect --verify` on "
+                               "the dataset, then rerun the `discopose render` command that made it")
+        if verify_hashes:
+            for _ in read_shard(storage, shard["name"], shard["sha256"]):
+                pass
+
+
+def iter_raw_samples(info: DatasetInfo, shard_names: list[str] | None = None) -> Iterator[dict]:
+    """Raw samples (``{"__key__", field: bytes}``) in index order; each shard's bytes are checked
+    against the manifest's sha256 as they stream."""
+    storage = Storage(info.url)
+    expected = {shard["name"]: shard.get("sha256") for shard in info.manifest["shards"]}
+    for name in shard_names or list(expected):
+        yield from group_samples(read_shard(storage, name, expected.get(name)), storage.url_of(name))
+
+
+def group_samples(members, url: str) -> Iterator[dict]:
+    """Tar members ``(key.field, bytes)`` in order -> ``{"__key__": key, "__url__": shard, field: bytes}``."""
+    current: dict = {}
+    for member, data in members:
+        key, field = member.split(".", 1)
+        if current and current["__key__"] != key:
             yield current
+            current = {}
+        current.update({"__key__": key, "__url__": url})
+        current[field] = data
+    if current:
+        yield current
 
 
 def iter_samples(info: DatasetInfo, limit: int | None = None) -> Iterator[dict]:

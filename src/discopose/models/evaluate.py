@@ -168,7 +168,7 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     import tempfile
 
     from discopose.datasets.loader import check_compatible
-    from discopose.datasets.reader import open_dataset
+    from discopose.datasets.reader import check_shards, open_dataset
     from discopose.estimator.api import load
     from discopose.geometry.symmetry import Symmetry
     from discopose.models.report import overlay_prediction, write_report
@@ -182,6 +182,7 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
         data = bop_to_shards(bop, tmp.name, "bop", meta["object"])
     try:
         info = open_dataset(data)
+        check_shards(info)
         check_compatible(info, {**meta, "dataset_format_version": info.manifest["format_version"]} if bop else meta)
         views: dict = {}
         predictions = predict_with_estimator(estimator, info, limit=limit, fuse=fuse, views_out=views)

@@ -17,7 +17,7 @@ from discopose._errors import ConfigError, DiscoposeError
 from discopose._io import atomic_write_json
 from discopose.config import check_range
 from discopose.datasets.format import FORMAT_VERSION
-from discopose.datasets.reader import DatasetInfo, iter_raw_samples, open_dataset
+from discopose.datasets.reader import DatasetInfo, check_shards, iter_raw_samples, open_dataset
 from discopose.camera import CameraModel
 from discopose.datasets.loader import check_compatible, make_loader
 from discopose.models.backbones import BACKBONES, preprocessing
@@ -178,6 +178,11 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     out_dir = Path(out)
     train_info = open_dataset(data)
     val_info = open_dataset(val) if val else None
+    # A missing/truncated shard is found now, not an epoch in; the (small) validation set is hashed
+    # whole. Training shards are verified as they stream.
+    check_shards(train_info)
+    if val_info is not None:
+        check_shards(val_info, verify_hashes=True)
 
     shape_rotations = classified_rotations(train_info.manifest["object"])
     spec = network_spec(train_info, config)
