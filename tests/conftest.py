@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +75,36 @@ def trained_run(pose_datasets, tmp_path_factory):
                             locator_config=TrainConfig(stage="locator", epochs=3, **common),
                             crop_config=TrainConfig(stage="crop", epochs=4, **common), progress=False)
     return out, metas
+
+
+S3_BUCKET = "discopose-test"
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A real S3 API server on localhost (moto's server mode) with bucket ``S3_BUCKET``; fsspec in this
+    process points at it, and the returned environment points subprocesses at it."""
+    import fsspec
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    saved_conf = fsspec.config.conf.get("s3")
+    os.environ.update(env)
+    fsspec.config.conf["s3"] = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]}
+    fsspec.filesystem("s3").mkdir(S3_BUCKET)
+    yield {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if saved_conf is None:
+        fsspec.config.conf.pop("s3", None)
+    else:
+        fsspec.config.conf["s3"] = saved_conf
+    server.stop()

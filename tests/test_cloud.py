@@ -1,6 +1,5 @@
 """Datasets on an object store, end to end, against a real S3 API server on localhost (moto's
 server mode): render writes the bucket, inspect verifies it, training and evaluation stream from it."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,37 +12,9 @@ from discopose.datasets.reader import open_dataset
 from discopose.render.config import RenderConfig
 from tests.conftest import tiny_overrides
 
-pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+from tests.conftest import S3_BUCKET as BUCKET
 
 NUM = 8
-BUCKET = "discopose-test"
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    import fsspec
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-           "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved_env = {k: os.environ.get(k) for k in env}
-    saved_conf = fsspec.config.conf.get("s3")
-    os.environ.update(env)
-    fsspec.config.conf["s3"] = {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]}
-    fsspec.filesystem("s3").mkdir(BUCKET)
-    yield {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    for key, value in saved_env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    if saved_conf is None:
-        fsspec.config.conf.pop("s3", None)
-    else:
-        fsspec.config.conf["s3"] = saved_conf
-    server.stop()
 
 
 def cli(*args, env):
