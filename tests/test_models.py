@@ -1,6 +1,7 @@
 import json
 import os
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -283,20 +284,37 @@ def test_mismatched_dataset_and_model_is_refused(trained_run, tmp_path):
         evaluate_checkpoint(str(run / "best"), str(tmp_path / "big-cube"), str(tmp_path / "eval"))
 
 
-def test_resume_continues_from_last_epoch(pose_datasets, tmp_path):
+def _lr_curve(run) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "tensorboard"))  # purges a killed run's steps that were redone
+    events.Reload()
+    return {event.step: event.value for event in events.Scalars("train/lr")}
+
+
+def test_training_killed_by_sigkill_resumes_like_a_clean_run(pose_datasets, tmp_path):
+    """SIGKILL during epoch 2 of 3, then --resume: the same step count and learning-rate curve as an
+    uninterrupted run (one-cycle back down to ~0 at the end, not restarted or stretched)."""
     from discopose.models.train import TrainConfig, train
-    config = TrainConfig(epochs=1, batch_size=32, num_workers=0, pretrained="none", backbone="mobilenet_v3_small",
+    config = TrainConfig(epochs=3, batch_size=32, num_workers=0, pretrained="none", backbone="mobilenet_v3_small",
                          stage="locator")
-    first = train(pose_datasets["frames"], str(tmp_path), config=config, progress=False)
-    assert first["epoch"] == 1
-    config.epochs = 3
-    resumed = train(pose_datasets["frames"], str(tmp_path), config=config, resume=True, progress=False)
-    assert resumed["epoch"] == 3 and resumed["step"] == 3 * first["step"]
-    # The schedule is the one a fresh 3-epoch run follows (one-cycle: back down to ~0 at the end), not
-    # the 1-epoch run's stretched or restarted.
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "discopose.cli", "train", "--data", pose_datasets["frames"],
+                             "--out", str(killed), "--epochs", "3", "--batch-size", "32", "--num-workers", "0",
+                             "--pretrained", "none", "--backbone", "mobilenet_v3_small", "--set", "stage=locator",
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (killed / "last" / "train_state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    resumed = train(pose_datasets["frames"], str(killed), config=config, resume=True, progress=False)
     fresh = train(pose_datasets["frames"], str(tmp_path / "fresh"), config=config, progress=False)
-    assert fresh["step"] == resumed["step"]
+    assert resumed["epoch"] == fresh["epoch"] == 3 and resumed["step"] == fresh["step"]
     assert resumed["lr"] == pytest.approx(fresh["lr"], rel=1e-9) and resumed["lr"] < 0.01 * config.lr
+    curve, clean_curve = _lr_curve(killed), _lr_curve(tmp_path / "fresh")
+    assert sorted(curve) == sorted(clean_curve) and len(curve) >= 4
+    assert [curve[step] for step in sorted(curve)] == pytest.approx([clean_curve[s] for s in sorted(curve)], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -250,6 +250,13 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     # The filter smooths: less frame-to-frame jitter than the raw measurements.
     quality = tracking_quality(tmp_path / "poses.jsonl", clip.ground_truth, skip=5)
     assert quality["filtered"]["jitter_mm"] < quality["raw"]["jitter_mm"], quality
+    # And the model tracks the object: its error is below the mean training pose's on the same frames
+    # (an untrained network, or one fed the wrong camera, predicts about the mean and fails here).
+    truth = [json.loads(line) for line in clip.ground_truth.read_text().splitlines()]
+    mean_position = np.asarray(estimator.locator.meta["train_camera_position_m_mean"])
+    chance_mm = 1000 * np.median([np.linalg.norm(np.asarray(row["camera_from_object"]["cam0"])[:3, 3] - mean_position)
+                                  for row in truth[5:]])
+    assert quality["raw"]["te_mm_median"] < 0.7 * chance_mm, (quality, chance_mm)
 
 
 def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_datasets, tmp_path):
