@@ -141,6 +141,8 @@ def cmd_calibrate(args) -> None:
     board = BoardSpec.parse(args.board)
     if args.step == "board":
         import cv2
+        if args.px_per_square < 1:
+            raise DiscoposeError(f"--px-per-square {args.px_per_square}: give a positive number of pixels, e.g. 200")
         image = draw_board(board, px_per_square=args.px_per_square, margin_px=args.px_per_square // 2)
         atomic_write_bytes(args.out, cv2.imencode(".png", image)[1].tobytes())
         width_m, height_m = board.size_m
@@ -159,11 +161,12 @@ def cmd_calibrate(args) -> None:
         import numpy as np
         world_from_board = None
         if args.board_pose:
+            from discopose.camera import rigid_transform
             from discopose.config import load_mapping
-            data = load_mapping(args.board_pose)
-            world_from_board = np.asarray(data.get("world_from_board"), float)
-            if world_from_board.shape != (4, 4):
+            data = load_mapping(args.board_pose, what="board pose file")
+            if "world_from_board" not in data:
                 raise DiscoposeError(f"{args.board_pose} must hold world_from_board: a 4x4 matrix (metres)")
+            world_from_board = rigid_transform(data["world_from_board"], "world_from_board", args.board_pose)
         camera = calibrate_extrinsics(CameraModel.load(args.camera), args.image, board, world_from_board)
         camera.save(args.out or args.camera)
         print(f"world_from_camera (RMS {camera.meta['extrinsics_rms_px']:.3f} px) -> {args.out or args.camera}\n"
@@ -224,7 +227,8 @@ def cmd_demo(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
+                        help="debug logging, and the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the whole pipeline on embedded defaults: render, train, evaluate, track")
@@ -356,6 +360,15 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except DiscoposeError as exc:
         print(f"discopose {args.command}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug or the machine, keep the traceback
+            raise
+        # A path the library did not check itself (a file in the way of a folder, no permission, disk full).
+        from discopose._io import describe_path_error
+        print(f"discopose {args.command}: error: {describe_path_error(exc)}", file=sys.stderr)
         if args.verbose:
             raise
         return 2
