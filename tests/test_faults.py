@@ -152,26 +152,27 @@ def test_corrupt_shards_stop_training_and_eval_with_one_line_naming_the_shard(re
     assert not (tmp_path / "run").exists()
 
 
-DISK_KIB = 128  # room for the manifest and two of the three 50 KiB shards
-
-
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(reference, tmp_path):
+    """A real size-limited file system with room for the manifest and two of the three shards."""
+    _, _, manifest, _ = reference
+    size_kib = (2 * manifest["shards"][0]["bytes"] + 40 * 1024) // 1024
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_KIB}k", "tmpfs", str(mount)], capture_output=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(mount)], capture_output=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
-    yield mount
+    yield mount, size_kib * 1024
     subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_full_disk_is_a_clear_error_and_leaves_no_partial_shard(reference, small_disk):
     ref, config, manifest, _ = reference
-    assert sum(s["bytes"] for s in manifest["shards"]) > DISK_KIB * 1024 > 2 * manifest["shards"][0]["bytes"]
+    disk, disk_bytes = small_disk
+    assert sum(s["bytes"] for s in manifest["shards"]) > disk_bytes
     with pytest.raises(DiscoposeError, match="disk full while writing .*rerun the same command to resume"):
-        generate_dataset(str(small_disk / "ds"), NUM, config, workers=1, progress=False)
-    out = small_disk / "ds"
+        generate_dataset(str(disk / "ds"), NUM, config, workers=1, progress=False)
+    out = disk / "ds"
     # What is visible is whole: each shard is byte-identical to the reference (one may be committed but
     # not yet listed when the manifest update hit the full disk: a rerun re-renders it), every shard the
     # manifest lists verifies, and no temp file is left.

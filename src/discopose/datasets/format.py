@@ -63,18 +63,25 @@ def encode_sample(params: dict, views: dict, output) -> dict:
     return sample
 
 
+def decode_labels(raw: dict) -> dict:
+    """A raw sample's labels (its JSON member), without decoding any image."""
+    try:
+        labels = json.loads(raw["json"])
+        labels["cameras"]
+    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{_where(raw)} has no readable labels ({type(exc).__name__}: {exc}); the shard is "
+                           "corrupt: run `discopose inspect --verify`, then rerun the `discopose render` command "
+                           "that made it") from None
+    return labels
+
+
 def decode_sample(raw: dict) -> dict:
     """Decode a raw sample (``{"__key__", "json": bytes, "cam0.rgb.jpg": bytes, ...}``).
 
     Returns ``{"key", "labels": dict, "views": {camera: {"rgb": HxWx3 uint8 RGB, "mask": HxW bool,
     "depth_m": HxW float32}}}`` with the optional entries present only when stored.
     """
-    try:
-        labels = json.loads(raw["json"])
-    except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{_where(raw)} has no readable labels ({type(exc).__name__}: {exc}); the shard is "
-                           "corrupt: run `discopose inspect --verify`, then rerun the `discopose render` command "
-                           "that made it") from None
+    labels = decode_labels(raw)
     views: dict = {name: {} for name in labels["cameras"]}
     for field, data in raw.items():
         parts = field.split(".")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from discopose._errors import ConfigError, DiscoposeError
 from discopose._io import atomic_write_json
 from discopose.config import check_range
-from discopose.datasets.format import FORMAT_VERSION
+from discopose.datasets.format import FORMAT_VERSION, decode_labels
 from discopose.datasets.reader import DatasetInfo, check_shards, iter_raw_samples, open_dataset
 from discopose.camera import CameraModel
 from discopose.datasets.loader import check_compatible, make_loader
@@ -78,7 +78,7 @@ def label_statistics(info: DatasetInfo, limit: int = 500) -> dict:
     for count, raw in enumerate(iter_raw_samples(info)):
         if count >= limit:
             break
-        labels = json.loads(raw["json"])
+        labels = decode_labels(raw)
         in_world.append(np.asarray(labels["world_from_object"])[:3, 3])
         for view in labels["cameras"].values():
             in_camera.append(np.asarray(view["camera_from_object"])[:3, 3])
