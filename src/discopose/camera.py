@@ -41,16 +41,13 @@ class CameraModel:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.K = np.asarray(self.K, dtype=float)
-        self.dist_coeffs = np.asarray(self.dist_coeffs, dtype=float).reshape(-1)
-        if self.K.shape != (3, 3) or self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
-            raise ConfigError(f"camera {self.name!r}: K must be a 3x3 matrix with positive fx, fy")
-        if self.width_px <= 0 or self.height_px <= 0:
-            raise ConfigError(f"camera {self.name!r}: width_px and height_px must be positive")
+        where = f"camera {self.name!r}"
+        self.width_px = image_size_px(self.width_px, "width_px", where)
+        self.height_px = image_size_px(self.height_px, "height_px", where)
+        self.K = intrinsics_matrix(self.K, where)
+        self.dist_coeffs = distortion_coefficients(self.dist_coeffs, where)
         if self.world_from_camera is not None:
-            self.world_from_camera = np.asarray(self.world_from_camera, dtype=float)
-            if self.world_from_camera.shape != (4, 4):
-                raise ConfigError(f"camera {self.name!r}: world_from_camera must be 4x4")
+            self.world_from_camera = rigid_transform(self.world_from_camera, "world_from_camera", where)
 
     @classmethod
     def from_fov(cls, name: str, width_px: int, height_px: int, fov_deg: float,
@@ -84,19 +81,39 @@ class CameraModel:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "camera") -> "CameraModel":
+        """A camera from a camera file's mapping; every problem raises :class:`ConfigError` naming
+        ``source`` (the file), the field and the fix."""
         if data.get("format") != FORMAT:
             raise ConfigError(f"{source}: not a discopose camera file (format: {data.get('format')!r}); "
                               "write one with `discopose calibrate intrinsics`")
-        if data.get("version", 0) > VERSION:
-            raise ConfigError(f"{source}: camera file version {data['version']} is newer than this discopose "
+        version = data.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ConfigError(f"{source}: version must be a whole number, got {_short(version)}; "
+                              f"write version: {VERSION}")
+        if version > VERSION:
+            raise ConfigError(f"{source}: camera file version {version} is newer than this discopose "
                               f"understands ({VERSION}); upgrade discopose")
-        try:
-            return cls(name=str(data["name"]), width_px=int(data["width_px"]), height_px=int(data["height_px"]),
-                       K=data["K"], dist_coeffs=data.get("dist_coeffs") or np.zeros(5),
-                       world_from_camera=data.get("world_from_camera"), rms_px=data.get("rms_px"),
-                       meta=data.get("meta") or {})
-        except KeyError as exc:
-            raise ConfigError(f"{source}: camera file lacks the field {exc.args[0]!r}") from None
+        missing = [name for name in ("name", "width_px", "height_px", "K") if name not in data]
+        if missing:
+            raise ConfigError(f"{source}: camera file lacks the field {missing[0]!r}; "
+                              "write it again with `discopose calibrate intrinsics`")
+        rms_px, meta = data.get("rms_px"), data.get("meta") or {}
+        if rms_px is not None and not (isinstance(rms_px, (int, float)) and rms_px >= 0):
+            raise ConfigError(f"{source}: rms_px must be a non-negative number of pixels or null, "
+                              f"got {_short(rms_px)}")
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{source}: meta must be a mapping, got {_short(meta)}; "
+                              "remove it or write key: value pairs")
+        world_from_camera = data.get("world_from_camera")
+        return cls(name=str(data["name"]),
+                   width_px=image_size_px(data["width_px"], "width_px", source),
+                   height_px=image_size_px(data["height_px"], "height_px", source),
+                   K=intrinsics_matrix(data["K"], source),
+                   # An empty or absent list means an ideal lens, as OpenCV reads an empty distCoeffs.
+                   dist_coeffs=distortion_coefficients(data.get("dist_coeffs") or np.zeros(5), source),
+                   world_from_camera=None if world_from_camera is None else
+                   rigid_transform(world_from_camera, "world_from_camera", source),
+                   rms_px=rms_px, meta=meta)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -108,6 +125,78 @@ class CameraModel:
     def load(cls, path: str | Path) -> "CameraModel":
         from discopose.config import load_mapping
         return cls.from_dict(load_mapping(path, what="camera file"), source=str(path))
+
+
+# The distortion models OpenCV accepts: k1 k2 p1 p2, then k3, then k4 k5 k6, then s1..s4, then tauX tauY.
+DIST_COEFF_COUNTS = (4, 5, 8, 12, 14)
+# Camera files hold matrices printed to a few decimals; a rotation that far off orthonormal is still one.
+RIGID_ATOL = 1e-3
+
+
+def _short(value) -> str:
+    """``repr(value)`` cut to a length that keeps an error message on one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _float_array(value, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """``value`` as finite floats (of ``shape`` when given), or None when it is not that."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if (shape is not None and array.shape != shape) or not np.isfinite(array).all():
+        return None
+    return array
+
+
+def image_size_px(value, name: str, where: str) -> int:
+    """A positive whole number of pixels (``name`` is the field, ``where`` the file or camera)."""
+    whole = isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating))
+                                                     and float(value).is_integer())
+    if isinstance(value, bool) or not whole or value <= 0:
+        raise ConfigError(f"{where}: {name} must be a positive whole number of pixels, got {_short(value)}")
+    return int(value)
+
+
+def intrinsics_matrix(value, where: str) -> np.ndarray:
+    """``K`` as a 3x3 float array with positive focal lengths and a last row of [0, 0, 1]."""
+    K = _float_array(value, (3, 3))
+    if K is None:
+        raise ConfigError(f"{where}: K must be a 3x3 matrix of numbers [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] "
+                          f"(pixels), got {_short(value)}; rerun `discopose calibrate intrinsics` or fix the file")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ConfigError(f"{where}: K has fx={K[0, 0]:g}, fy={K[1, 1]:g}; both focal lengths (K[0][0], K[1][1]) "
+                          "must be positive pixels")
+    if not np.allclose(K[2], [0, 0, 1]):
+        raise ConfigError(f"{where}: K's last row is {K[2].tolist()}; a pinhole K ends in [0, 0, 1]")
+    return K
+
+
+def distortion_coefficients(value, where: str) -> np.ndarray:
+    """OpenCV distortion coefficients as a flat float array of one of the lengths OpenCV accepts."""
+    coeffs = _float_array(value)
+    if coeffs is None:
+        raise ConfigError(f"{where}: dist_coeffs must be a list of numbers [k1, k2, p1, p2, k3], got {_short(value)}")
+    coeffs = coeffs.reshape(-1)
+    if coeffs.size not in DIST_COEFF_COUNTS:
+        raise ConfigError(f"{where}: dist_coeffs has {coeffs.size} coefficients; OpenCV takes 4, 5, 8, 12 or 14 "
+                          "in the order k1, k2, p1, p2, k3, ...: pad with zeros, e.g. [k1, k2, p1, p2, 0]")
+    return coeffs
+
+
+def rigid_transform(value, name: str, where: str) -> np.ndarray:
+    """A 4x4 rotation-and-translation matrix (metres) as a float array; ``name`` is the field."""
+    matrix = _float_array(value, (4, 4))
+    if matrix is None:
+        raise ConfigError(f"{where}: {name} must be a 4x4 matrix of numbers (rotation and translation in "
+                          f"metres), got {_short(value)}")
+    rotation = matrix[:3, :3]
+    orthonormal = np.allclose(rotation @ rotation.T, np.eye(3), atol=RIGID_ATOL)
+    if not orthonormal or np.linalg.det(rotation) < 0 or not np.allclose(matrix[3], [0, 0, 0, 1]):
+        raise ConfigError(f"{where}: {name} is not a rigid transform (its 3x3 part must be a rotation, its last "
+                          "row [0, 0, 0, 1]); no scale or mirroring: give the pose in metres")
+    return matrix
 
 
 def remap_image(image: np.ndarray, source: CameraModel, target: CameraModel,

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return 2
     except OSError as exc:
-        if exc.filename is None:  # not about a path the user gave: a bug or the machine, keep the traceback
+        if not isinstance(exc.filename, str):  # not about a path: a bug or the machine, keep the traceback
             raise
         # A path the library did not check itself (a file in the way of a folder, no permission, disk full).
         from discopose._io import describe_path_error

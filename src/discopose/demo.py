@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from discopose._io import atomic_write_json
+from discopose._errors import DiscoposeError
+from discopose._io import atomic_write_json, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,13 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
     from discopose.render.preview import render_preview
     from discopose.render.trajectory import render_trajectory_video
 
+    if seed < 0:
+        # Every dataset's seed is derived from it; a negative one would fail later, in a derived form.
+        raise DiscoposeError(f"--seed {seed}: give a non-negative integer")
     name = plan
     plan = DemoPlan(**{**asdict(PLANS[plan]), "seed": seed})
     quick = name == "quick"
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_folder(out)
     timings = {}
 
     def stage(name):

@@ -258,12 +258,19 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
     if workers is not None and workers < 1:
         raise DiscoposeError(f"--workers must be at least 1, got {workers} (leave it out for one per CPU core)")
     workers = workers or max(1, os.cpu_count() or 1)
+    from discopose.render.objects import build_object, check_fits_cameras
+    from discopose.render.sampling import nominal_cameras
+    # Before the output exists: a refused object must not leave a half-made dataset to trip the rerun.
+    check_fits_cameras(build_object(config.object), nominal_cameras(config), config)
     storage = Storage(out)
     storage.ensure_writable()
     storage.remove_stale_temps()
 
     fingerprint = config_fingerprint(config, num_samples)
     previous = storage.read_json(MANIFEST)
+    if previous is not None and previous.get("fingerprint") != fingerprint and not previous.get("shards"):
+        log.info("%s holds no shard of an earlier attempt with other settings; starting over", storage.url)
+        previous = None
     if previous is not None and previous.get("fingerprint") != fingerprint:
         raise DiscoposeError(f"{storage.url} already holds a dataset made with a different config or --num; "
                              "use a new --out, or delete that folder to start over")

@@ -13,7 +13,6 @@ estimate). Several cameras are fused in the world frame with their calibrated ex
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel, aimed_camera, remap_image
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
-from discopose.models.checkpoint import ESTIMATOR_FORMAT, ESTIMATOR_VERSION, recover_folder
+from discopose.models.checkpoint import read_estimator_index, recover_folder
 from discopose.models.pose_net import decode_position, reported_rotation
 
 log = logging.getLogger(__name__)
@@ -110,13 +109,9 @@ class PoseEstimator:
     def __init__(self, path: str | Path, backend: str = "torch", device: str | None = None, refine_steps: int = 2):
         self.path = Path(path)
         recover_folder(self.path)
-        index = self.path / "estimator.json"
-        if index.is_file():
-            self.meta = json.loads(index.read_text())
-            if self.meta.get("format") != ESTIMATOR_FORMAT:
-                raise DiscoposeError(f"{index} is not a discopose estimator index")
-            if self.meta.get("version", 0) > ESTIMATOR_VERSION:
-                raise DiscoposeError(f"{self.path} was written by a newer discopose; upgrade")
+        index = read_estimator_index(self.path)
+        if index is not None:
+            self.meta = index
             self.locator = _Network(self.path / "locator", backend, device)
             self.crop = _Network(self.path / "crop", backend, device) if (self.path / "crop").is_dir() else None
             self.uncertainty_scale = self.meta.get("uncertainty_scale") or {"position": 1.0, "rotation": 1.0}

@@ -23,6 +23,7 @@ from discopose._errors import DiscoposeError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+SKIPPED_IMAGE = "skipping %s: not a readable image (corrupt, truncated or not an image)"
 
 
 @dataclass
@@ -33,23 +34,43 @@ class Frame:
 
 
 class ImageFolderCapture:
-    """cv2.VideoCapture-like reader over a sorted folder of images."""
+    """cv2.VideoCapture-like reader over a sorted folder of images. An image that cannot be decoded is
+    skipped with a warning naming it, as a camera drops a bad frame; a folder without one readable
+    image is an error."""
 
     def __init__(self, folder: str, fps: float = 30.0):
         self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
-            raise DiscoposeError(f"camera folder {folder!r} holds no images")
+            raise DiscoposeError(f"camera folder {folder!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.position = 0
         self.fps = fps
+        # Decoded now so that a folder of nothing but unreadable files fails before tracking starts, with
+        # one error rather than a warning per file.
+        self._pending = self._next_image(warn=False)
+        if self._pending is None:
+            raise DiscoposeError(f"camera folder {folder!r}: none of its {len(self.paths)} images can be read "
+                                 f"(e.g. {self.paths[0].name}); replace them with valid PNG/JPEG files")
+        for path in self.paths[:self.position - 1]:
+            log.warning(SKIPPED_IMAGE, path)
+
+    def _next_image(self, warn: bool = True) -> np.ndarray | None:
+        """The next image in order that decodes, skipping those that do not."""
+        while self.position < len(self.paths):
+            path = self.paths[self.position]
+            self.position += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return image
+            if warn:
+                log.warning(SKIPPED_IMAGE, path)
+        return None
 
     def isOpened(self) -> bool:  # noqa: N802 - mirrors cv2.VideoCapture
         return True
 
     def read(self):
-        if self.position >= len(self.paths):
-            return False, None
-        image = cv2.imread(str(self.paths[self.position]), cv2.IMREAD_COLOR)
-        self.position += 1
+        image = self._pending if self._pending is not None else self._next_image()
+        self._pending = None
         return image is not None, image
 
     def get(self, prop):
@@ -84,6 +105,7 @@ class CameraSource:
         self.state = "starting"
         self.frames_read = 0
         self.reconnects = 0
+        self.error: str | None = None  # why the grabbing thread stopped, when it stopped on an error
         self.max_backoff_s = max_backoff_s
         self._capture, self.live = self._open_fn(self.uri)
         if not self._capture.isOpened():
@@ -97,6 +119,16 @@ class CameraSource:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._grab_frames()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the consumer must not wait on this camera forever
+            self.error = f"camera {self.name!r} ({self.uri}) stopped: {type(exc).__name__}: {exc}".splitlines()[0]
+            log.error("%s", self.error)
+            self.state = "ended"
+            with self._lock:
+                self._lock.notify_all()
+
+    def _grab_frames(self) -> None:
         backoff, index, next_time = 0.1, 0, time.monotonic()
         while not self._stop.is_set():
             ok, image = self._capture.read()

@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 
 from discopose._errors import DiscoposeError
+from discopose._io import output_file
 from discopose.camera import CameraModel
+from discopose.config import check_range
 from discopose.estimator.api import PoseEstimator, fuse_world_poses
 from discopose.estimator.filter import FilterConfig, PoseFilter
 from discopose.estimator.publisher import PosePublisher
@@ -41,6 +43,11 @@ class TrackConfig:
     reuse_track_max_age_s: float = 0.2
     reuse_track_max_sigma_m: float = 0.01
     filter: FilterConfig = field(default_factory=FilterConfig)
+
+    def __post_init__(self):
+        check_range("max_frames", self.max_frames, 0)
+        check_range("duration_s", self.duration_s, 0.0)
+        check_range("tolerance_s", self.tolerance_s, 0.0)
 
 
 def _ellipse(image, K, camera_from_object, covariance_position, color):
@@ -88,6 +95,9 @@ class Tracker:
         symmetry = Symmetry.from_dict(estimator.object["symmetry"])
         self.filter = PoseFilter(self.config.filter, symmetry.matrices())
         self.keypoints = np.asarray(estimator.object["keypoints_m"])
+        for path in (self.config.record, self.config.record_video):
+            if path:
+                output_file(path)  # a bad output path fails now, not after the run
         self.publisher = PosePublisher(self.config.publish) if self.config.publish else None
         self.latencies: list[float] = []
         self.publish_times: list[float] = []
@@ -201,7 +211,10 @@ class Tracker:
         if self._video is not None:
             if self._video_size is None:
                 self._video_size = (bgr.shape[1], bgr.shape[0])
-                self._video.open(self._video_tmp, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, self._video_size)
+                if not self._video.open(self._video_tmp, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, self._video_size):
+                    self._video = None  # nothing to move into place when the run closes
+                    raise DiscoposeError(f"--record-video {self.config.record_video}: OpenCV cannot write an MP4 "
+                                         "there; choose another path (or record poses only with --record)")
             if (bgr.shape[1], bgr.shape[0]) == self._video_size:
                 self._video.write(bgr)
         if self.config.show:
@@ -228,15 +241,14 @@ class Tracker:
 
     def run(self) -> dict:
         config = self.config
-        if config.record:
-            Path(config.record).parent.mkdir(parents=True, exist_ok=True)
-            self._record = open(config.record, "w")
-        if config.record_video:
-            # Opened on the first frame drawn, at that frame's size.
-            self._video_tmp = str(Path(config.record_video).with_name(f".{Path(config.record_video).name}.tmp.mp4"))
-            self._video, self._video_size = cv2.VideoWriter(), None
         started = last_status = time.monotonic()
-        try:
+        try:  # everything from here on ends in close(): camera threads left running abort the interpreter
+            if config.record:
+                self._record = open(config.record, "w")
+            if config.record_video:
+                # Opened on the first frame drawn, at that frame's size.
+                self._video_tmp = str(Path(config.record_video).with_name(f".{Path(config.record_video).name}.tmp.mp4"))
+                self._video, self._video_size = cv2.VideoWriter(), None
             while True:
                 if all(s.ended for s in self.sources.values()):
                     break
@@ -250,6 +262,9 @@ class Tracker:
                     last_status = time.monotonic()
         finally:
             self.close()
+        failed = [source.error for source in self.sources.values() if source.error]
+        if failed:
+            raise DiscoposeError(f"{failed[0]}; the run ended early")
         return self.stats()
 
     def close(self) -> None:

@@ -90,8 +90,26 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
+def read_estimator_index(folder: str | Path) -> dict | None:
+    """An estimator folder's ``estimator.json``, checked; None when ``folder`` has none (a single checkpoint)."""
+    index = Path(folder) / "estimator.json"
+    if not index.is_file():
+        return None
+    try:
+        meta = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DiscoposeError(f"{index} is truncated or corrupt; use another copy of the estimator or "
+                             "retrain") from None
+    if not isinstance(meta, dict) or meta.get("format") != ESTIMATOR_FORMAT:
+        raise DiscoposeError(f"{index} is not a discopose estimator index")
+    if meta.get("version", 0) > ESTIMATOR_VERSION:
+        raise DiscoposeError(f"{folder} was written by a newer discopose; upgrade")
+    return meta
+
+
 def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, dict]:
     """Rebuild the network from ``meta.json`` and load its weights; returns (model in eval mode, meta)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
     meta = read_meta(folder)
@@ -101,7 +119,11 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, d
         raise DiscoposeError(f"{weights} does not match the sha256 in meta.json (corrupt or truncated); use "
                              "another checkpoint (e.g. last/) or retrain")
     model = PoseNet(PoseNetSpec(**meta["spec"]), pretrained="none")
-    model.load_state_dict(load(data), strict=True)
+    try:
+        model.load_state_dict(load(data), strict=True)
+    except (SafetensorError, RuntimeError) as exc:  # not safetensors at all, or another network's weights
+        raise DiscoposeError(f"{weights} is not the weights of the network meta.json describes "
+                             f"({str(exc).splitlines()[0]}); use another checkpoint (e.g. last/) or retrain") from None
     return model.to(device).eval(), meta
 
 

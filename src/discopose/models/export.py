@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from discopose._errors import DiscoposeError
-from discopose.models.checkpoint import load_checkpoint
+from discopose.models.checkpoint import load_checkpoint, read_estimator_index
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("position_uvz", "rotation", "position_log_var", "rotation_log_var")
@@ -35,6 +35,7 @@ class _TupleOutputs(torch.nn.Module):
 def export_estimator(folder: str | Path) -> list[Path]:
     """``model.onnx`` for every network of an estimator folder (locator/, crop/) or one checkpoint."""
     folder = Path(folder)
+    read_estimator_index(folder)  # a corrupt index would make the exported estimator unloadable: refuse now
     stages = [folder / name for name in ("locator", "crop") if (folder / name / "meta.json").is_file()]
     return [export_onnx(stage) for stage in stages or [folder]]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from discopose._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from discopose._io import atomic_write_bytes, atomic_write_json, atomic_write_text, output_folder
 from discopose.viz import contact_sheet, draw_pose, encode_png
 
 
@@ -31,8 +31,7 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
                  title: str, worst_views: list[np.ndarray] | None = None, baseline: dict | None = None) -> Path:
     """Write metrics.json, plots and report.html into ``out_dir``; returns the HTML path."""
     plt = _figure()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir)
     te_mm = np.array([e["te_mm"] for e in errors])
     re_deg = np.array([e["re_deg"] for e in errors])
     plots = []

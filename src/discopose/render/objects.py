@@ -167,8 +167,11 @@ def load_mesh_object(path: str, scale_to_m: float = 1.0, symmetry: Symmetry | No
         uvs = box_projection_uvs(loaded.vertices, loaded.face_normals, loaded.faces, scale_to_m)
     positions = np.asarray(loaded.vertices, np.float32) * scale_to_m
     if not np.isfinite(positions).all():
-        raise ConfigError(f"object mesh {path!r} has non-finite vertices")
+        raise ConfigError(f"object mesh {path!r} has non-finite vertices (NaN or infinite); export the mesh again")
     extent = np.ptp(positions, axis=0).max()
+    if extent == 0:
+        raise ConfigError(f"object mesh {path!r} has zero size (all its vertices coincide); export a mesh with "
+                          "a surface")
     if extent < 1e-3 or extent > 10:
         raise ConfigError(f"object mesh {path!r} is {extent:.4g} m across after scaling by {scale_to_m}; "
                           "set object.mesh_scale_to_m (e.g. 0.001 for millimetre models)")
@@ -193,6 +196,44 @@ def box_projection_uvs(vertices, face_normals, faces, scale_to_m: float = 1.0, t
         ids = faces[:, corner]
         uvs[ids] = np.take_along_axis(vertices[ids], keep, axis=1) / tile_m
     return uvs
+
+
+# Largest bounding radius of the object per metre of camera distance to the workspace centre. The default
+# 40 degree camera sees 0.73 m across per metre of distance: an object 0.8 m wide already overfills its
+# view, and anything bigger soon reaches the camera as it moves about the workspace.
+MAX_RADIUS_PER_CAMERA_DISTANCE = 0.4
+
+
+def check_fits_cameras(obj: ObjectModel, cameras: list, config) -> None:
+    """Refuse (:class:`ConfigError`) an object that cannot be rendered with the cameras of ``config`` (a
+    :class:`~discopose.render.config.RenderConfig`): non-finite or zero-size, a bounding radius above
+    40% of a camera's distance to the workspace centre, or a nearest possible approach (workspace
+    extent and camera jitter included) inside the near plane ``camera.znear_m``. ``cameras`` are the
+    nominal cameras (:func:`~discopose.render.sampling.nominal_cameras`)."""
+    positions = np.asarray(obj.positions, float)
+    if positions.size == 0 or not np.isfinite(positions).all():
+        raise ConfigError(f"object {obj.name!r} has no vertices or non-finite ones; export the mesh again")
+    if np.ptp(positions, axis=0).max() == 0:
+        raise ConfigError(f"object {obj.name!r} has zero size (all its vertices coincide); export a mesh with a "
+                          "surface")
+    radius_m = float(np.linalg.norm(positions, axis=1).max())
+    center = np.asarray(config.pose.workspace_center_m, float)
+    # How far the object's origin may stray from the workspace centre, plus each camera's own jitter.
+    reach_m = float(np.linalg.norm(config.pose.workspace_half_extent_m)) + config.camera.position_jitter_m
+    for camera in cameras:
+        distance_m = float(np.linalg.norm(camera.world_from_camera[:3, 3] - center))
+        nearest_m = distance_m - reach_m - radius_m
+        if radius_m <= MAX_RADIUS_PER_CAMERA_DISTANCE * distance_m and nearest_m >= config.camera.znear_m:
+            continue
+        if config.object.mesh is None:
+            resize = f"make the cube smaller (object.cube_size_m, now {config.object.cube_size_m:g})"
+        else:
+            resize = (f"scale the mesh with --object-scale (object.mesh_scale_to_m, now "
+                      f"{config.object.mesh_scale_to_m:g}; 0.001 for a mesh in millimetres)")
+        move = "calibrated cameras farther away" if config.camera.files else "cameras out (camera.distance_m)"
+        raise ConfigError(f"object {obj.name!r} has a diameter of {obj.diameter_m:.3g} m (bounding radius "
+                          f"{radius_m:.3g} m) but camera {camera.name!r} is {distance_m:.3g} m from the workspace "
+                          f"centre: the camera would be inside or against the object; {resize}, or move the {move}")
 
 
 def build_object(config) -> ObjectModel:
