@@ -122,6 +122,9 @@ def test_worker_crash_names_the_sample_seed(tmp_path):
     config = RenderConfig.load(overrides=tiny_overrides(**{"pose.poses_file": str(poses)}))
     with pytest.raises(DiscoposeError, match="has 2 poses but sample 2"):
         generate_dataset(str(tmp_path / "ds"), 4, config, workers=2, progress=False)
+    # Nothing was committed, so the fixed command may use other settings in the same folder.
+    fixed = generate_dataset(str(tmp_path / "ds"), 2, config, workers=1, progress=False)
+    assert fixed["complete"] and fixed["num_samples"] == 2
 
 
 def test_render_failure_names_sample_index_and_seed(tmp_path, monkeypatch):
