@@ -16,6 +16,8 @@ TEXTURE_KINDS = ("solid", "gradient", "stripes", "checker", "noise", "blend")
 LIGHT_TYPES = ("point", "spot", "directional")
 APPEARANCES = ("markings", "original", "random")
 PRIMITIVES = ("box", "sphere", "cylinder", "capsule", "cone")
+HAND_STYLES = ("skin", "robot", "disco")
+LIMB_STYLES = ("skin", "clothing", "disco")
 
 
 @dataclass
@@ -207,6 +209,125 @@ class ClutterConfig:
         check_range("clutter.room_half_extent_m", self.room_half_extent_m, 0.05)
 
 
+def _check_weights(path: str, weights: dict[str, float], allowed: tuple[str, ...]) -> None:
+    for name, weight in weights.items():
+        if name not in allowed:
+            raise ConfigError(f"{path}: {name!r} is unknown; use {', '.join(allowed)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{path}.{name} must be a number, got {weight!r}")
+        check_range(f"{path}.{name}", weight, 0.0)
+    if sum(weights.values()) <= 0:
+        raise ConfigError(f"{path}={weights} gives no style a positive weight; e.g. {{{allowed[0]}: 1.0}}")
+
+
+@dataclass
+class HandConfig:
+    """A procedural hand holding the object: a palm on one side of it, a forearm behind the palm, and
+    fingers (chains of capsule segments) from knuckles on the palm's rim to fingertips that touch the
+    object's bounding box. Sizes marked ``_frac`` are fractions of the object's diameter."""
+
+    # Probability that a sample has a hand; real frames of a manipulated cube nearly always do.
+    prob: float = 0.7
+    finger_count: tuple[int, int] = (2, 5)
+    segments_per_finger: tuple[int, int] = (2, 3)
+    # Probability that one finger is a thumb, reaching a side of the object rather than the far side.
+    thumb_prob: float = 0.8
+    finger_radius_frac: tuple[float, float] = (0.08, 0.12)
+    # Length of the fingertip segment; the other segments span the rest of the way to the knuckle.
+    fingertip_length_frac: tuple[float, float] = (0.18, 0.3)
+    # Height of the contacts above the palm plane, as the elevation of the ray from the object's centre.
+    contact_elevation_deg: tuple[float, float] = (-10.0, 60.0)
+    # Probability that a fingertip rests on an edge of the bounding box instead of a face.
+    edge_prob: float = 0.25
+    palm_length_frac: tuple[float, float] = (0.8, 1.2)
+    palm_width_frac: tuple[float, float] = (0.7, 1.0)
+    palm_thickness_frac: tuple[float, float] = (0.2, 0.3)
+    # Clearance between the object and the palm (0: the object rests on it).
+    palm_gap_frac: tuple[float, float] = (0.0, 0.08)
+    # Largest angle between the palm's normal (palm towards object) and world up: 0 holds the object
+    # from below, 90 from the side, 180 from any side.
+    palm_tilt_deg: float = 60.0
+    # The wrist and forearm behind the palm; [0, 0] leaves the palm without one.
+    forearm_length_m: tuple[float, float] = (0.12, 0.3)
+    # Relative weights of the hand's look: human skin tones, dark (partly metallic) robot colours, or a
+    # disco material from the texture bank.
+    style_weights: dict[str, float] = field(default_factory=lambda: {"skin": 0.4, "robot": 0.3, "disco": 0.3})
+    # Fingertip positions from a simulator (JSON lines, see docs); replaces the sampled grasp and ``prob``.
+    joint_states_file: str | None = None
+
+    def __post_init__(self):
+        check_range("hand.prob", self.prob, 0.0, 1.0)
+        check_range("hand.finger_count", self.finger_count, 1, 5)
+        check_range("hand.segments_per_finger", self.segments_per_finger, 1, 3)
+        check_range("hand.thumb_prob", self.thumb_prob, 0.0, 1.0)
+        check_range("hand.finger_radius_frac", self.finger_radius_frac, 0.005, 0.5)
+        check_range("hand.fingertip_length_frac", self.fingertip_length_frac, 0.01, 2.0)
+        check_range("hand.contact_elevation_deg", self.contact_elevation_deg, -80.0, 80.0)
+        check_range("hand.edge_prob", self.edge_prob, 0.0, 1.0)
+        for name in ("palm_length_frac", "palm_width_frac", "palm_thickness_frac"):
+            check_range(f"hand.{name}", getattr(self, name), 0.01, 10.0)
+        check_range("hand.palm_gap_frac", self.palm_gap_frac, 0.0, 10.0)
+        check_range("hand.palm_tilt_deg", self.palm_tilt_deg, 0.0, 180.0)
+        check_range("hand.forearm_length_m", self.forearm_length_m, 0.0, 2.0)
+        _check_weights("hand.style_weights", self.style_weights, HAND_STYLES)
+        if self.joint_states_file is not None and not Path(self.joint_states_file).is_file():
+            raise ConfigError(f"hand.joint_states_file={self.joint_states_file!r} does not exist; give a JSON lines "
+                              "file of fingertips_object_m per sample")
+
+
+@dataclass
+class LimbConfig:
+    """Arms and legs of people near the workspace: chains of long capsules that enter one camera's
+    view at a frame edge, beside or behind the object, never in front of its centre in any camera."""
+
+    # Probability that a sample has limbs; it then has ``count`` of them.
+    prob: float = 0.3
+    count: tuple[int, int] = (1, 2)
+    # Forearm (or shin) only, or also the upper arm (thigh) beyond an elbow (knee).
+    segments: tuple[int, int] = (1, 2)
+    # Human proportions: forearms are 6-9 cm thick, thighs up to 15 cm; segments 30-50 cm long.
+    diameter_m: tuple[float, float] = (0.06, 0.12)
+    length_m: tuple[float, float] = (0.3, 0.5)
+    # Depth of the limb's end in the view, minus the object's depth: < 0 beside and in front, > 0 behind.
+    depth_behind_m: tuple[float, float] = (-0.05, 0.4)
+    # How far the limb's end reaches into the image from the edge it enters by, as a fraction of the image.
+    reach_frac: tuple[float, float] = (0.05, 0.35)
+    style_weights: dict[str, float] = field(default_factory=lambda: {"skin": 0.4, "clothing": 0.4, "disco": 0.2})
+
+    def __post_init__(self):
+        check_range("limbs.prob", self.prob, 0.0, 1.0)
+        check_range("limbs.count", self.count, 0, 4)
+        check_range("limbs.segments", self.segments, 1, 3)
+        check_range("limbs.diameter_m", self.diameter_m, 0.001, 1.0)
+        check_range("limbs.length_m", self.length_m, 0.001, 3.0)
+        check_range("limbs.depth_behind_m", self.depth_behind_m, -1.0, 5.0)
+        check_range("limbs.reach_frac", self.reach_frac, 0.0, 0.5)
+        _check_weights("limbs.style_weights", self.style_weights, LIMB_STYLES)
+
+
+@dataclass
+class TableConfig:
+    """A table top under the object and the hand: a thin slab with a random bank material, horizontal up
+    to ``tilt_deg``. It receives shadows when a sample has them. Left out when a camera would be below it."""
+
+    prob: float = 0.5
+    # Clearance between the table and the lowest point of the object and hand (0: they rest on it).
+    gap_m: tuple[float, float] = (0.0, 0.1)
+    half_extent_m: tuple[float, float] = (0.2, 0.8)
+    thickness_m: float = 0.03
+    tilt_deg: float = 5.0
+    # Horizontal offset of the table's centre from the object, as a fraction of its half extent (edges in view).
+    offset_frac: tuple[float, float] = (0.0, 0.8)
+
+    def __post_init__(self):
+        check_range("table.prob", self.prob, 0.0, 1.0)
+        check_range("table.gap_m", self.gap_m, 0.0, 5.0)
+        check_range("table.half_extent_m", self.half_extent_m, 0.01, 10.0)
+        check_range("table.thickness_m", self.thickness_m, 0.001, 1.0)
+        check_range("table.tilt_deg", self.tilt_deg, 0.0, 45.0)
+        check_range("table.offset_frac", self.offset_frac, 0.0, 2.0)
+
+
 @dataclass
 class NoiseConfig:
     """Sensor effects applied after rendering (training adds more with albumentations)."""
@@ -247,6 +368,9 @@ class RenderConfig:
     lighting: LightingConfig = field(default_factory=LightingConfig)
     textures: TextureConfig = field(default_factory=TextureConfig)
     clutter: ClutterConfig = field(default_factory=ClutterConfig)
+    hand: HandConfig = field(default_factory=HandConfig)
+    limbs: LimbConfig = field(default_factory=LimbConfig)
+    table: TableConfig = field(default_factory=TableConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

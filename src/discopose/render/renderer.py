@@ -2,10 +2,13 @@
 
 Per worker, the GL context, the scene graph, the mesh pools and a bank of procedural textures are
 built once; per sample only node poses, visibility, materials and lights change. This is what makes
-CPU rendering (Mesa llvmpipe) fast enough: no geometry upload and no texture generation per sample.
+CPU rendering (Mesa llvmpipe) fast enough: no texture generation and no mesh processing per sample.
+The hand, limbs and table are the one exception: a few small instanced meshes made per sample from
+prebuilt unit shapes (see ``DiscoRenderer._body_mesh``).
 """
 from __future__ import annotations
 
+import json
 import logging
 
 import cv2
@@ -15,8 +18,9 @@ from discopose._errors import ConfigError
 from discopose.geometry.transforms import invert_transform, make_transform, opengl_from_opencv, project_points
 from discopose.render.config import RenderConfig
 from discopose.render.gl import import_pyrender, make_offscreen_renderer, release_offscreen_renderer, set_shadow_map_size
-from discopose.render.objects import ObjectModel, box_projection_uvs, build_object, colorize_cube
-from discopose.render.sampling import load_pose_file, nominal_cameras, sample_scene, sample_seed
+from discopose.render.objects import ObjectModel, box_projection_uvs, build_object, check_fits_cameras, colorize_cube
+from discopose.render.hand import BODY_SHAPES, load_joint_states
+from discopose.render.sampling import body_items, load_pose_file, nominal_cameras, sample_scene, sample_seed
 from discopose.render.textures import load_image_textures, make_texture_bank
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,18 @@ _WALLS = [(np.array(r, float), axis, sign) for r, axis, sign in (
 def _unit_shape(shape: str):
     """Unit-size trimesh primitive (fits in a 1 m cube, centred)."""
     import trimesh
+    # Body parts (hand, limbs, table; see render.hand) are many and small: few polygons.
+    if shape == "slab":
+        return trimesh.creation.box((1, 1, 1))
+    if shape == "rod":
+        # Open-ended: a rod's ends always sit inside joint spheres, so its caps would never be seen.
+        cylinder = trimesh.creation.cylinder(radius=0.5, height=1.0, sections=12)
+        rod = trimesh.Trimesh(cylinder.vertices, cylinder.faces[np.abs(cylinder.face_normals[:, 2]) < 0.5],
+                              process=False)
+        rod.remove_unreferenced_vertices()
+        return rod
+    if shape == "joint":
+        return trimesh.creation.icosphere(subdivisions=1, radius=0.5)
     if shape == "box":
         return trimesh.creation.box((1, 1, 1))
     if shape == "sphere":
@@ -51,9 +67,42 @@ def _unit_shape(shape: str):
     raise ValueError(shape)
 
 
+def _mesh_arrays(mesh, shape: str | None = None) -> tuple:
+    """(positions, normals, indices, uvs) of a unit mesh.
+
+    Round body parts (``joint`` spheres, open ``rod`` cylinders) keep their shared vertices with their true
+    surface normals, so a 12-sided finger shades round. Other shapes get one vertex per face corner: flat
+    shading and box-projected uvs.
+    """
+    if shape in ("joint", "rod"):
+        vertices = np.asarray(mesh.vertices, float)
+        normals = vertices * ([1.0, 1.0, 1.0] if shape == "joint" else [1.0, 1.0, 0.0])
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+        return (vertices.astype(np.float32), normals.astype(np.float32), np.asarray(mesh.faces, np.int32),
+                (vertices[:, [0, 2]] + 0.5).astype(np.float32))
+    mesh = mesh.copy()
+    mesh.unmerge_vertices()
+    uvs = box_projection_uvs(mesh.vertices, mesh.face_normals, mesh.faces, tile_m=1.0)
+    return (np.asarray(mesh.vertices, np.float32), np.asarray(mesh.vertex_normals, np.float32),
+            np.asarray(mesh.faces, np.int32), uvs)
+
+
+def _scaled_pose(item: dict) -> np.ndarray:
+    """``world_from_shape`` of a shape item with its unit mesh stretched to ``scale_m``."""
+    pose = np.asarray(item["world_from_shape"], float).copy()
+    pose[:3, :3] = pose[:3, :3] @ np.diag(item["scale_m"])
+    return pose
+
+
 def _load_unit_mesh(path: str):
     import trimesh
-    mesh = trimesh.load(path, force="mesh", process=False)
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise ConfigError(f"clutter.meshes: {path!r} cannot be read ({type(exc).__name__}: {exc}); "
+                          "give a valid .ply/.obj/.glb") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ConfigError(f"clutter.meshes: {path!r} holds no triangles; export it as a triangle mesh")
     mesh.apply_translation(-mesh.bounds.mean(0))
     mesh.apply_scale(1.0 / max(float(np.ptp(mesh.vertices, axis=0).max()), 1e-9))
     return mesh
@@ -68,7 +117,9 @@ class DiscoRenderer:
         self.config = config
         self.object = object_model or build_object(config.object)
         self.cameras = nominal_cameras(config)
+        check_fits_cameras(self.object, self.cameras, config)
         self.poses = load_pose_file(config.pose.poses_file) if config.pose.poses_file else None
+        self.hand_states = load_joint_states(config.hand.joint_states_file) if config.hand.joint_states_file else None
         self._diameter_m = self.object.diameter_m
         # The bank depends only on the dataset seed, so every worker holds the same textures.
         bank_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x7E47]))
@@ -81,19 +132,15 @@ class DiscoRenderer:
         self._gl = None
 
     # ----------------------------------------------------------------------------------- scene graph
-    def _primitive(self, positions, normals, indices, uvs=None, colors=None):
+    def _primitive(self, positions, normals, indices, uvs=None, colors=None, poses=None):
         # Our uvs have v down (image rows); pyrender flips images on upload, so it wants v up.
         texcoords = None if uvs is None else np.column_stack([uvs[:, 0], 1.0 - uvs[:, 1]]).astype(np.float32)
         return self.pyrender.Primitive(positions=positions, normals=normals, indices=indices,
-                                       texcoord_0=texcoords, color_0=colors,
+                                       texcoord_0=texcoords, color_0=colors, poses=poses,
                                        material=self.pyrender.MetallicRoughnessMaterial())
 
     def _trimesh_primitive(self, mesh):
-        mesh = mesh.copy()
-        mesh.unmerge_vertices()
-        uvs = box_projection_uvs(mesh.vertices, mesh.face_normals, mesh.faces, tile_m=1.0)
-        return self._primitive(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.vertex_normals, np.float32),
-                               np.asarray(mesh.faces, np.int32), uvs)
+        return self._primitive(*_mesh_arrays(mesh))
 
     def _build_scene(self):
         pr = self.pyrender
@@ -124,6 +171,8 @@ class DiscoRenderer:
         # Allocate every slot a sample can use now: growing the pool mid-run stalls a frame on upload.
         for shape in self._shape_meshes:
             self._shape_node(shape, self.config.clutter.distractor_count[1])
+        self._body_arrays = {shape: _mesh_arrays(_unit_shape(shape), shape) for shape in BODY_SHAPES}
+        self._body_node = None
         self._light_pool: dict[str, list] = {"point": [], "spot": [], "directional": []}
         self._active_lights: list = []
         self._camera = pr.IntrinsicsCamera(fx=1, fy=1, cx=0, cy=0, znear=self.config.camera.znear_m,
@@ -131,15 +180,33 @@ class DiscoRenderer:
         self._camera_node = self.scene.add(self._camera)
 
     def _material(self, spec: dict):
+        """A bank texture times ``tint``, or with ``texture`` None the plain linear colour ``tint``."""
+        texture = None if spec["texture"] is None else self._bank[spec["texture"] % len(self._bank)]
         return self.pyrender.MetallicRoughnessMaterial(
-            baseColorTexture=self._bank[spec["texture"] % len(self._bank)],
-            baseColorFactor=[*spec["tint"], 1.0], metallicFactor=spec["metallic"], roughnessFactor=spec["roughness"])
+            baseColorTexture=texture, baseColorFactor=[*spec["tint"], 1.0], metallicFactor=spec["metallic"],
+            roughnessFactor=spec["roughness"])
 
     def _shape_node(self, shape: str, slot: int):
         pool = self._shape_pool[shape]
         while len(pool) <= slot:
             pool.append(self.scene.add(self.pyrender.Mesh([self._trimesh_primitive(self._shape_meshes[shape])])))
         return pool[slot]
+
+    def _body_mesh(self, items: list[dict]):
+        """The hand, limbs and table as one mesh of instanced primitives, one per shape and look: a hand is
+        three draw calls, not forty (pyrender spends a fraction of a millisecond of Python on each). Its
+        unit shapes are a few hundred vertices, cheap to upload per sample. One node with a fixed primitive
+        order keeps re-renders bit-exact: pyrender orders nodes at equal distance by set iteration, and
+        parts that interpenetrate (joints and rods) tie in the depth buffer where their surfaces cross."""
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for item in items:
+            groups.setdefault((item["shape"], json.dumps(item["material"], sort_keys=True)), []).append(item)
+        primitives = []
+        for (shape, _), members in groups.items():
+            primitive = self._primitive(*self._body_arrays[shape], poses=np.stack([_scaled_pose(m) for m in members]))
+            primitive.material = self._material(members[0]["material"])
+            primitives.append(primitive)
+        return self.pyrender.Mesh(primitives) if primitives else None
 
     def _light_node(self, light: dict, slot: int):
         pr = self.pyrender
@@ -188,8 +255,14 @@ class DiscoRenderer:
                 raise ConfigError(f"pose.poses_file has {len(self.poses)} poses but sample {index} was requested; "
                                   f"render at most {len(self.poses)} samples")
             pose = self.poses[index]
+        hand_state = None
+        if self.hand_states is not None:
+            if index >= len(self.hand_states):
+                raise ConfigError(f"hand.joint_states_file has {len(self.hand_states)} states but sample {index} was "
+                                  f"requested; render at most {len(self.hand_states)} samples")
+            hand_state = self.hand_states[index]
         params = sample_scene(self.config, np.random.default_rng(seed), self.cameras, len(self._bank),
-                              self._diameter_m, pose)
+                              self._diameter_m, pose, self.object.bounds_m, hand_state)
         params.update(index=index, seed=seed)
         return params
 
@@ -222,14 +295,17 @@ class DiscoRenderer:
         for item in params["distractors"] + params["occluders"]:
             node = self._shape_node(item["shape"], used[item["shape"]])
             used[item["shape"]] += 1
-            pose = np.asarray(item["world_from_shape"]).copy()
-            pose[:3, :3] = pose[:3, :3] @ np.diag(item["scale_m"])
-            scene.set_pose(node, pose)
+            scene.set_pose(node, _scaled_pose(item))
             node.mesh.is_visible = True
             node.mesh.primitives[0].material = self._material(item["material"])
         for shape, pool in self._shape_pool.items():
             for node in pool[used[shape]:]:
                 node.mesh.is_visible = False
+
+        if self._body_node is not None:
+            scene.remove_node(self._body_node)
+        body = self._body_mesh(body_items(params))
+        self._body_node = None if body is None else scene.add(body)
 
         for node in self._active_lights:
             scene.remove_node(node)

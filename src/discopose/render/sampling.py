@@ -15,7 +15,12 @@ from discopose.camera import CameraModel, jittered_aim
 from discopose.geometry.transforms import (invert_transform, look_at, make_transform, matrix_from_quat_wxyz, random_rotation,
                                            rotation_about_axis)
 from discopose.render.config import RenderConfig
+from discopose.render.hand import box_corners, capsule_chain, polyline_points, rotation_with_z, sample_hand, tilted_up
 from discopose.render.textures import random_color
+
+# The Monk Skin Tone scale (Monk 2019; Google 2022), sRGB, light to dark: ten tones that span human skin.
+_SKIN_TONES_SRGB = np.array([[246, 237, 228], [243, 231, 219], [247, 234, 208], [234, 218, 186], [215, 189, 150],
+                             [160, 126, 86], [130, 92, 67], [96, 65, 52], [58, 49, 42], [41, 36, 32]]) / 255.0
 
 
 def sample_seed(dataset_seed: int, index: int) -> int:
@@ -85,6 +90,44 @@ def _material(rng: np.random.Generator, config: RenderConfig, bank_size: int) ->
             "roughness": float(rng.uniform(*tex.roughness))}
 
 
+def _linear_from_srgb(srgb: np.ndarray) -> np.ndarray:
+    """pyrender multiplies a linear base colour factor; colours are chosen in sRGB, as they look."""
+    srgb = np.clip(srgb, 0.0, 1.0)
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def _style(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    names = list(weights)
+    probabilities = np.array([weights[n] for n in names], float)
+    return names[int(rng.choice(len(names), p=probabilities / probabilities.sum()))]
+
+
+def _body_material(rng: np.random.Generator, style: str, config: RenderConfig, bank_size: int) -> dict:
+    """Material of a hand or limb. Untextured styles have ``texture: None`` and ``tint`` as the linear
+    base colour: skin between two neighbouring tones of the scale, matte; robots dark grey to black,
+    partly metallic; clothing any colour, matte; disco a bank material like the clutter's."""
+    if style == "disco":
+        return _material(rng, config, bank_size)
+    if style == "skin":
+        position = rng.uniform(0, len(_SKIN_TONES_SRGB) - 1)
+        below = int(position)
+        above = min(below + 1, len(_SKIN_TONES_SRGB) - 1)
+        srgb = _SKIN_TONES_SRGB[below] + (position - below) * (_SKIN_TONES_SRGB[above] - _SKIN_TONES_SRGB[below])
+        # The scale's swatches are skin as photographed; an albedo is somewhat darker, and people vary.
+        srgb = srgb * rng.uniform(0.75, 0.95) * (1 + rng.normal(0, 0.03, 3))
+        metallic, roughness = rng.uniform(0.0, 0.05), rng.uniform(0.45, 0.8)
+    elif style == "robot":
+        srgb = rng.uniform(0.03, 0.35) * (1 + rng.normal(0, 0.05, 3))
+        metallic, roughness = rng.uniform(0.1, 0.8), rng.uniform(0.25, 0.7)
+    elif style == "clothing":
+        srgb = random_color(rng)
+        metallic, roughness = 0.0, rng.uniform(0.6, 1.0)
+    else:
+        raise ValueError(style)
+    return {"texture": None, "tint": _linear_from_srgb(srgb).tolist(), "metallic": float(metallic),
+            "roughness": float(roughness)}
+
+
 def _contrasting_colors(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Face and marking colours whose luminance differs enough for the markings to stay legible."""
     luminance = np.array([0.299, 0.587, 0.114])
@@ -152,9 +195,131 @@ def _placed_shape(rng, shape: str, center: np.ndarray, size_m: float, config: Re
             "scale_m": (size_m * aspect / aspect.max()).tolist(), "material": _material(rng, config, bank_size)}
 
 
+def _item_corners(item: dict) -> np.ndarray:
+    """World corners (8, 3) of the box a shape item fills (every unit shape fits the unit cube)."""
+    world_from_shape = np.asarray(item["world_from_shape"])
+    corners = box_corners([-0.5] * 3, [0.5] * 3) * np.asarray(item["scale_m"])
+    return corners @ world_from_shape[:3, :3].T + world_from_shape[:3, 3]
+
+
+def _table(rng: np.random.Generator, config: RenderConfig, cameras: list[dict], object_corners: np.ndarray,
+           hand: dict | None, bank_size: int) -> dict | None:
+    """A slab below the object and the hand, or None when a camera would not be above its top."""
+    table_cfg = config.table
+    if rng.random() >= table_cfg.prob:
+        return None
+    up = tilted_up(rng, table_cfg.tilt_deg)
+    held = [object_corners] + ([_item_corners(item) for item in hand["parts"]] if hand else [])
+    top = min(float((points @ up).min()) for points in held) - rng.uniform(*table_cfg.gap_m)
+    if min(float(np.asarray(c["world_from_camera"])[:3, 3] @ up) for c in cameras) < top + 0.05:
+        return None
+    half = rng.uniform(*table_cfg.half_extent_m, 2)
+    rotation = rotation_with_z(up) @ rotation_about_axis([0, 0, 1], rng.uniform(0, 2 * np.pi))
+    # Off-centre, so the table's edges come into view in some samples.
+    offset = rng.uniform(*table_cfg.offset_frac, 2) * half * rng.choice([-1, 1], 2)
+    center = object_corners.mean(0)
+    center = center + (top - center @ up) * up + rotation @ [*offset, -table_cfg.thickness_m / 2]
+    return {"shape": "slab", "world_from_shape": make_transform(rotation, center).tolist(),
+            "scale_m": [*(2 * half).tolist(), table_cfg.thickness_m], "material": _material(rng, config, bank_size)}
+
+
+def _segment_distance(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Distance from each point (N, 3) to the segment start-end."""
+    along = end - start
+    t = np.clip((points - start) @ along / max(float(along @ along), 1e-18), 0.0, 1.0)
+    return np.linalg.norm(points - (start + t[:, None] * along), axis=1)
+
+
+def _limb_axis(rng: np.random.Generator, config: RenderConfig, camera: dict,
+               object_position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Joint positions (world) and segment radii of a limb whose end lies inside ``camera``'s image near
+    an edge and which runs out of the image across that edge."""
+    limb_cfg = config.limbs
+    K = np.asarray(camera["K"])
+    world_from_camera = np.asarray(camera["world_from_camera"])
+    size = np.array([camera["width_px"], camera["height_px"]], float)
+    object_depth = (invert_transform(world_from_camera) @ np.append(object_position, 1.0))[2]
+    depth = max(object_depth + rng.uniform(*limb_cfg.depth_behind_m), config.camera.znear_m + 0.1)
+    edge = int(rng.integers(4))  # left, right, top, bottom
+    axis, side = edge // 2, edge % 2
+    outward = np.zeros(2)
+    outward[axis] = 1.0 if side else -1.0
+    pixel = np.empty(2)
+    reach = rng.uniform(*limb_cfg.reach_frac) * size[axis]
+    pixel[axis] = size[axis] - reach if side else reach
+    pixel[1 - axis] = rng.uniform(0.1, 0.9) * size[1 - axis]
+    end = depth * np.array([(pixel[0] - K[0, 2]) / K[0, 0], (pixel[1] - K[1, 2]) / K[1, 1], 1.0])
+    angle = rng.uniform(-np.radians(40), np.radians(40))
+    across = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ outward
+    direction = np.array([*across, rng.uniform(-0.3, 0.3)])
+    radii = [rng.uniform(*limb_cfg.diameter_m) / 2]
+    joints = [end, end + rng.uniform(*limb_cfg.length_m) * direction / np.linalg.norm(direction)]
+    for _ in range(int(rng.integers(limb_cfg.segments[0], limb_cfg.segments[1] + 1)) - 1):
+        # An elbow or knee, then a thicker upper arm or thigh.
+        bend = rotation_about_axis(np.cross(direction, rng.normal(size=3)), rng.uniform(0, np.radians(60)))
+        direction = bend @ direction
+        joints.append(joints[-1] + rng.uniform(*limb_cfg.length_m) * direction / np.linalg.norm(direction))
+        radii.append(radii[-1] * rng.uniform(1.05, 1.3))
+    points = np.asarray(joints) @ world_from_camera[:3, :3].T + world_from_camera[:3, 3]
+    return points, np.asarray(radii)
+
+
+def _limbs(rng: np.random.Generator, config: RenderConfig, cameras: list[dict], object_position: np.ndarray,
+           object_diameter_m: float, bank_size: int) -> list[dict]:
+    """People's arms and legs at the edges of the view; never between a camera and the object's centre
+    nor through the object (a limb that cannot be placed so is left out)."""
+    limb_cfg = config.limbs
+    if rng.random() >= limb_cfg.prob:
+        return []
+    limbs = []
+    for _ in range(int(rng.integers(limb_cfg.count[0], limb_cfg.count[1] + 1))):
+        camera = cameras[int(rng.integers(len(cameras)))]
+        for _attempt in range(8):
+            joints, radii = _limb_axis(rng, config, camera, object_position)
+            axis_points = polyline_points(joints)
+            margin = np.repeat(radii, len(axis_points) // len(radii)) + 0.1 * object_diameter_m
+            clear = (np.linalg.norm(axis_points - object_position, axis=1) > margin + object_diameter_m / 2).all()
+            for other in cameras:
+                eye = np.asarray(other["world_from_camera"])[:3, 3]
+                clear &= (_segment_distance(axis_points, eye, object_position) > margin).all()
+            if clear:
+                style = _style(rng, limb_cfg.style_weights)
+                limbs.append({"style": style, "parts": capsule_chain(joints, radii,
+                                                                     _body_material(rng, style, config, bank_size))})
+                break
+    return limbs
+
+
+def body_items(params: dict) -> list[dict]:
+    """The shape items of a sample's hand, limbs and table. Params recorded before these existed lack
+    their keys and still render."""
+    items = list(params["hand"]["parts"]) if params.get("hand") else []
+    for limb in params.get("limbs", []):
+        items += limb["parts"]
+    if params.get("table"):
+        items.append(params["table"])
+    return items
+
+
+def move_object(params: dict, world_from_object: np.ndarray) -> dict:
+    """``params`` with the object at ``world_from_object`` and the hand holding it carried along rigidly."""
+    moved = dict(params, world_from_object=np.asarray(world_from_object).tolist())
+    if params.get("hand"):
+        new_from_old = np.asarray(world_from_object) @ invert_transform(np.asarray(params["world_from_object"]))
+        carry = lambda pose: (new_from_old @ np.asarray(pose)).tolist()  # noqa: E731
+        moved["hand"] = dict(params["hand"], world_from_palm=carry(params["hand"]["world_from_palm"]),
+                             parts=[dict(part, world_from_shape=carry(part["world_from_shape"]))
+                                    for part in params["hand"]["parts"]])
+    return moved
+
+
 def sample_scene(config: RenderConfig, rng: np.random.Generator, cameras: list[CameraModel], bank_size: int,
-                 object_diameter_m: float, world_from_object: np.ndarray | None = None) -> dict:
-    """All parameters of one sample. ``world_from_object`` overrides the random pose (pose files)."""
+                 object_diameter_m: float, world_from_object: np.ndarray | None = None,
+                 object_bounds_m: np.ndarray | None = None, hand_state: dict | None = None) -> dict:
+    """All parameters of one sample. ``world_from_object`` overrides the random pose (pose files);
+    ``hand_state`` (a line of ``hand.joint_states_file``) the sampled grasp. ``object_bounds_m`` is the
+    object's bounding box [low, high] in its frame, which fingertips touch (default: the cube whose
+    diagonal is the diameter)."""
     center = np.asarray(config.pose.workspace_center_m, float)
     if world_from_object is None:
         offset = rng.uniform(-1, 1, 3) * np.asarray(config.pose.workspace_half_extent_m)
@@ -223,4 +388,19 @@ def sample_scene(config: RenderConfig, rng: np.random.Generator, cameras: list[C
     params["noise"] = {"gaussian_sigma": float(rng.uniform(*noise.gaussian_sigma)),
                        "blur_sigma_px": float(rng.uniform(*noise.blur_sigma_px)) if rng.random() < noise.blur_prob else 0.0,
                        "seed": int(rng.integers(2**31))}
+
+    # Drawn last, so the parameters above are the same as for configs without hands, limbs and tables.
+    if object_bounds_m is None:
+        object_bounds_m = np.array([[-1.0] * 3, [1.0] * 3]) * object_diameter_m / (2 * np.sqrt(3))
+    params["hand"] = None
+    if hand_state is not None or (config.hand.joint_states_file is None and rng.random() < config.hand.prob):
+        style = _style(rng, config.hand.style_weights)
+        params["hand"] = sample_hand(rng, config.hand, np.asarray(world_from_object), object_bounds_m,
+                                     object_diameter_m, _body_material(rng, style, config, bank_size), hand_state)
+        if params["hand"] is not None:
+            params["hand"]["style"] = style
+    params["limbs"] = _limbs(rng, config, params["cameras"], object_position, object_diameter_m, bank_size)
+    object_corners = box_corners(*np.asarray(object_bounds_m, float)) @ np.asarray(world_from_object)[:3, :3].T \
+        + object_position
+    params["table"] = _table(rng, config, params["cameras"], object_corners, params["hand"], bank_size)
     return params

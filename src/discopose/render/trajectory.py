@@ -1,7 +1,8 @@
 """Continuous object motion rendered as a video with ground truth, for tracking benchmarks and demos.
 
-The scene (lights, textures, room, clutter, camera jitter) is sampled once; only the object moves, along
-a smooth random trajectory inside the workspace, so the video looks like one camera watching a moving cube.
+The scene (lights, textures, room, clutter, camera jitter) is sampled once; only the object (and the hand
+holding it) moves, along a smooth random trajectory inside the workspace, so the video looks like one camera
+watching a moving cube.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from discopose._io import atomic_write_text
 from discopose.geometry.transforms import make_transform, rotation_about_axis
 from discopose.render.config import RenderConfig
+from discopose.render.sampling import move_object
 
 
 def smooth_trajectory(num_frames: int, fps: float, rng: np.random.Generator, center_m, half_extent_m,
@@ -64,6 +66,7 @@ def render_trajectory_video(config: RenderConfig, out_video: str | Path, num_fra
                               config.pose.workspace_half_extent_m)
     params = renderer.sample_params(seed)
     params["occluders"] = []  # a fixed occluder would hide the object for the whole video
+    params["table"] = None  # the hand moves with the object and would cut through a fixed table
     out_video = Path(out_video)
     out_video.parent.mkdir(parents=True, exist_ok=True)
     several = len(params["cameras"]) > 1
@@ -80,9 +83,8 @@ def render_trajectory_video(config: RenderConfig, out_video: str | Path, num_fra
     lines = []
     try:
         for frame, world_from_object in enumerate(poses):
-            params["world_from_object"] = world_from_object.tolist()
             params["noise"]["seed"] = seed * 100003 + frame
-            views = renderer.render(params)
+            views = renderer.render(move_object(params, world_from_object))
             for name, view in views.items():
                 writers[name].write(cv2.cvtColor(view["rgb"], cv2.COLOR_RGB2BGR))
             lines.append(json.dumps({"frame": frame, "time_s": frame / fps,
