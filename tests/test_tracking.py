@@ -10,6 +10,7 @@ from discopose._errors import DiscoposeError
 from discopose.estimator.filter import FilterConfig, PoseFilter, _log
 from discopose.estimator.publisher import PosePublisher, PoseSubscriber, validate_message
 from discopose.estimator.sources import CameraSource
+from tests.conftest import NO_HAND
 from discopose.geometry import random_rotation, rotation_about_axis, rotation_angle_deg
 from discopose.geometry.symmetry import Symmetry
 
@@ -220,8 +221,8 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     from discopose.render.config import RenderConfig
     from discopose.render.trajectory import render_trajectory_video
     run, _ = trained_run
-    config = RenderConfig.load(overrides=["camera.width_px=160", "camera.height_px=120", "camera.fov_deg=50",
-                                          "textures.bank_size=12", "textures.size_px=32"])
+    config = RenderConfig.load(overrides=[*NO_HAND, "camera.width_px=160", "camera.height_px=120",
+                                          "camera.fov_deg=50", "textures.bank_size=12", "textures.size_px=32"])
     clip = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=40)
     estimator = discopose.load(run / "best")
     tracker = Tracker(estimator, {"cam0": CameraSource("cam0", str(clip.videos["cam0"]), mode="lockstep")},
