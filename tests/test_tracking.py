@@ -10,9 +10,9 @@ from discopose._errors import DiscoposeError
 from discopose.estimator.filter import FilterConfig, PoseFilter, _log
 from discopose.estimator.publisher import PosePublisher, PoseSubscriber, validate_message
 from discopose.estimator.sources import CameraSource
-from tests.conftest import NO_HAND
 from discopose.geometry import random_rotation, rotation_about_axis, rotation_angle_deg
 from discopose.geometry.symmetry import Symmetry
+from tests.conftest import NO_HAND
 
 
 def _trajectory(n=200, fps=30.0):
