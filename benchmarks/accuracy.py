@@ -8,8 +8,11 @@ Runs (the demo's data sizes and epochs times --scale):
   C. as A, little randomization                          (what domain randomization buys)
   D. one full-frame network, no zoom-in, the same number of training views as A's two stages
      together (the previous design: global pooling + keypoints + rotation head on the whole frame)
-Each is scored on the in-family test set and on a held-out appearance family that shares no texture
-kind with training (value noise, white point lights); A also on a 3-camera rig, fused vs one camera.
+  H. as A, with the hand in the training images (the hand, limbs and table at their default rates)
+     (what the hand randomization buys)
+Each is scored on the in-family test set, on a held-out appearance family that shares no texture
+kind with training (value noise, white point lights), and on hand-occluded images (a hand in every
+frame; scored on those whose visible fraction is 0.5-0.9); A also on a 3-camera rig, fused vs one camera.
 Chance levels (the mean training position, a fixed rotation) are printed beside the results.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from discopose.datasets.generate import generate_dataset
-from discopose.demo import FULL, HELD_OUT_LOOKS, TRAIN_LOOKS
+from discopose.demo import FULL, HELD_OUT_LOOKS, NO_HAND, TRAIN_LOOKS
 from discopose.models.evaluate import evaluate_checkpoint
 from discopose.models.train import TrainConfig, train, train_estimator
 from discopose.render.config import RenderConfig
@@ -30,6 +33,10 @@ LITTLE = ["textures.kinds=[solid]", "lighting.count=[1, 1]", "lighting.types=[di
           "lighting.color_saturation_max=0", "clutter.distractor_count=[0, 0]", "clutter.occluder_prob=0",
           "clutter.room_prob=0", "noise.gaussian_sigma=[0, 0]", "noise.blur_prob=0", "camera.position_jitter_m=0",
           "camera.rotation_jitter_deg=0", "camera.focal_jitter_frac=0", "camera.principal_point_jitter_px=0"]
+
+
+WITH_HAND = [o for o in TRAIN_LOOKS if o not in NO_HAND]
+HAND_OCCLUDED = (0.5, 0.9)  # visible fraction of the hand-occluded test images that are scored
 
 
 def size(px):
@@ -55,11 +62,18 @@ def main():
         "test_in_family": (plan.test, size(plan.test_px) + TRAIN_LOOKS, base + 2),
         "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS, base + 3),
         "test_rig3": (plan.test, size(plan.test_px) + TRAIN_LOOKS + ["camera.count=3"], base + 4),
+        "frames_hand": (plan.frames, size(plan.frame_px) + WITH_HAND, base),
+        "crops_hand": (plan.crops, crop + WITH_HAND, base + 1),
+        "test_hand": (plan.test, size(plan.test_px) + WITH_HAND + ["hand.prob=1"], base + 5),
     }
     wanted = set(args.runs.split(","))
-    needed = {"frames_full", "crops_full", "test_in_family", "test_held_out", "test_rig3"}
+    needed = {"frames_full", "crops_full", "test_in_family", "test_held_out", "test_hand"}
+    if "A" in wanted:
+        needed.add("test_rig3")
     if "C" in wanted:
         needed |= {"frames_little", "crops_little"}
+    if "H" in wanted:
+        needed |= {"frames_hand", "crops_hand"}
     started = time.perf_counter()
     for name, (count, overrides, seed) in sets.items():
         if name in needed:
@@ -81,14 +95,14 @@ def main():
                   progress=False)
             model, label = run / "best", "one full-frame network, no zoom-in"
         else:
-            randomization = "little" if key == "C" else "full"
+            randomization = {"C": "little", "H": "hand"}.get(key, "full")
             extra = {"pretrained": "none"} if key == "B" else {}
             train_estimator(str(root / f"frames_{randomization}"), str(root / f"crops_{randomization}"), str(run),
                             locator_config=config("locator", plan.locator_epochs, **extra),
                             crop_config=config("crop", plan.crop_epochs, **extra), progress=False)
             model = run / "best"
             label = {"A": "two-stage, ImageNet, full DR", "B": "two-stage, scratch, full DR",
-                     "C": "two-stage, ImageNet, little DR"}[key]
+                     "C": "two-stage, ImageNet, little DR", "H": "two-stage, ImageNet, full DR + hand"}[key]
         minutes = (time.perf_counter() - t0) / 60
         tests = ["test_in_family", "test_held_out"] + (["test_rig3"] if key == "A" else [])
         for test in tests:
@@ -99,6 +113,14 @@ def main():
                              "te_mm": s["te_mm"]["median"], "re_deg": s["re_deg"]["median"],
                              "re_within_30deg": s["success"]["re<30deg"], "chance": result["baseline"],
                              "train_min": minutes})
+        occluded = evaluate_checkpoint(str(model), str(root / "test_hand"), str(run / "eval_test_hand"),
+                                       visible_range=HAND_OCCLUDED)
+        s = occluded["summary"]
+        rows.append({"run": key, "model": label,
+                     "test": f"hand-occluded (visible {HAND_OCCLUDED[0]}-{HAND_OCCLUDED[1]}, {occluded['count']} images)",
+                     "te_mm": s["te_mm"]["median"], "re_deg": s["re_deg"]["median"],
+                     "re_within_30deg": s["success"]["re<30deg"], "chance": occluded["baseline"],
+                     "train_min": minutes})
     print(f"# ablations: seed {plan.seed}, {plan.frames} locator frames x {plan.locator_epochs} epochs, "
           f"{plan.crops} crops x {plan.crop_epochs} epochs (rendering took {render_min:.1f} min)\n")
     print("| run | model | test set | median mm | median deg | within 30 deg | chance mm / deg | train min |")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from discopose._errors import DiscoposeError
 import torch
 
 from discopose.datasets.loader import make_loader
@@ -159,11 +161,12 @@ def chance_levels(predictions: dict, meta: dict, points_m: np.ndarray, symmetrie
 
 
 def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
-                        worst: int = 16, fuse: bool = True) -> dict:
+                        worst: int = 16, fuse: bool = True, visible_range: tuple[float, float] | None = None) -> dict:
     """``discopose eval``: metrics.json + report.html for an estimator on a dataset or a BOP folder.
 
     Images enter through :meth:`PoseEstimator.predict` with each image's own intrinsics, exactly as a
-    user's images would. Returns ``{"summary", "baseline", "frame"}``.
+    user's images would. ``visible_range`` scores only samples whose visible fraction lies in it.
+    Returns ``{"summary", "baseline", "frame", "count"}``.
     """
     import tempfile
 
@@ -189,6 +192,13 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     finally:
         if tmp is not None:
             tmp.cleanup()
+    if visible_range is not None:
+        # Score only the views whose (first camera's) visible fraction is in range, e.g. hand-occluded ones.
+        low, high = visible_range
+        keep = (predictions["visible_fraction"] >= low) & (predictions["visible_fraction"] <= high)
+        if not keep.any():
+            raise DiscoposeError(f"no sample of {data} has a visible fraction in [{low}, {high}]")
+        predictions = {k: v[keep] for k, v in predictions.items()}
     multi = fuse and len(info.camera_names) > 1
     symmetries = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
     points = np.asarray(meta["object"]["surface_points_m"])
@@ -208,4 +218,4 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     frame = "world (cameras fused)" if multi else "camera"
     write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
                  worst_views=overlays, baseline=baseline)
-    return {"summary": summary, "baseline": baseline, "frame": frame}
+    return {"summary": summary, "baseline": baseline, "frame": frame, "count": len(predictions["index"])}
