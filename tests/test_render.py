@@ -91,7 +91,8 @@ def test_full_randomization_multi_camera_labels(tiny_config):
                     atol=1e-9)
                 kp, depth = project_points(np.asarray(labels["K"]), camera_from_object, renderer.object.keypoints_m)
                 np.testing.assert_allclose(kp, labels["keypoints_px"])
-                assert 0.0 <= labels["visible_fraction"] <= 1.0
+                assert labels["visible_px"] == view["mask"].sum() <= labels["object_px"]
+                assert labels["visible_fraction"] == pytest.approx(labels["visible_px"] / max(labels["object_px"], 1))
                 fractions.append(labels["visible_fraction"])
             assert len(params["occluders"]) == 1
         assert min(fractions) < 0.999, "occluders in front of the object hide part of it in some view"
