@@ -25,9 +25,12 @@ from discopose.render.config import RenderConfig
 from discopose.render.renderer import DiscoRenderer
 
 
+OVERRIDES: list[str] = []  # --set, e.g. hand.prob=0
+
+
 def config_for(width: int, height: int, cameras: int) -> RenderConfig:
     return RenderConfig.load(overrides=[f"camera.width_px={width}", f"camera.height_px={height}",
-                                        f"camera.count={cameras}"])
+                                        f"camera.count={cameras}", *OVERRIDES])
 
 
 STAGES = ("sample", "scene update", "draw", "visibility pass", "readback", "noise+labels", "encode")
@@ -75,7 +78,7 @@ class StageClock:
             setattr(owner, name, function)
 
 
-def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = False) -> dict:
+def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = False, barrier=None) -> dict:
     """One process rendering + encoding, after a warm-up that compiles the shader variants. With
     ``rebuild`` it is the naive pyrender loop: the scene graph (geometry, textures, materials) built
     anew for every sample."""
@@ -83,6 +86,8 @@ def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = 
     try:
         for index in range(warmup):
             renderer.render_index(index)
+        if barrier is not None:  # concurrent workers start timing together, after their warm-ups
+            barrier.wait()
         clock = StageClock(renderer)
         render_seconds = 0.0
         start = time.perf_counter()
@@ -109,6 +114,26 @@ def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = 
     return {"images_per_s": images / elapsed, **{k: 1000 * v / samples for k, v in clock.seconds.items()}}
 
 
+def _steady_worker(config_dict: dict, samples: int, warmup: int, barrier, results) -> None:
+    results.put(per_worker(RenderConfig.from_dict(config_dict), samples, warmup, barrier=barrier)["images_per_s"])
+
+
+def concurrent_workers(config: RenderConfig, samples: int, warmup: int, workers: int) -> float:
+    """Summed steady-state images/s of ``workers`` renderer processes running at once (start-up and
+    shader compilation excluded: every process warms up, then all start timing together)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(workers), ctx.Queue()
+    processes = [ctx.Process(target=_steady_worker, args=(config.to_dict(), samples, warmup, barrier, results))
+                 for _ in range(workers)]
+    for process in processes:
+        process.start()
+    rates = [results.get() for _ in processes]
+    for process in processes:
+        process.join()
+    return sum(rates)
+
+
 def all_workers(config: RenderConfig, samples: int, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -122,12 +147,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="render config override for every run, e.g. hand.prob=0")
     args = parser.parse_args()
+    OVERRIDES.extend(args.set)
     scale = 0.3 if args.quick else 1.0
     n = lambda count: max(4, int(count * scale))  # noqa: E731
 
     print(f"# render throughput on {os.cpu_count()} CPU cores, PYOPENGL_PLATFORM="
-          f"{os.environ.get('PYOPENGL_PLATFORM', 'egl')}, GL: {gl_renderer_name()}")
+          f"{os.environ.get('PYOPENGL_PLATFORM', 'egl')}, GL: {gl_renderer_name()}, "
+          f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS')}, overrides: {args.set or 'none (default config)'}")
     print("\n## per worker (one process; ms per sample by stage)\n")
     print("| image | cameras | images/s | " + " | ".join(f"{stage} ms" for stage in STAGES) + " |")
     print("|---|---|---|" + "---|" * len(STAGES))
@@ -146,6 +175,15 @@ def main() -> None:
     base = per_worker(config, n(40), warmup=n(120), rebuild=True)
     print(f"\nnaive pyrender loop (scene graph rebuilt per sample), 224x224 1 camera: {base['images_per_s']:.1f} "
           f"images/s; discopose's renderer is {results[(224, 1)]['images_per_s'] / base['images_per_s']:.1f}x faster")
+
+    print("\n## steady state, N renderer processes at once, 224x224, 1 camera\n")
+    print("| processes | images/s (sum) | per process | scaling vs 1 |")
+    print("|---|---|---|---|")
+    single = None
+    for workers in sorted({1, args.workers}):
+        rate = concurrent_workers(config, n(300), n(120), workers)
+        single = single or rate
+        print(f"| {workers} | {rate:.1f} | {rate / workers:.1f} | {rate / single:.2f}x |", flush=True)
 
     print(f"\n## all workers (discopose render, full pipeline incl. shard writing), 224x224, 1 camera\n")
     print("| workers | images/s | scaling vs 1 | peak RSS per worker MiB |")
