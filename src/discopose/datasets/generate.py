@@ -192,9 +192,6 @@ def _run_ray(config: RenderConfig, storage: Storage, tasks: list[ShardTask], wor
             self.renderer = DiscoRenderer(RenderConfig.from_dict(config_dict))
             self.storage = Storage(url)
 
-        def pid(self) -> int:
-            return os.getpid()
-
         def render(self, task: ShardTask) -> dict:
             return render_shard(self.renderer, self.storage, task)
 

@@ -183,14 +183,13 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield from self.to_tensors(raw)
 
     def _samples(self, shards: list, rng: np.random.Generator):
-        from discopose.datasets.reader import group_samples
-        from discopose.datasets.storage import Storage, read_shard
+        from discopose.datasets.reader import shard_samples
+        from discopose.datasets.storage import Storage
         storage = Storage(self.url)
         while True:
             order = rng.permutation(len(shards)) if self.train else range(len(shards))
             for i in order:
-                name, sha256 = shards[i]
-                yield from group_samples(read_shard(storage, name, sha256), storage.url_of(name))
+                yield from shard_samples(storage, *shards[i])
             if not self.train:
                 return
 

@@ -91,7 +91,12 @@ def iter_raw_samples(info: DatasetInfo, shard_names: list[str] | None = None) ->
     storage = Storage(info.url)
     expected = {shard["name"]: shard.get("sha256") for shard in info.manifest["shards"]}
     for name in shard_names or list(expected):
-        yield from group_samples(read_shard(storage, name, expected.get(name)), storage.url_of(name))
+        yield from shard_samples(storage, name, expected.get(name))
+
+
+def shard_samples(storage: Storage, name: str, sha256: str | None) -> Iterator[dict]:
+    """One shard's raw samples, its bytes checked against ``sha256`` as they stream."""
+    return group_samples(read_shard(storage, name, sha256), storage.url_of(name))
 
 
 def group_samples(members, url: str) -> Iterator[dict]:

@@ -1,7 +1,7 @@
 """Dataset folders on local disk or any fsspec URL (``s3://``, ``gs://``, ``file://``...), with atomic
 shard commits and shard reads that verify the sha256 the manifest recorded as they stream.
 
-Remote URLs keep their protocol everywhere (``shard_url``), so a dataset rendered to a bucket is read
+Remote URLs keep their protocol everywhere (``Storage.url_of``), so a dataset rendered to a bucket is read
 from that bucket by training and evaluation. Credentials and endpoints come from the filesystem's
 usual configuration (for S3: ``AWS_*`` variables, or ``FSSPEC_S3_ENDPOINT_URL`` for an S3-compatible
 server such as MinIO).

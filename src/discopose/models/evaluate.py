@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from discopose._errors import DiscoposeError
 import torch
 
+from discopose._errors import DiscoposeError
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform

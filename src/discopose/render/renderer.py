@@ -94,6 +94,16 @@ def _scaled_pose(item: dict) -> np.ndarray:
     return pose
 
 
+def _from_file(rows, index: int, knob: str, what: str):
+    """Row ``index`` of a per-sample file (None when the knob is unset), or the error naming the file's length."""
+    if rows is None:
+        return None
+    if index >= len(rows):
+        raise ConfigError(f"{knob} has {len(rows)} {what} but sample {index} was requested; "
+                          f"render at most {len(rows)} samples")
+    return rows[index]
+
+
 def _load_unit_mesh(path: str):
     import trimesh
     try:
@@ -249,18 +259,8 @@ class DiscoRenderer:
     def sample_params(self, index: int) -> dict:
         """Every randomized parameter of sample ``index`` (deterministic in config seed and index)."""
         seed = sample_seed(self.config.seed, index)
-        pose = None
-        if self.poses is not None:
-            if index >= len(self.poses):
-                raise ConfigError(f"pose.poses_file has {len(self.poses)} poses but sample {index} was requested; "
-                                  f"render at most {len(self.poses)} samples")
-            pose = self.poses[index]
-        hand_state = None
-        if self.hand_states is not None:
-            if index >= len(self.hand_states):
-                raise ConfigError(f"hand.joint_states_file has {len(self.hand_states)} states but sample {index} was "
-                                  f"requested; render at most {len(self.hand_states)} samples")
-            hand_state = self.hand_states[index]
+        pose = _from_file(self.poses, index, "pose.poses_file", "poses")
+        hand_state = _from_file(self.hand_states, index, "hand.joint_states_file", "states")
         params = sample_scene(self.config, np.random.default_rng(seed), self.cameras, len(self._bank),
                               self._diameter_m, pose, self.object.bounds_m, hand_state)
         params.update(index=index, seed=seed)
