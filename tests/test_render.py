@@ -72,6 +72,50 @@ def test_same_params_give_same_pixels_and_params_survive_json(clean_renderer):
     assert again["cam0"]["labels"] == views["cam0"]["labels"]
 
 
+def test_scene_iterates_nodes_in_insertion_order(tiny_config):
+    """pyrender sums lights, and breaks ties between meshes at equal distance, in the order it iterates
+    its node sets. Plain sets order nodes by address, which the allocator decides, so the same params
+    could render one intensity step apart in another process. Nodes here are added in reverse order of
+    creation (address order, usually), which a plain set would undo."""
+    from discopose.render.gl import import_pyrender, make_scene_deterministic
+    pr = import_pyrender()
+    scene = pr.Scene()
+    make_scene_deterministic(scene)
+    lights = [pr.Node(light=pr.PointLight(intensity=i)) for i in range(8)]
+    meshes = [pr.Node(mesh=pr.Mesh.from_points(np.zeros((1, 3)))) for _ in range(8)]
+    for node in [*reversed(lights), *reversed(meshes)]:
+        scene.add_node(node)
+    assert list(scene.light_nodes) == lights[::-1]
+    assert list(scene.mesh_nodes) == meshes[::-1]
+    scene.remove_node(lights[3])
+    assert list(scene.point_light_nodes) == [n for n in lights[::-1] if n is not lights[3]]
+
+    renderer = DiscoRenderer(RenderConfig.from_dict({**tiny_config.to_dict(),
+                                                     "lighting": {"count": [4, 4], "types": ["point"]}}))
+    for index in range(3):
+        params = renderer.sample_params(index)
+        renderer.render(params)
+        assert [n.light.intensity for n in renderer.scene.light_nodes] == [
+            light["intensity"] for light in params["lights"]]
+    renderer.close()
+
+
+def test_skipping_unchanged_uniforms_and_hidden_nodes_keeps_every_pixel(tiny_config):
+    """The renderer's GL context skips uniform uploads that would not change a value and leaves
+    invisible nodes out of pyrender's sort. Pixels must equal pyrender's own path: a cache keyed too
+    loosely (by name across programs, or kept past a material change) shows up here as wrong colours."""
+    from discopose.render.gl import import_pyrender
+    config = RenderConfig.from_dict({**tiny_config.to_dict(), "lighting": {"count": [1, 4]}})
+    fast, plain = DiscoRenderer(config), DiscoRenderer(config)
+    plain._gl = import_pyrender().OffscreenRenderer(config.camera.width_px, config.camera.height_px)
+    for index in range(8):
+        params = fast.sample_params(index)
+        np.testing.assert_array_equal(fast.render(params)["cam0"]["rgb"], plain.render(params)["cam0"]["rgb"])
+    assert type(fast._gl._renderer._program_cache.get_program).__name__ == "function"  # the fast path ran
+    fast.close()
+    plain.close()
+
+
 def test_full_randomization_multi_camera_labels(tiny_config):
     config = RenderConfig.load(overrides=tiny_overrides(**{"camera.count": 3, "clutter.occluder_prob": 1.0,
                                                          "lighting.shadows_prob": 0.5}))

@@ -17,7 +17,8 @@ import numpy as np
 from discopose._errors import ConfigError
 from discopose.geometry.transforms import invert_transform, make_transform, opengl_from_opencv, project_points
 from discopose.render.config import RenderConfig
-from discopose.render.gl import import_pyrender, make_offscreen_renderer, release_offscreen_renderer, set_shadow_map_size
+from discopose.render.gl import (import_pyrender, make_offscreen_renderer, make_scene_deterministic,
+                                 release_offscreen_renderer, set_shadow_map_size)
 from discopose.render.objects import ObjectModel, box_projection_uvs, build_object, check_fits_cameras, colorize_cube
 from discopose.render.hand import BODY_SHAPES, load_joint_states
 from discopose.render.sampling import body_items, load_pose_file, nominal_cameras, sample_scene, sample_seed
@@ -155,6 +156,7 @@ class DiscoRenderer:
     def _build_scene(self):
         pr = self.pyrender
         self.scene = pr.Scene(bg_color=(0, 0, 0, 1), ambient_light=(0.3, 0.3, 0.3))
+        make_scene_deterministic(self.scene)
         obj = self.object
         self._object_mesh = pr.Mesh([self._primitive(obj.positions, obj.normals, obj.indices, obj.uvs,
                                                      obj.vertex_colors)])
