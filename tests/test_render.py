@@ -116,6 +116,35 @@ def test_skipping_unchanged_uniforms_and_hidden_nodes_keeps_every_pixel(tiny_con
     plain.close()
 
 
+def test_msaa_off_changes_only_edge_pixels(clean_renderer):
+    """camera.msaa_samples=0 must take effect (the object's outline loses its blended colours) and change
+    no face's inside: there, shading is computed at the pixel centre either way."""
+    import cv2
+    config = RenderConfig.from_dict({**clean_renderer.config.to_dict(),
+                                     "camera": {**clean_renderer.config.to_dict()["camera"], "msaa_samples": 0}})
+    aliased = DiscoRenderer(config)
+    ring = np.ones((5, 5), np.uint8)
+    corners_m = clean_renderer.object.keypoints_m[:8]
+    gaps = np.linalg.norm(corners_m[:, None] - corners_m[None], axis=2)
+    cube_edges = np.argwhere(np.isclose(gaps, clean_renderer.config.object.cube_size_m))
+    for index in range(3):
+        params = clean_renderer.sample_params(index)
+        smooth = clean_renderer.render(params)["cam0"]
+        rough = aliased.render(params)["cam0"]
+        changed = np.any(smooth["rgb"] != rough["rgb"], axis=2)
+        silhouette = smooth["mask"].astype(np.uint8)
+        outline = (cv2.dilate(silhouette, ring) - cv2.erode(silhouette, ring)) > 0
+        inside = cv2.erode(silhouette, ring)
+        corners_px = np.round(np.asarray(smooth["labels"]["keypoints_px"])[:8]).astype(int)
+        for a, b in cube_edges:  # the edges between faces are geometry edges too
+            cv2.line(inside, tuple(map(int, corners_px[a])), tuple(map(int, corners_px[b])), 0, 5)
+        inside = inside > 0
+        assert changed[outline].mean() > 0.05
+        assert inside.sum() > 100 and not changed[inside].any()
+        assert changed.mean() < 0.1
+    aliased.close()
+
+
 def test_full_randomization_multi_camera_labels(tiny_config):
     config = RenderConfig.load(overrides=tiny_overrides(**{"camera.count": 3, "clutter.occluder_prob": 1.0,
                                                          "lighting.shadows_prob": 0.5}))

@@ -324,7 +324,7 @@ class DiscoRenderer:
         K = np.asarray(camera["K"])
         width, height = camera["width_px"], camera["height_px"]
         if self._gl is None:
-            self._gl = make_offscreen_renderer(width, height)
+            self._gl = make_offscreen_renderer(width, height, self.config.camera.msaa_samples)
         if (self._gl.viewport_width, self._gl.viewport_height) != (width, height):
             self._gl.viewport_width, self._gl.viewport_height = width, height
         # OpenCV puts pixel centres at integers, OpenGL at half-integers: shift the principal point.
