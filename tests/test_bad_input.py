@@ -127,6 +127,14 @@ def test_outputs_get_their_folders_and_bad_output_paths_are_one_line(tmp_path, c
     assert_one_line_error(*cli(capsys, "demo", "--out", a_file, "--quick"), str(a_file), "not a folder")
 
 
+def test_eval_refuses_a_bad_out_before_it_reads_any_data(tmp_path, capsys, tiny_model):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    # The data does not exist either: an --out checked only after evaluating would report that instead.
+    assert_one_line_error(*cli(capsys, "eval", "--model", tiny_model, "--data", tmp_path / "no-data",
+                               "--out", a_file), str(a_file), "not a folder")
+
+
 def test_an_os_error_on_a_path_is_one_line_naming_the_file_in_the_way(tmp_path):
     from discopose._io import describe_path_error, output_folder
     a_file = tmp_path / "notes.txt"
