@@ -207,9 +207,9 @@ class DiscoRenderer:
     def _body_mesh(self, items: list[dict]):
         """The hand, limbs and table as one mesh of instanced primitives, one per shape and look: a hand is
         three draw calls, not forty (pyrender spends a fraction of a millisecond of Python on each). Its
-        unit shapes are a few hundred vertices, cheap to upload per sample. One node with a fixed primitive
-        order keeps re-renders bit-exact: pyrender orders nodes at equal distance by set iteration, and
-        parts that interpenetrate (joints and rods) tie in the depth buffer where their surfaces cross."""
+        unit shapes are a few hundred vertices, cheap to upload per sample. Parts that interpenetrate (joints
+        and rods) tie in the depth buffer where their surfaces cross, so re-renders are bit-exact only if they
+        are drawn in the same order every time: the primitive order here is fixed by the params."""
         groups: dict[tuple[str, str], list[dict]] = {}
         for item in items:
             groups.setdefault((item["shape"], json.dumps(item["material"], sort_keys=True)), []).append(item)
