@@ -1,8 +1,11 @@
 """Tracking quality on a rendered continuous trajectory: per-frame (raw network) vs filtered error and jitter.
 
     python benchmarks/track_quality.py --model runs/cube/best [--frames 300] [--cameras 1|3] [--size 224]
+                                       [--set KEY=VALUE ...]
 
-Every frame of the clip is processed (lockstep), so raw and filtered see the same frames.
+Every frame of the clip is processed (lockstep), so raw and filtered see the same frames. The clip is
+rendered in the demo's world (the default config without the hand, limbs and table) unless --set says
+otherwise: score a model on the world it was trained for.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import discopose
 from discopose.camera import CameraModel
+from discopose.demo import NO_HAND
 from discopose.estimator.quality import tracking_quality
 from discopose.estimator.sources import CameraSource
 from discopose.estimator.tracker import TrackConfig, Tracker
@@ -30,13 +34,16 @@ def main():
     parser.add_argument("--size", type=int, default=224, help="camera image size (square)")
     parser.add_argument("--fast-track", action="store_true",
                         help="the tracker's opt-in fast path: crops aimed at the filter's prediction, no locator")
+    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                        help=f"render config override of the clip (default: {' '.join(NO_HAND)})")
     args = parser.parse_args()
+    overrides = NO_HAND if args.set is None else args.set
     estimator = discopose.load(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         clip = render_trajectory_video(RenderConfig.load(overrides=[f"camera.width_px={args.size}",
                                                                     f"camera.height_px={args.size}",
                                                                     f"camera.count={args.cameras}",
-                                                                    f"seed={args.seed}"]),
+                                                                    f"seed={args.seed}", *overrides]),
                                        Path(tmp) / "clip.mp4", num_frames=args.frames, seed=args.seed)
         tracker = Tracker(estimator, {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()},
                           {n: CameraModel.load(path) for n, path in clip.cameras.items()},
@@ -48,7 +55,7 @@ def main():
                                    symmetries if len(symmetries) > 1 else None)
     print(f"# tracking quality on a {args.frames}-frame rendered trajectory, {args.cameras} camera(s) "
           f"{args.size}x{args.size} (every frame processed; frame: {quality['frame']}; "
-          f"{'tracking fast path' if args.fast_track else 'full pipeline'})\n")
+          f"{'tracking fast path' if args.fast_track else 'full pipeline'}; clip overrides: {' '.join(overrides)})\n")
     print("| estimate | median translation error mm | median rotation error deg | jitter mm/frame | jitter deg/frame |")
     print("|---|---|---|---|---|")
     for kind in ("raw", "filtered"):
