@@ -176,7 +176,8 @@ def main() -> None:
     config = config_for(224, 224, 1)
     base = per_worker(config, n(40), warmup=n(120), rebuild=True)
     print(f"\nnaive pyrender loop (pyrender's renderer, scene graph rebuilt per sample), 224x224 1 camera: "
-          f"{base['images_per_s']:.1f} images/s; discopose's renderer is {results[(224, 1)]['images_per_s'] / base['images_per_s']:.1f}x faster")
+          f"{base['images_per_s']:.1f} images/s; discopose's renderer is "
+          f"{results[(224, 1)]['images_per_s'] / base['images_per_s']:.1f}x faster")
 
     print("\n## steady state, N renderer processes at once, 224x224, 1 camera\n")
     print("| processes | images/s (sum) | per process | scaling vs 1 |")

@@ -55,7 +55,8 @@ def main():
                                    symmetries if len(symmetries) > 1 else None)
     print(f"# tracking quality on a {args.frames}-frame rendered trajectory, {args.cameras} camera(s) "
           f"{args.size}x{args.size} (every frame processed; frame: {quality['frame']}; "
-          f"{'tracking fast path' if args.fast_track else 'full pipeline'}; clip overrides: {' '.join(overrides)})\n")
+          f"{'tracking fast path' if args.fast_track else 'full pipeline'}; "
+          f"clip overrides: {' '.join(overrides)})\n")
     print("| estimate | median translation error mm | median rotation error deg | jitter mm/frame | jitter deg/frame |")
     print("|---|---|---|---|---|")
     for kind in ("raw", "filtered"):

@@ -62,7 +62,7 @@ class CameraConfig:
     principal_point_jitter_px: float = 4.0
     znear_m: float = 0.02
     zfar_m: float = 10.0
-    # Antialiasing: multisamples per pixel. 0 turns it off: about a quarter less rasterization time on
+    # Antialiasing: multisamples per pixel. 0 turns it off: about a third less rasterization time on
     # llvmpipe (benchmarks/render_throughput.py), at the price of stair-stepped edges.
     msaa_samples: int = 4
     # aim "workspace": the cameras as placed. aim "object": each camera is turned about its optical

@@ -170,7 +170,8 @@ def _set_msaa_samples(gl_renderer, samples: int) -> None:
         configure()
         if gl_renderer._main_fb is not before:
             width, height = gl_renderer._main_fb_dims
-            for buffer, storage in ((gl_renderer._main_cb_ms, GL_RGBA), (gl_renderer._main_db_ms, GL_DEPTH_COMPONENT24)):
+            buffers = ((gl_renderer._main_cb_ms, GL_RGBA), (gl_renderer._main_db_ms, GL_DEPTH_COMPONENT24))
+            for buffer, storage in buffers:
                 glBindRenderbuffer(GL_RENDERBUFFER, buffer)
                 glRenderbufferStorageMultisample(GL_RENDERBUFFER, samples, storage, width, height)
 
