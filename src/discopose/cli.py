@@ -103,13 +103,11 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from discopose._io import output_folder
     from discopose.models.evaluate import evaluate_checkpoint
 
     if not args.data and not args.bop:
         raise DiscoposeError("give --data (a discopose dataset) or --bop (a BOP folder)")
     out = args.out or str(__import__("pathlib").Path(args.model) / "eval")
-    output_folder(out)  # a bad --out is refused before the evaluation, not after it
     if args.limit is not None and args.limit < 1:
         raise DiscoposeError(f"--limit {args.limit}: give a positive number of samples (or leave it out for all)")
     result = evaluate_checkpoint(args.model, args.data, out, bop=args.bop, limit=args.limit,

@@ -169,12 +169,14 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     """
     import tempfile
 
+    from discopose._io import output_folder
     from discopose.datasets.loader import check_compatible
     from discopose.datasets.reader import check_shards, open_dataset
     from discopose.estimator.api import load
     from discopose.geometry.symmetry import Symmetry
     from discopose.models.report import overlay_prediction, write_report
 
+    output_folder(out)  # a bad ``out`` is refused before the evaluation, not after it
     estimator = load(model_path)
     meta = {**estimator.locator.meta, "object": estimator.object}
     tmp = None

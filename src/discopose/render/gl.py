@@ -115,11 +115,10 @@ def _install_uniform_cache(pyrender, gl_renderer) -> None:
 
         def set_uniform(self, name, value, unsigned=False):
             key = _value_key(value)
-            values = self.__dict__.setdefault("_uniform_values", {})
-            if values.get(name) == key:
+            if self._uniform_values.get(name) == key:
                 return
             super().set_uniform(name, value, unsigned)
-            values[name] = key
+            self._uniform_values[name] = key
 
     cache = gl_renderer._program_cache
     get_program = cache.get_program
@@ -127,8 +126,9 @@ def _install_uniform_cache(pyrender, gl_renderer) -> None:
     def get_caching_program(*args, **kwargs):
         program = get_program(*args, **kwargs)
         if type(program) is base:
-            # Same fields, one method overridden: the program pyrender built, made to cache.
+            # Same fields, two methods overridden: the program pyrender built, made to cache.
             program.__class__ = CachingProgram
+            program._uniform_values = {}
         return program
 
     cache.get_program = get_caching_program
