@@ -145,6 +145,61 @@ def test_msaa_off_changes_only_edge_pixels(clean_renderer):
     aliased.close()
 
 
+@pytest.mark.parametrize("light_type", ["directional", "spot"])
+def test_shadow_on_the_table_is_the_objects_outline_cast_from_the_light(light_type):
+    """With one light and a matte table, the pixels that shadows darken are the cube's corners cast along
+    the light's rays onto the table top. Catches shadow maps fitted to the whole scene (pyrender's fit:
+    acne stripes and no shadow from a directional light, a blurred one from a spot) and maps that
+    repeat beyond their edge (the 10 cm map leaves most of the table outside it)."""
+    import cv2
+    from discopose.geometry.transforms import look_at
+    config = RenderConfig.load(overrides=tiny_overrides(**{
+        "camera.width_px": 96, "camera.height_px": 96, "clutter.distractor_count": "[0, 0]",
+        "clutter.occluder_prob": 0, "clutter.room_prob": 0, "noise.gaussian_sigma": "[0, 0]", "noise.blur_prob": 0,
+        "hand.prob": 0, "limbs.prob": 0, "table.prob": 1, "table.gap_m": "[0, 0]", "table.tilt_deg": 0,
+        "table.offset_frac": "[0, 0]", "lighting.shadow_radius_m": 0.1}))
+    renderer = DiscoRenderer(config)
+    try:
+        for index in range(2):
+            params = renderer.sample_params(index)
+            world_from_object = np.asarray(params["world_from_object"])
+            center = world_from_object[:3, 3]
+            light_position = center + np.array([0.6, 0.2, 0.7]) * 0.6
+            params.update(ambient=[0.1, 0.1, 0.1], lights=[{
+                "type": light_type, "color": [1.0, 1.0, 1.0], "intensity": 4.0 if light_type == "directional" else 2.0,
+                "world_from_light": look_at(light_position, center).tolist(), "inner_cone_rad": 0.5,
+                "outer_cone_rad": 0.7}])
+            params["table"]["material"] = {"texture": None, "tint": [0.6] * 3, "metallic": 0.0, "roughness": 1.0}
+            camera = params["cameras"][0]
+            camera["world_from_camera"] = look_at(center + [-0.05, 0.3, 0.3], center + [-0.05, 0.0, -0.03]).tolist()
+            lit = renderer.render({**params, "shadows": False})["cam0"]
+            shaded = renderer.render({**params, "shadows": True})["cam0"]
+
+            table = params["table"]
+            top_z = np.asarray(table["world_from_shape"])[2, 3] + table["scale_m"][2] / 2
+            corners = renderer.object.keypoints_m[:8] @ world_from_object[:3, :3].T + center
+            if light_type == "directional":
+                toward_light = (light_position - center) / np.linalg.norm(light_position - center)
+                cast = corners - ((corners[:, 2] - top_z) / toward_light[2])[:, None] * toward_light
+            else:
+                cast = light_position + (corners - light_position) * (
+                    (top_z - light_position[2]) / (corners[:, 2] - light_position[2]))[:, None]
+            cast_px, _ = project_points(np.asarray(camera["K"]),
+                                        invert_transform(np.asarray(camera["world_from_camera"])), cast)
+            expected = np.zeros(lit["mask"].shape, np.uint8)
+            cv2.fillConvexPoly(expected, cv2.convexHull(np.round(cast_px).astype(np.int32)), 1)
+            near_expected = cv2.dilate(expected, np.ones((7, 7), np.uint8)).astype(bool)
+            expected = expected.astype(bool)
+
+            darkened = shaded["rgb"].astype(float).sum(2) < 0.6 * lit["rgb"].astype(float).sum(2)
+            table_px = ~lit["mask"]  # the object hides part of its shadow
+            overlap = (darkened & expected & table_px).sum() / (darkened | expected)[table_px].sum()
+            assert overlap > 0.65, f"sample {index}: shadow overlaps its expected outline by {overlap:.2f}"
+            assert (darkened & table_px & ~near_expected).sum() < 0.05 * expected.sum(), "shadow where none falls"
+    finally:
+        renderer.close()
+
+
 def test_full_randomization_multi_camera_labels(tiny_config):
     config = RenderConfig.load(overrides=tiny_overrides(**{"camera.count": 3, "clutter.occluder_prob": 1.0,
                                                          "lighting.shadows_prob": 0.5}))

@@ -140,6 +140,9 @@ class LightingConfig:
     # llvmpipe, so shadows are off by default; enable them on GPU machines.
     shadows_prob: float = 0.0
     shadow_map_px: int = 256
+    # Shadows are cast and received within this distance of the object (the hand, the object and the
+    # table under them); the shadow map covers only that, so 256 px resolve a finger's shadow.
+    shadow_radius_m: float = 0.3
 
     def __post_init__(self):
         check_range("lighting.count", self.count, 0, 4)
@@ -153,6 +156,7 @@ class LightingConfig:
         check_range("lighting.color_saturation_max", self.color_saturation_max, 0.0, 1.0)
         check_range("lighting.shadows_prob", self.shadows_prob, 0.0, 1.0)
         check_range("lighting.shadow_map_px", self.shadow_map_px, 16, 8192)
+        check_range("lighting.shadow_radius_m", self.shadow_radius_m, 0.01, 100.0)
 
 
 @dataclass

@@ -178,6 +178,71 @@ def _set_msaa_samples(gl_renderer, samples: int) -> None:
     gl_renderer._configure_main_framebuffer = configure_with_samples
 
 
+# The smallest depth offset pyrender's mesh.frag applies before comparing with a shadow map, as a
+# fraction of the light camera's depth range.
+_PYRENDER_MIN_SHADOW_BIAS = 1e-4
+
+
+def make_light_shadow_texture(pyrender, light) -> None:
+    """Give a light its shadow map now, sampled with clamp-to-border.
+
+    pyrender makes shadow maps on first use with the glTF default sampler, REPEAT: a point outside the
+    light's shadow camera reads the map from its opposite side and falls in a copied shadow. Its border is
+    the far depth, so clamped to the border such a point is lit, which ``focus_shadow_maps`` relies on.
+    """
+    from OpenGL.GL import GL_CLAMP_TO_BORDER
+    light._generate_shadow_texture()
+    light.shadow_texture.sampler = pyrender.Sampler(wrapS=GL_CLAMP_TO_BORDER, wrapT=GL_CLAMP_TO_BORDER)
+
+
+def focus_shadow_maps(pyrender, gl_renderer, focus) -> None:
+    """Fit each light's shadow camera to the sphere ``focus()`` returns, ``(center_m, radius_m)`` in world
+    coordinates, instead of pyrender's fit to the whole scene.
+
+    pyrender spreads a directional light's map over twice the scene's diagonal, here the room, pooled
+    meshes included: a 256-px map then has texels of several centimetres, the fingers cast nothing and
+    the table shows acne stripes. Fitted to the region around the object, texels are ~2 mm and the hand
+    and object cast contact shadows; beyond the sphere surfaces are lit without shadows (lights need
+    ``make_light_shadow_texture``). A spot light's map is narrowed to the sphere, never widened.
+    ``focus()`` returning None keeps pyrender's fit.
+    """
+    default = gl_renderer._get_light_cam_matrices
+
+    def light_cam_matrices(scene, light_node, flags):
+        sphere = focus()
+        light = light_node.light
+        if sphere is None or not isinstance(light, (pyrender.DirectionalLight, pyrender.SpotLight)):
+            return default(scene, light_node, flags)
+        center, radius = np.asarray(sphere[0], float), float(sphere[1])
+        world_from_light = scene.get_pose(light_node).copy()
+        axis = -world_from_light[:3, 2]  # lights shine down their -z axis
+        map_px = light.shadow_texture.width if light.shadow_texture is not None else pyrender.light.SHADOW_TEX_SZ
+        # pyrender's shader offsets depths by a fixed fraction of the light camera's depth range
+        # (1e-4 facing the light, 1e-3 grazing). Its own range, 10x the scene's diagonal, makes that
+        # centimetres and lifts shadows off contacts; too short a range gives acne stripes. So pick the
+        # range for which the offset is one shadow-map texel at the sphere.
+        if isinstance(light, pyrender.DirectionalLight):
+            texel_m = 2 * radius / map_px
+            depth_range_m = texel_m / _PYRENDER_MIN_SHADOW_BIAS
+            world_from_light[:3, 3] = center - axis * (depth_range_m - radius)
+            camera = pyrender.OrthographicCamera(xmag=radius, ymag=radius, znear=1e-3, zfar=depth_range_m)
+        else:
+            to_center = center - world_from_light[:3, 3]
+            distance = float(np.linalg.norm(to_center))
+            fov = float(np.clip(2 * light.outerConeAngle + np.pi / 16.0, 0.0, np.pi))  # pyrender's
+            if distance > radius:
+                off_axis = np.arccos(np.clip(to_center @ axis / distance, -1.0, 1.0))
+                fov = min(fov, 2.0 * (off_axis + np.arcsin(radius / distance)) + 1e-3)
+            far = distance + radius
+            # Perspective depth: the offset is one texel (distance * fov / map_px) at the sphere's centre
+            # when 1/near - 1/far = fov / (map_px * bias).
+            near = 1.0 / (1.0 / far + fov / (map_px * _PYRENDER_MIN_SHADOW_BIAS))
+            camera = pyrender.PerspectiveCamera(yfov=fov, aspectRatio=1.0, znear=near, zfar=far)
+        return np.linalg.inv(world_from_light), camera.get_projection_matrix()
+
+    gl_renderer._get_light_cam_matrices = light_cam_matrices
+
+
 def make_offscreen_renderer(width_px: int, height_px: int, msaa_samples: int = 4):
     """pyrender's OffscreenRenderer, with uniform caching and visible-only sorting (same pixels, less
     Python per frame) and ``msaa_samples``, or a one-line error naming what is missing."""

@@ -17,8 +17,9 @@ import numpy as np
 from discopose._errors import ConfigError
 from discopose.geometry.transforms import invert_transform, make_transform, opengl_from_opencv, project_points
 from discopose.render.config import RenderConfig
-from discopose.render.gl import (import_pyrender, make_offscreen_renderer, make_scene_deterministic,
-                                 release_offscreen_renderer, set_shadow_map_size)
+from discopose.render.gl import (focus_shadow_maps, import_pyrender, make_light_shadow_texture,
+                                 make_offscreen_renderer, make_scene_deterministic, release_offscreen_renderer,
+                                 set_shadow_map_size)
 from discopose.render.objects import ObjectModel, box_projection_uvs, build_object, check_fits_cameras, colorize_cube
 from discopose.render.hand import BODY_SHAPES, load_joint_states
 from discopose.render.sampling import body_items, load_pose_file, nominal_cameras, sample_scene, sample_seed
@@ -140,6 +141,7 @@ class DiscoRenderer:
         self.bank_images = images
         self._bank = [self.pyrender.Texture(source=image, source_channels="RGB") for image in images]
         self._build_scene()
+        self._shadow_focus = None
         self._gl = None
 
     # ----------------------------------------------------------------------------------- scene graph
@@ -226,6 +228,8 @@ class DiscoRenderer:
         while len(pool) <= slot:
             cls = {"point": pr.PointLight, "spot": pr.SpotLight, "directional": pr.DirectionalLight}[light["type"]]
             pool.append(pr.Node(light=cls()))
+            if light["type"] != "point":  # pyrender has no point-light shadows
+                make_light_shadow_texture(pr, pool[-1].light)
         node = pool[slot]
         node.light.color = np.asarray(light["color"])
         node.light.intensity = light["intensity"]
@@ -271,6 +275,7 @@ class DiscoRenderer:
     def _apply(self, params: dict):
         scene = self.scene
         scene.set_pose(self._object_node, np.asarray(params["world_from_object"]))
+        self._shadow_focus = (np.asarray(params["world_from_object"])[:3, 3], self.config.lighting.shadow_radius_m)
         self._object_mesh.primitives[0].material = self._object_material(params["object_appearance"])
         scene.ambient_light = np.asarray(params["ambient"])
         scene.bg_color = np.array([*params["bg_color"], 1.0])
@@ -325,6 +330,7 @@ class DiscoRenderer:
         width, height = camera["width_px"], camera["height_px"]
         if self._gl is None:
             self._gl = make_offscreen_renderer(width, height, self.config.camera.msaa_samples)
+            focus_shadow_maps(self.pyrender, self._gl._renderer, lambda: self._shadow_focus)
         if (self._gl.viewport_width, self._gl.viewport_height) != (width, height):
             self._gl.viewport_width, self._gl.viewport_height = width, height
         # OpenCV puts pixel centres at integers, OpenGL at half-integers: shift the principal point.
