@@ -28,9 +28,9 @@ from discopose.render.renderer import DiscoRenderer
 OVERRIDES: list[str] = []  # --set, e.g. hand.prob=0
 
 
-def config_for(width: int, height: int, cameras: int) -> RenderConfig:
+def config_for(width: int, height: int, cameras: int, *extra: str) -> RenderConfig:
     return RenderConfig.load(overrides=[f"camera.width_px={width}", f"camera.height_px={height}",
-                                        f"camera.count={cameras}", *OVERRIDES])
+                                        f"camera.count={cameras}", *extra, *OVERRIDES])
 
 
 STAGES = ("sample", "scene update", "draw", "visibility pass", "readback", "noise+labels", "encode")
@@ -78,13 +78,36 @@ class StageClock:
             setattr(owner, name, function)
 
 
-def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = False, barrier=None) -> dict:
+def use_unshaded_fragments(renderer: DiscoRenderer, shader_dir: str) -> None:
+    """Swap pyrender's mesh fragment shader for one that writes the material's flat colour: no lighting,
+    no textures. Rendering then costs only what the rest of the pipeline does (measurement only)."""
+    import shutil
+    source = os.path.join(os.path.dirname(renderer.pyrender.__file__), "shaders")
+    shutil.copytree(source, shader_dir, dirs_exist_ok=True)
+    path = os.path.join(shader_dir, "mesh.frag")
+    with open(path) as f:
+        text = f.read()
+    text = text[:text.index("void main()")] + "void main()\n{\n    frag_color = material.base_color_factor;\n}\n"
+    with open(path, "w") as f:
+        f.write(text)
+    renderer.render_index(0)  # creates the GL context and its program cache
+    cache = renderer._gl._renderer._program_cache
+    cache.clear()
+    cache.shader_dir = shader_dir
+
+
+def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = False, barrier=None,
+               unshaded: bool = False) -> dict:
     """One process rendering + encoding, after a warm-up that compiles the shader variants. With
     ``rebuild`` it is the naive pyrender loop: pyrender's own OffscreenRenderer, and the scene graph
-    (geometry, textures, materials) built anew for every sample."""
+    (geometry, textures, materials) built anew for every sample. With ``unshaded``, the ceiling of this
+    draw path: fragments get a flat colour (see use_unshaded_fragments)."""
     renderer = DiscoRenderer(config)
     if rebuild:
         renderer._gl = renderer.pyrender.OffscreenRenderer(config.camera.width_px, config.camera.height_px)
+    shader_dir = tempfile.TemporaryDirectory() if unshaded else None
+    if unshaded:
+        use_unshaded_fragments(renderer, shader_dir.name)
     try:
         for index in range(warmup):
             renderer.render_index(index)
@@ -112,6 +135,8 @@ def per_worker(config: RenderConfig, samples: int, warmup: int, rebuild: bool = 
             clock.seconds[k] for k in ("scene update", "draw", "visibility pass", "readback"))
     finally:
         renderer.close()
+        if shader_dir is not None:
+            shader_dir.cleanup()
     images = samples * config.camera.count
     return {"images_per_s": images / elapsed, **{k: 1000 * v / samples for k, v in clock.seconds.items()}}
 
@@ -178,6 +203,11 @@ def main() -> None:
     print(f"\nnaive pyrender loop (pyrender's renderer, scene graph rebuilt per sample), 224x224 1 camera: "
           f"{base['images_per_s']:.1f} images/s; discopose's renderer is "
           f"{results[(224, 1)]['images_per_s'] / base['images_per_s']:.1f}x faster")
+    ceiling = per_worker(config_for(224, 224, 1, "camera.msaa_samples=0"), n(300), warmup=n(120), unshaded=True)
+    print(f"ceiling of this draw path (flat-colour fragments: no lighting, textures or MSAA), 224x224 1 camera: "
+          f"{ceiling['images_per_s']:.1f} images/s ("
+          + ", ".join(f"{stage} {ceiling[stage]:.1f}" for stage in STAGES) + " ms); full shading reaches "
+          f"{results[(224, 1)]['images_per_s'] / ceiling['images_per_s']:.0%} of it")
 
     print("\n## steady state, N renderer processes at once, 224x224, 1 camera\n")
     print("| processes | images/s (sum) | per process | scaling vs 1 |")
