@@ -47,7 +47,7 @@ def cmd_inspect(args) -> None:
     import numpy as np
 
     from discopose._io import atomic_write_bytes
-    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.datasets.reader import check_shards, iter_samples, open_dataset
     from discopose.viz import contact_sheet, draw_labels, encode_png
 
     info = open_dataset(args.dataset, require_complete=False)
@@ -56,13 +56,7 @@ def cmd_inspect(args) -> None:
         if not info.manifest.get("complete"):
             raise DiscoposeError(f"{args.dataset} is incomplete (an interrupted render); rerun the same "
                                  "`discopose render` command to finish it, then verify")
-        from discopose.datasets.storage import Storage, scan_shard
-        storage = Storage(info.url)
-        for shard in info.manifest["shards"]:
-            count, digest = scan_shard(storage, shard["name"])
-            if digest != shard["sha256"] or count != shard["num_samples"]:
-                raise DiscoposeError(f"{shard['name']} does not match the manifest (sha256 or sample count); "
-                                     "delete it and rerun `discopose render` with the same arguments")
+        check_shards(info, verify_hashes=True)
         print(f"verified    {len(info.manifest['shards'])} shards: sha256 and sample counts match")
     keypoints = np.asarray(info.manifest["object"]["keypoints_m"])
     tiles = []

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from discopose._errors import DatasetError
 from discopose.datasets.format import FORMAT, FORMAT_VERSION, MANIFEST, decode_sample
-from discopose.datasets.storage import Storage, read_shard
+from discopose.datasets.storage import Storage, read_shard, scan_shard
 from discopose.geometry.symmetry import Symmetry
 
 
@@ -69,20 +69,25 @@ def open_dataset(url: str, require_complete: bool = True) -> DatasetInfo:
 
 def check_shards(info: DatasetInfo, verify_hashes: bool = False) -> None:
     """Fail now, with the shard's name, rather than an epoch into training: every shard the manifest
-    lists exists with its recorded size, and with ``verify_hashes`` its bytes match the sha256."""
+    lists exists with its recorded size, and with ``verify_hashes`` its bytes match the sha256 and it
+    holds the recorded number of samples."""
     storage = Storage(info.url)
     for shard in info.manifest["shards"]:
+        where = storage.url_of(shard["name"])
         size = storage.size(shard["name"])
         if size is None:
-            raise DatasetError(f"{storage.url_of(shard['name'])} is missing; rerun the `discopose render` command "
-                               "that made the dataset to re-render it")
+            raise DatasetError(f"{where} is missing; rerun the `discopose render` command that made the dataset "
+                               "to re-render it")
         if shard.get("bytes") is not None and size != shard["bytes"]:
-            raise DatasetError(f"{storage.url_of(shard['name'])} is {size} bytes but the manifest says "
-                               f"{shard['bytes']} (truncated or replaced); run `discopose inspect --verify` on "
-                               "the dataset, then rerun the `discopose render` command that made it")
+            raise DatasetError(f"{where} is {size} bytes but the manifest says {shard['bytes']} (truncated or "
+                               "replaced); run `discopose inspect --verify` on the dataset, then rerun the "
+                               "`discopose render` command that made it")
         if verify_hashes:
-            for _ in read_shard(storage, shard["name"], shard["sha256"]):
-                pass
+            count, digest = scan_shard(storage, shard["name"])
+            if digest != shard["sha256"] or count != shard["num_samples"]:
+                raise DatasetError(f"{where} does not match the manifest (sha256 or sample count; corrupted after "
+                                   "it was written); rerun the `discopose render` command that made the dataset "
+                                   "to re-render it")
 
 
 def iter_raw_samples(info: DatasetInfo, shard_names: list[str] | None = None) -> Iterator[dict]:
