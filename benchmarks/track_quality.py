@@ -4,8 +4,8 @@
                                        [--set KEY=VALUE ...]
 
 Every frame of the clip is processed (lockstep), so raw and filtered see the same frames. The clip is
-rendered in the demo's world (the default config without the hand, limbs and table) unless --set says
-otherwise: score a model on the world it was trained for.
+rendered in the world the model was trained in (its checkpoint records it; checkpoints from before that
+get the demo's world: the default config without the hand, limbs and table), with --set applied on top.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import discopose
 from discopose.camera import CameraModel
-from discopose.demo import NO_HAND
+from discopose.demo import TRAIN_LOOKS
 from discopose.estimator.quality import tracking_quality
 from discopose.estimator.sources import CameraSource
 from discopose.estimator.tracker import TrackConfig, Tracker
@@ -34,17 +34,16 @@ def main():
     parser.add_argument("--size", type=int, default=224, help="camera image size (square)")
     parser.add_argument("--fast-track", action="store_true",
                         help="the tracker's opt-in fast path: crops aimed at the filter's prediction, no locator")
-    parser.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
-                        help=f"render config override of the clip (default: {' '.join(NO_HAND)})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="render config override of the clip, on top of the model's training world")
     args = parser.parse_args()
-    overrides = NO_HAND if args.set is None else args.set
     estimator = discopose.load(args.model)
+    world = estimator.train_render_config or RenderConfig.load(overrides=TRAIN_LOOKS)
+    overrides = [f"camera.width_px={args.size}", f"camera.height_px={args.size}", f"camera.count={args.cameras}",
+                 f"seed={args.seed}", *args.set]
     with tempfile.TemporaryDirectory() as tmp:
-        clip = render_trajectory_video(RenderConfig.load(overrides=[f"camera.width_px={args.size}",
-                                                                    f"camera.height_px={args.size}",
-                                                                    f"camera.count={args.cameras}",
-                                                                    f"seed={args.seed}", *overrides]),
-                                       Path(tmp) / "clip.mp4", num_frames=args.frames, seed=args.seed)
+        clip = render_trajectory_video(world.with_overrides(overrides), Path(tmp) / "clip.mp4",
+                                       num_frames=args.frames, seed=args.seed)
         tracker = Tracker(estimator, {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()},
                           {n: CameraModel.load(path) for n, path in clip.cameras.items()},
                           config=TrackConfig(publish=None, record=str(Path(tmp) / "poses.jsonl"), status_every_s=1e9,
@@ -56,7 +55,8 @@ def main():
     print(f"# tracking quality on a {args.frames}-frame rendered trajectory, {args.cameras} camera(s) "
           f"{args.size}x{args.size} (every frame processed; frame: {quality['frame']}; "
           f"{'tracking fast path' if args.fast_track else 'full pipeline'}; "
-          f"clip overrides: {' '.join(overrides)})\n")
+          f"clip: the model's training world{'' if estimator.train_render_config else ' (not recorded: the demo world)'}"
+          f"{', overrides ' + ' '.join(args.set) if args.set else ''})\n")
     print("| estimate | median translation error mm | median rotation error deg | jitter mm/frame | jitter deg/frame |")
     print("|---|---|---|---|---|")
     for kind in ("raw", "filtered"):

@@ -237,6 +237,23 @@ def test_two_line_api_needs_the_camera_and_onnx_agrees(trained_run, pose_dataset
         est.predict(image.astype(np.float32), camera=camera)
 
 
+def test_estimator_knows_the_world_it_was_trained_in(trained_run):
+    """The locator's training render config travels with the checkpoint, so a test clip can be rendered in
+    that world (the demo's model learned without the hand; a clip with one is another task)."""
+    import discopose
+    from discopose._errors import ConfigError
+    from discopose.render.config import RenderConfig
+    from tests.conftest import FRAMES
+    run, _ = trained_run
+    world = discopose.load(run / "best").train_render_config
+    assert world == RenderConfig.load(overrides=FRAMES + ["seed=0"])  # the frames set, not the crops
+    clip_world = world.with_overrides(["camera.width_px=50", "seed=9"])
+    assert (clip_world.camera.width_px, clip_world.seed, clip_world.hand.prob) == (50, 9, 0.0)
+    assert world.camera.width_px == 96, "with_overrides leaves the original alone"
+    with pytest.raises(ConfigError, match="camera.width_px"):
+        world.with_overrides(["camera.width_px=-1"])
+
+
 def test_same_scenes_through_two_cameras_give_the_same_poses(trained_run, tmp_path):
     """The same scenes rendered with two different intrinsics (size, aspect, field of view) are
     estimated alike through predict(camera=...) and through BOP folders with per-image cam_K."""

@@ -133,6 +133,14 @@ class PoseEstimator:
     def object(self) -> dict:
         return self.meta["object"]
 
+    @property
+    def train_render_config(self):
+        """The :class:`RenderConfig` of the locator's training images, the world the estimator learned, or
+        None for checkpoints written before it was recorded. Render test clips in it (with another seed)."""
+        from discopose.render.config import RenderConfig
+        data = self.locator.meta.get("train_render_config")
+        return None if data is None else RenderConfig.from_dict(data)
+
     def camera_for(self, image: np.ndarray, camera=None, assume_nominal: bool = False,
                    name: str = "camera") -> CameraModel:
         """The camera an image was taken with: a camera file path, a :class:`CameraModel`, a 3x3 K

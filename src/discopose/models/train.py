@@ -190,7 +190,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     meta = {
         "dataset_format_version": FORMAT_VERSION, "cameras": train_info.manifest["cameras"],
         "object": train_info.manifest["object"], "train_config": asdict(config), "train_data": str(data),
-        "pretrained": config.pretrained,
+        # The world the network learned: tools render test clips in it (PoseEstimator.train_render_config).
+        "train_render_config": train_info.manifest["config"], "pretrained": config.pretrained,
     }
     # The mean-pose baseline is judged against what training saw, not the test set.
     stats = label_statistics(train_info)

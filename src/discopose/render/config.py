@@ -397,6 +397,10 @@ class RenderConfig:
     def from_dict(cls, data: dict) -> "RenderConfig":
         return from_dict(cls, data)
 
+    def with_overrides(self, overrides: list[str]) -> "RenderConfig":
+        """A copy with ``KEY=VALUE`` overrides applied (validated like ``load``'s)."""
+        return RenderConfig.from_dict(apply_overrides(self.to_dict(), overrides))
+
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "RenderConfig":
         """Defaults, updated by the YAML/JSON file at ``path``, updated by ``KEY=VALUE`` overrides."""
