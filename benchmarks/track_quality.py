@@ -38,7 +38,8 @@ def main():
                         help="render config override of the clip, on top of the model's training world")
     args = parser.parse_args()
     estimator = discopose.load(args.model)
-    world = estimator.train_render_config or RenderConfig.load(overrides=TRAIN_LOOKS)
+    recorded_world = estimator.train_render_config
+    world = recorded_world or RenderConfig.load(overrides=TRAIN_LOOKS)
     overrides = [f"camera.width_px={args.size}", f"camera.height_px={args.size}", f"camera.count={args.cameras}",
                  f"seed={args.seed}", *args.set]
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +56,7 @@ def main():
     print(f"# tracking quality on a {args.frames}-frame rendered trajectory, {args.cameras} camera(s) "
           f"{args.size}x{args.size} (every frame processed; frame: {quality['frame']}; "
           f"{'tracking fast path' if args.fast_track else 'full pipeline'}; "
-          f"clip: the model's training world{'' if estimator.train_render_config else ' (not recorded: the demo world)'}"
+          f"clip: the model's training world{'' if recorded_world else ' (not recorded: the demo world)'}"
           f"{', overrides ' + ' '.join(args.set) if args.set else ''})\n")
     print("| estimate | median translation error mm | median rotation error deg | jitter mm/frame | jitter deg/frame |")
     print("|---|---|---|---|---|")

@@ -216,7 +216,7 @@ def focus_shadow_maps(pyrender, gl_renderer, focus) -> None:
         center, radius = np.asarray(sphere[0], float), float(sphere[1])
         world_from_light = scene.get_pose(light_node).copy()
         axis = -world_from_light[:3, 2]  # lights shine down their -z axis
-        map_px = light.shadow_texture.width if light.shadow_texture is not None else pyrender.light.SHADOW_TEX_SZ
+        map_px = light.shadow_texture.width  # made before any shadow pass (make_light_shadow_texture, or pyrender)
         # pyrender's shader offsets depths by a fixed fraction of the light camera's depth range
         # (1e-4 facing the light, 1e-3 grazing). Its own range, 10x the scene's diagonal, makes that
         # centimetres and lifts shadows off contacts; too short a range gives acne stripes. So pick the

@@ -274,8 +274,9 @@ class DiscoRenderer:
 
     def _apply(self, params: dict):
         scene = self.scene
-        scene.set_pose(self._object_node, np.asarray(params["world_from_object"]))
-        self._shadow_focus = (np.asarray(params["world_from_object"])[:3, 3], self.config.lighting.shadow_radius_m)
+        world_from_object = np.asarray(params["world_from_object"])
+        scene.set_pose(self._object_node, world_from_object)
+        self._shadow_focus = (world_from_object[:3, 3], self.config.lighting.shadow_radius_m)
         self._object_mesh.primitives[0].material = self._object_material(params["object_appearance"])
         scene.ambient_light = np.asarray(params["ambient"])
         scene.bg_color = np.array([*params["bg_color"], 1.0])
