@@ -356,7 +356,8 @@ def test_fusion_triangulates_depth_and_outvotes_a_misread_camera():
         cameras.append(camera)
     fused = fuse_world_poses(poses, cameras, ["cam0", "cam1", "cam2"])
     assert fused.frame == "world" and fused.extra["rotation_inliers"] == ["cam0", "cam1"]
-    assert rotation_angle_deg(fused.rotation, world_from_object[:3, :3]) < 1e-6
+    # Float noise only (arccos near 1 resolves ~1e-6 deg); a flipped camera in the mean would be degrees off.
+    assert rotation_angle_deg(fused.rotation, world_from_object[:3, :3]) < 1e-3
     error = np.linalg.norm(fused.position_m - world_from_object[:3, 3])
     singles = [np.linalg.norm(c.world_from_camera[:3, :3] @ p.position_m + c.world_from_camera[:3, 3])
                for p, c in zip(poses, cameras)]

@@ -40,12 +40,19 @@ def make_augmentation(strength: float = 1.0, seed: int | None = None):
     if strength <= 0:
         return None
     import albumentations as A
+    # Webcams: auto-exposure and tone curves (gamma), white balance (per-channel gains), soft optics and
+    # motion, sensor noise, JPEG. Measured against a path-traced webcam proxy, not guessed (README).
     return A.Compose([
         A.ColorJitter(brightness=0.3 * strength, contrast=0.3 * strength, saturation=0.3 * strength,
                       hue=0.05 * strength, p=0.8),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 3)), A.MotionBlur(blur_limit=(3, 5))], p=0.2 * strength),
-        A.GaussNoise(std_range=(0.01, 0.04 * strength), p=0.3),
-        A.ImageCompression(quality_range=(60, 95), p=0.2),
+        A.RandomGamma(gamma_limit=(100 - 30 * strength, 100 + 40 * strength), p=0.3),
+        A.MultiplicativeNoise(multiplier=(1 - 0.15 * strength, 1 + 0.15 * strength), per_channel=True,
+                              elementwise=False, p=0.3),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 3)), A.MotionBlur(blur_limit=(3, 5)),
+                 A.Downscale(scale_range=(0.5, 0.8))], p=0.3 * strength),
+        A.OneOf([A.GaussNoise(std_range=(0.01, 0.04 * strength)), A.ISONoise(intensity=(0.1, 0.4 * strength))],
+                p=0.4),
+        A.ImageCompression(quality_range=(40, 95), p=0.4),
         A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.05, 0.15), hole_width_range=(0.05, 0.15),
                         p=0.1 * strength),
     ], seed=seed)

@@ -112,8 +112,13 @@ class PoseEstimator:
         index = read_estimator_index(self.path)
         if index is not None:
             self.meta = index
+            stages = index.get("stages", ["locator", "crop"])
+            for stage in stages:
+                if not (self.path / stage).is_dir():
+                    raise DiscoposeError(f"{self.path}/estimator.json lists the {stage} stage but {self.path / stage} "
+                                         "is missing; copy the whole estimator folder, not part of it")
             self.locator = _Network(self.path / "locator", backend, device)
-            self.crop = _Network(self.path / "crop", backend, device) if (self.path / "crop").is_dir() else None
+            self.crop = _Network(self.path / "crop", backend, device) if "crop" in stages else None
             self.uncertainty_scale = self.meta.get("uncertainty_scale") or {"position": 1.0, "rotation": 1.0}
         else:  # a single network's checkpoint: a full-frame model on its own
             self.locator = _Network(self.path, backend, device)
@@ -150,6 +155,11 @@ class PoseEstimator:
         if isinstance(camera, (str, Path)):
             camera = CameraModel.load(camera)
         if isinstance(camera, CameraModel):
+            if camera.width_px * height != camera.height_px * width:
+                raise DiscoposeError(
+                    f"{name}: camera {camera.name!r} is calibrated at {camera.width_px}x{camera.height_px} but the "
+                    f"image is {width}x{height}, another aspect ratio (a cropped or differently configured stream): "
+                    f"set the camera to {camera.width_px}x{camera.height_px} or calibrate it at {width}x{height}")
             if (camera.width_px, camera.height_px) != (width, height):
                 log.warning("camera %s is calibrated at %dx%d, the image is %dx%d: rescaling its intrinsics",
                             camera.name, camera.width_px, camera.height_px, width, height)

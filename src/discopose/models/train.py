@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from discopose._errors import ConfigError, DiscoposeError
+from discopose._errors import ConfigError, DatasetError, DiscoposeError
 from discopose._io import atomic_write_json
 from discopose.config import check_range
 from discopose.datasets.format import FORMAT_VERSION, decode_labels
@@ -108,6 +108,27 @@ def network_spec(info: DatasetInfo, config: "TrainConfig") -> PoseNetSpec:
                        dense=False, **preprocessing(config.backbone))
 
 
+def check_dense_targets(info: DatasetInfo, spec: PoseNetSpec, data: str) -> None:
+    """Refuse crop training data the dense head cannot learn from: without depth and mask, or at another
+    size than the network's input (crops are then remapped and their cells unknown), the head would
+    stay untrained and PnP would run on its noise at inference."""
+    if spec.stage != "crop" or not spec.dense:
+        return
+    keys = info.manifest.get("keys", {})
+    camera = info.manifest["config"]["camera"]
+    size = (int(camera["height_px"]), int(camera["width_px"]))
+    fix = (f"render it with --set camera.aim=object --set output.depth=true --set camera.width_px={spec.input_size_px[1]} "
+           f"--set camera.height_px={spec.input_size_px[0]}")
+    if camera.get("aim") != "object":
+        raise DatasetError(f"{data}: the crop stage learns from rendered zoom-in crops, this dataset has full frames; {fix}")
+    if not keys.get("depth") or not keys.get("mask"):
+        raise DatasetError(f"{data} has no depth/mask, which the crop network's dense head learns from; {fix}")
+    if size != tuple(spec.input_size_px):
+        raise DatasetError(f"{data} holds {size[1]}x{size[0]} crops but the network's input is "
+                           f"{spec.input_size_px[1]}x{spec.input_size_px[0]}: its dense head would learn nothing; "
+                           f"{fix} (or train with --set input_px={size[0]})")
+
+
 def classified_rotations(object_description: dict) -> np.ndarray:
     """The geometry's symmetry rotations when the markings break them (object symmetry ``none``), else
     an empty array: then plain symmetry-aware regression is all there is to learn."""
@@ -144,9 +165,13 @@ def _ddp() -> tuple[int, int, int]:
     return world, rank, local_rank
 
 
-def _validation_score(summary: dict) -> float:
-    # Lower is better: median ADD(-S) relative to the diameter, the standard single-number pose quality,
-    # of the pose the estimator will report.
+def _validation_score(summary: dict, stage: str) -> float:
+    """Lower is better. Crop: median ADD(-S) relative to the diameter, the standard single-number pose
+    quality, of the pose the estimator will report. Locator: its median position error alone, because
+    the locator's job is to find the object for the crop, and its near-chance rotation would dominate
+    ADD and pick an epoch by noise."""
+    if stage == "locator":
+        return summary["te_mm"]["median"] if "te_mm" in summary else math.inf
     return summary.get("reported", summary).get("add_s_rel_diameter_median", math.inf)
 
 
@@ -186,6 +211,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
 
     shape_rotations = classified_rotations(train_info.manifest["object"])
     spec = network_spec(train_info, config)
+    check_dense_targets(train_info, spec, data)
     spec.shape_rotations = shape_rotations.tolist()
     meta = {
         "dataset_format_version": FORMAT_VERSION, "cameras": train_info.manifest["cameras"],
@@ -300,7 +326,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                 log.info("epoch %d (%s): val median as reported (with PnP) %.1f mm, %.1f deg, %.0f%% within 30 deg", epoch + 1,
                          spec.stage, dense["te_mm"]["median"], dense["re_deg"]["median"],
                          100 * dense["success"]["re<30deg"])
-        score = _validation_score(summary) if summary else -epoch  # no val: the latest is the best
+        score = _validation_score(summary, spec.stage) if summary else -epoch  # no val: the latest is the best
         epoch_meta = {**meta, "epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
                       "val_metrics": summary}
         if score < best_score:
