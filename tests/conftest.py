@@ -70,6 +70,7 @@ def pose_datasets(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(pose_datasets, tmp_path_factory):
     """A short real two-stage training run (CPU, about two minutes) shared by tests that need a model."""
+    from discopose.estimator.calibrate import calibrate_estimator
     from discopose.models.train import TrainConfig, train_estimator
     out = tmp_path_factory.mktemp("run")
     common = dict(batch_size=32, num_workers=2, augment=0.0)
@@ -77,6 +78,7 @@ def trained_run(pose_datasets, tmp_path_factory):
                             frames_val=pose_datasets["frames_val"], crops_val=pose_datasets["crops_val"],
                             locator_config=TrainConfig(stage="locator", epochs=3, **common),
                             crop_config=TrainConfig(stage="crop", epochs=4, **common), progress=False)
+    calibrate_estimator(out / "best", pose_datasets["frames_val"])
     return out, metas
 
 

@@ -101,7 +101,8 @@ def test_gate_threshold_passes_999_per_mille_of_consistent_measurements():
 def _message(seq_time):
     return {"capture_time_s": seq_time, "frame": "camera:cam0", "position_m": [0, 0, 0.35], "quat_wxyz": [1, 0, 0, 0],
             "velocity_m_s": [0, 0, 0], "angular_velocity_rad_s": [0, 0, 0], "covariance": np.eye(6).tolist(),
-            "measurement_age_s": 0.0, "accepted": True, "cameras": {"cam0": {"state": "ok", "age_s": 0.01}}}
+            "measurement_age_s": 0.0, "accepted": True, "valid": True, "confidence": 0.9, "measurement_valid": True,
+            "measurement_confidence": 0.9, "cameras": {"cam0": {"state": "ok", "age_s": 0.01}}}
 
 
 def test_pub_sub_round_trip_on_localhost():
@@ -115,7 +116,7 @@ def test_pub_sub_round_trip_on_localhost():
             received = subscriber.receive(timeout_s=0.1)
         assert received is not None
         validate_message(received)
-        assert received["schema"] == "discopose.pose/1" and received["latency_s"] >= 0
+        assert received["schema"] == "discopose.pose/2" and received["latency_s"] >= 0
         first = received["seq"]
         publisher.publish(_message(time.monotonic()))
         assert subscriber.receive(timeout_s=1.0)["seq"] > first

@@ -84,6 +84,9 @@ def cmd_train(args) -> None:
                                 locator_config=from_dict(TrainConfig, {**data, "stage": "locator"}),
                                 crop_config=from_dict(TrainConfig, {**data, "stage": "crop"}),
                                 resume=args.resume, progress=not args.quiet)
+        if args.calib or args.val:
+            from discopose.estimator.calibrate import calibrate_estimator
+            calibrate_estimator(f"{args.out}/best", args.calib or args.val)
         print(f"estimator in {args.out}/best (stages in {args.out}/locator and {args.out}/crop)")
     else:
         metas = {"": train(args.data, args.out, val=args.val, config=from_dict(TrainConfig, data),
@@ -202,7 +205,7 @@ def cmd_track(args) -> None:
             source.close()
         raise
     if tracker.publisher is not None:
-        print(f"publishing poses on {tracker.publisher.address} (topic 'pose', schema discopose.pose/1)")
+        print(f"publishing poses on {tracker.publisher.address} (topic 'pose', schema discopose.pose/2)")
     stats = tracker.run()
     print(f"{stats['messages']} poses at {stats['hz']:.1f} Hz, capture->publish latency p50 "
           f"{stats['latency_ms_p50'] or 0:.1f} ms, p99 {stats['latency_ms_p99'] or 0:.1f} ms")
@@ -280,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", help="zoom-in crops (render --set camera.aim=object): train a two-stage estimator, "
                    "--data being the locator's full frames")
     p.add_argument("--crops-val", dest="crops_val", help="validation crops")
+    p.add_argument("--calib", help="frames of another family than training (other textures, lights, sensor effects) "
+                   "to calibrate the stated uncertainty and validity flag on (default: --val)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)

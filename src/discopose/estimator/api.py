@@ -23,7 +23,8 @@ from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel, aimed_camera, remap_image
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, recover_folder
-from discopose.models.pose_net import decode_position, reported_rotation
+from discopose.estimator.trust import TrustModel
+from discopose.models.pose_net import decode_position, dense_consistency
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ class Pose:
     ``position_covariance_m2`` is the 3x3 position covariance in that frame; ``position_sigma_m`` its
     per-axis 1-sigma. ``rotation_sigma_deg`` is the 1-sigma of the isotropic rotation error (per axis
     of the rotation vector). ``cameras`` lists the cameras that contributed.
+
+    ``confidence`` (0-1) is the estimator's probability that the pose is good (within 10 mm and 15 deg),
+    from the consistency of its own parts; ``valid`` is False when it is too low to act on: a control
+    policy should treat such a pose as missing. Both come from the estimator's calibrated
+    :class:`~discopose.estimator.trust.TrustModel` (an uncalibrated estimator calls every pose valid).
     """
 
     position_m: np.ndarray
@@ -44,6 +50,8 @@ class Pose:
     rotation_sigma_deg: float
     frame: str
     cameras: list[str] = field(default_factory=list)
+    valid: bool = True
+    confidence: float = 1.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -119,12 +127,12 @@ class PoseEstimator:
                                          "is missing; copy the whole estimator folder, not part of it")
             self.locator = _Network(self.path / "locator", backend, device)
             self.crop = _Network(self.path / "crop", backend, device) if "crop" in stages else None
-            self.uncertainty_scale = self.meta.get("uncertainty_scale") or {"position": 1.0, "rotation": 1.0}
+            self.trust = TrustModel.from_index(self.meta)
         else:  # a single network's checkpoint: a full-frame model on its own
             self.locator = _Network(self.path, backend, device)
             self.crop = None
             self.meta = {"object": self.locator.meta["object"]}
-            self.uncertainty_scale = {"position": 1.0, "rotation": 1.0}
+            self.trust = TrustModel()
             if self.locator.spec.stage != "locator":
                 raise DiscoposeError(f"{self.path} is a crop-stage network, which needs a locator to find the "
                                      "object; load the estimator folder that holds both (a run's best/)")
@@ -133,6 +141,7 @@ class PoseEstimator:
         spec = self.locator.spec
         height, width = spec.input_size_px
         self.model_camera = CameraModel("model", width, height, spec.camera_K)
+        self._surface_points = np.asarray(self.object["surface_points_m"], float)
 
     @property
     def object(self) -> dict:
@@ -229,6 +238,8 @@ class PoseEstimator:
         ``priors``: where the object is expected (camera-frame positions, e.g. a tracking filter's
         prediction). Given for every view, they replace the locator (a tracker's fast path: two network
         passes instead of three; a single crop pass would be faster still but measurably noisier).
+        Each pose states its uncertainty and validity through the estimator's :class:`TrustModel`;
+        ``extra`` holds the consistency signals and what the networks stated before calibration.
         """
         spec = self.crop.spec if self.crop else None
         if priors is not None and spec is not None and all(p is not None for p in priors):
@@ -236,25 +247,55 @@ class PoseEstimator:
         else:
             located = self.locator([remap_image(image, cam, self.model_camera) for image, cam in views])
             estimates = [self.locator.decode(located, i, self.model_camera.K) for i in range(len(views))]
+        checks = [None] * len(views)
         for _ in range(self.refine_steps):
-            crops = [aimed_camera(estimate[0], spec.object_diameter_m, spec.input_size_px[1], spec.fill_frac)
-                     for estimate in estimates]
+            aims = [estimate[0] for estimate in estimates]
+            crops = [aimed_camera(aim, spec.object_diameter_m, spec.input_size_px[1], spec.fill_frac) for aim in aims]
             out = self.crop([remap_image(image, cam, crop, crop_from_camera)
                              for (image, cam), (crop, crop_from_camera) in zip(views, crops)])
-            estimates = []
+            estimates, checks = [], []
             for i, (crop, crop_from_camera) in enumerate(crops):
                 position, rotation, covariance, sigma = self.crop.decode(out, i, crop.K)
+                check = None
                 if spec.dense:
-                    rotation = reported_rotation(rotation, out["mask_logits"][i], out["coordinates"][i], crop.K, spec)
+                    check = dense_consistency(out["mask_logits"][i], out["coordinates"][i], crop.K, spec, position,
+                                              rotation, self._surface_points)
+                    rotation = check["rotation"]
+                    check["class_prob"] = _class_probability(out, i)
                 camera_from_crop = crop_from_camera.T
-                estimates.append((camera_from_crop @ position, camera_from_crop @ rotation,
+                position_camera = camera_from_crop @ position
+                estimates.append((position_camera, camera_from_crop @ rotation,
                                   camera_from_crop @ covariance @ crop_from_camera, sigma))
-        # Calibrated on held-out frames when the estimator was trained (see calibrate_uncertainty).
-        position_scale, rotation_scale = self.uncertainty_scale["position"], self.uncertainty_scale["rotation"]
-        return [Pose(position_m=p, rotation=r, position_covariance_m2=c * position_scale ** 2,
-                     rotation_sigma_deg=float(np.degrees(s * rotation_scale)), frame=f"camera:{cam.name}",
-                     cameras=[cam.name])
-                for (p, r, c, s), (_, cam) in zip(estimates, views)]
+                if check is not None:
+                    check["camera_from_crop"] = camera_from_crop
+                    check["aim_m"] = aims[i]
+                checks.append(check)
+        return [self._trusted_pose(estimate, check, cam.name) for estimate, check, (_, cam) in
+                zip(estimates, checks, views)]
+
+    def _trusted_pose(self, estimate: tuple, check: dict | None, camera_name: str) -> Pose:
+        """A camera-frame :class:`Pose` with the uncertainty and validity the trust model gives it."""
+        position, rotation, covariance, sigma_rad = estimate
+        trust = self.trust
+        extra = {"network_position_covariance_m2": covariance, "network_rotation_sigma_rad": sigma_rad}
+        signals = position_disagreement = rotation_disagreement = None
+        if check is not None:
+            camera_from_crop = check["camera_from_crop"]
+            signals = dict(check["signals"], class_prob=check["class_prob"])
+            signals["refine_shift_rel"] = float(np.linalg.norm(position - check["aim_m"]) / self.crop.spec.object_diameter_m)
+            signals["position_sigma_rel"] = float(np.sqrt(np.trace(covariance)) / max(position[2], 1e-6))
+            signals["rotation_sigma_deg"] = float(np.degrees(sigma_rad))
+            if check["pnp_position_m"] is not None:
+                position_disagreement = camera_from_crop @ check["pnp_position_m"] - position
+                rotation_disagreement = float(np.radians(signals["pnp_rotation_deg"]))
+            extra.update(signals=signals, position_disagreement_m=position_disagreement,
+                         rotation_disagreement_rad=rotation_disagreement)
+        confidence = trust.confidence(signals)
+        return Pose(position_m=position, rotation=rotation,
+                    position_covariance_m2=trust.position_covariance(covariance, position_disagreement),
+                    rotation_sigma_deg=float(np.degrees(trust.rotation_sigma_rad(sigma_rad, rotation_disagreement))),
+                    frame=f"camera:{camera_name}", cameras=[camera_name], valid=trust.is_valid(confidence),
+                    confidence=confidence, extra=extra)
 
     @staticmethod
     def _check_image(image, name: str) -> None:
@@ -263,14 +304,30 @@ class PoseEstimator:
             raise DiscoposeError(f"{name}: expected an HxWx3 RGB uint8 image, got {image.dtype} {image.shape}")
 
 
+def _class_probability(out: dict, i: int) -> float:
+    """The crop network's probability for the markings' class it chose (1.0 without classes)."""
+    if "symmetry_logits" not in out:
+        return 1.0
+    logits = np.asarray(out["symmetry_logits"][i], float)
+    probabilities = np.exp(logits - logits.max())
+    return float(probabilities.max() / probabilities.sum())
+
+
 def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names: list[str],
-                     agree_deg: float = 30.0) -> Pose:
+                     agree_deg: float = 30.0, position_gate_chi2: float = 16.27) -> Pose:
     """One world-frame pose from per-camera estimates and their calibrated ``world_from_camera``.
 
+    Only valid camera poses are fused (all of them when none is valid; the result is then invalid).
     Positions: information-weighted (inverse covariance) mean, so each camera contributes most along
-    the axes it sees best (its image plane) and the depths triangulate. Rotations: the largest set
-    of cameras agreeing within ``agree_deg`` (weighted by their stated precision) is averaged
-    (chordal mean), so one camera that misreads the markings cannot drag the others.
+    the axes it sees best (its image plane) and the depths triangulate; a camera whose position is
+    inconsistent with the others' (chi-squared above ``position_gate_chi2`` per dof, p = 0.001 for
+    3 dof, and most of it from that camera) is dropped, worst first. Rotations: the largest set of cameras agreeing within ``agree_deg``
+    (weighted by their stated precision) is averaged (chordal mean), so one camera that misreads the
+    markings cannot drag the others. The stated covariance and sigma grow by the Birge ratio when
+    the cameras scatter more than they say they should (their errors are not independent).
+
+    ``valid``: at least one valid camera and, when several were fused, a majority of them agreeing in
+    rotation. ``confidence``: 1 - prod(1 - c) over the agreeing cameras (independent evidence).
     """
     positions, covariances, rotations, sigmas = [], [], [], []
     for pose, cam in zip(camera_poses, cameras):
@@ -279,20 +336,54 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
         covariances.append(world_rotation @ pose.position_covariance_m2 @ world_rotation.T)
         rotations.append(world_rotation @ pose.rotation)
         sigmas.append(max(np.radians(pose.rotation_sigma_deg), 1e-4))
-    information = [np.linalg.inv(c + 1e-12 * np.eye(3)) for c in covariances]
-    covariance = np.linalg.inv(sum(information))
-    position = covariance @ sum(info @ p for info, p in zip(information, positions))
-    weights = 1.0 / np.square(sigmas)
-    support = [[j for j in range(len(rotations)) if rotation_angle_deg(rotations[i], rotations[j]) < agree_deg]
-               for i in range(len(rotations))]
-    best = max(range(len(rotations)), key=lambda i: weights[support[i]].sum())
+    any_valid = any(pose.valid for pose in camera_poses)
+    used = [i for i, pose in enumerate(camera_poses) if pose.valid or not any_valid]
+    information = {i: np.linalg.inv(covariances[i] + 1e-12 * np.eye(3)) for i in used}
+
+    def fuse_positions(members):
+        covariance = np.linalg.inv(sum(information[i] for i in members))
+        position = covariance @ sum(information[i] @ positions[i] for i in members)
+        chi2 = sum(float((positions[i] - position) @ information[i] @ (positions[i] - position)) for i in members)
+        return position, covariance, chi2
+
+    members = list(used)
+    position, covariance, chi2 = fuse_positions(members)
+    while len(members) > 2 and chi2 > position_gate_chi2 * (len(members) - 1):
+        residual = {i: float((positions[i] - position) @ information[i] @ (positions[i] - position)) for i in members}
+        worst = max(members, key=residual.get)
+        if residual[worst] < 0.6 * chi2:
+            break  # all scatter alike: their sigmas are too small, not one camera wrong (inflated below)
+        members.remove(worst)
+        position, covariance, chi2 = fuse_positions(members)
+    dof = 3 * (len(members) - 1)
+    if dof and chi2 > dof:
+        covariance = covariance * (chi2 / dof)
+
+    weights = {i: 1.0 / sigmas[i] ** 2 for i in used}
+    support = {i: [j for j in used if rotation_angle_deg(rotations[i], rotations[j]) < agree_deg] for i in used}
+    best = max(used, key=lambda i: sum(weights[j] for j in support[i]))
     inliers = support[best]
     u, _, vt = np.linalg.svd(sum(weights[j] * rotations[j] for j in inliers))
     rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    sigma = 1.0 / np.sqrt(weights[inliers].sum())
+    sigma = 1.0 / np.sqrt(sum(weights[j] for j in inliers))
+    chi2_rotation = sum(weights[j] * np.radians(rotation_angle_deg(rotations[j], rotation)) ** 2 for j in inliers)
+    dof_rotation = 3 * (len(inliers) - 1)
+    if dof_rotation and chi2_rotation > dof_rotation:
+        sigma *= np.sqrt(chi2_rotation / dof_rotation)
+
+    agreeing = [i for i in inliers if i in members]
+    consensus = len(used) == 1 or 2 * len(inliers) > len(used)
+    valid = any_valid and consensus and bool(agreeing)
+    confidences = [camera_poses[i].confidence for i in (agreeing or inliers)]
+    if valid:
+        confidence = 1.0 - float(np.prod([1.0 - c for c in confidences]))
+    else:
+        confidence = float(min(confidences))
     return Pose(position_m=position, rotation=rotation, position_covariance_m2=covariance,
-                rotation_sigma_deg=float(np.degrees(sigma)), frame="world", cameras=list(names),
-                extra={"rotation_inliers": [names[j] for j in inliers]})
+                rotation_sigma_deg=float(np.degrees(sigma)), frame="world", cameras=list(names), valid=valid,
+                confidence=confidence,
+                extra={"rotation_inliers": [names[j] for j in inliers], "position_members": [names[j] for j in members],
+                       "valid_cameras": [names[i] for i, pose in enumerate(camera_poses) if pose.valid]})
 
 
 def load(path: str | Path, backend: str = "torch", device: str | None = None) -> PoseEstimator:

@@ -3,14 +3,16 @@
 Each message is one frame: the topic ``b"pose "`` followed by a UTF-8 JSON object (one frame, so
 subscribers may use ZMQ_CONFLATE to keep only the newest)::
 
-    {"schema": "discopose.pose/1", "seq": 17,
+    {"schema": "discopose.pose/2", "seq": 17,
      "capture_time_s": 1234.5678,   # monotonic clock of the capture (time.monotonic on the tracker host)
      "publish_time_s": 1234.5901,   # same clock, when published; latency_s = publish - capture
      "latency_s": 0.0223, "frame": "camera:cam0" | "world",
      "position_m": [x, y, z], "quat_wxyz": [w, x, y, z],
      "velocity_m_s": [...], "angular_velocity_rad_s": [...],
      "covariance": 6x6 (position m^2, then rotation rad^2 in the world-frame tangent space),
-     "measurement_age_s": 0.0, "accepted": true,
+     "measurement_age_s": 0.0 (null before the first valid measurement), "accepted": true,
+     "valid": true, "confidence": 0.97,                        # the published (filtered) pose
+     "measurement_valid": true, "measurement_confidence": 0.97, # this frame's raw estimate
      "cameras": {"cam0": {"state": "ok" | "reconnecting" | "ended" | "stale", "age_s": 0.01}}}
 """
 from __future__ import annotations
@@ -20,13 +22,14 @@ import time
 
 from discopose._errors import DiscoposeError
 
-SCHEMA = "discopose.pose/1"
+SCHEMA = "discopose.pose/2"
 TOPIC = b"pose"
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 REQUIRED = {"schema": str, "seq": int, "capture_time_s": float, "publish_time_s": float, "latency_s": float,
             "frame": str, "position_m": list, "quat_wxyz": list, "velocity_m_s": list,
-            "angular_velocity_rad_s": list, "covariance": list, "measurement_age_s": float, "accepted": bool,
-            "cameras": dict}
+            "angular_velocity_rad_s": list, "covariance": list, "measurement_age_s": (float, type(None)),
+            "accepted": bool, "valid": bool, "confidence": float, "measurement_valid": bool,
+            "measurement_confidence": float, "cameras": dict}
 
 
 def validate_message(message: dict) -> dict:
@@ -35,10 +38,12 @@ def validate_message(message: dict) -> dict:
         if key not in message:
             raise ValueError(f"pose message lacks {key!r}")
         value = message[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             continue
-        if not isinstance(value, kind):
-            raise ValueError(f"pose message field {key!r} should be {kind.__name__}, got {type(value).__name__}")
+        if not isinstance(value, kinds):
+            raise ValueError(f"pose message field {key!r} should be {' or '.join(k.__name__ for k in kinds)}, "
+                             f"got {type(value).__name__}")
     if message["schema"] != SCHEMA:
         raise ValueError(f"unknown schema {message['schema']!r}, expected {SCHEMA}")
     if len(message["position_m"]) != 3 or len(message["quat_wxyz"]) != 4 or len(message["covariance"]) != 6:

@@ -17,7 +17,7 @@ from discopose.camera import CameraModel
 from discopose.config import check_range
 from discopose.estimator.api import PoseEstimator, fuse_world_poses
 from discopose.estimator.filter import FilterConfig, PoseFilter
-from discopose.estimator.publisher import PosePublisher
+from discopose.estimator.publisher import SCHEMA, PosePublisher
 from discopose.estimator.sources import CameraSource
 from discopose.geometry.symmetry import Symmetry
 from discopose.geometry.transforms import invert_transform, make_transform, quat_wxyz_from_matrix
@@ -42,12 +42,15 @@ class TrackConfig:
     reuse_track: bool = False
     reuse_track_max_age_s: float = 0.2
     reuse_track_max_sigma_m: float = 0.01
+    # A published pose is valid while its last valid, accepted measurement is at most this old.
+    valid_max_age_s: float = 0.25
     filter: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self):
         check_range("max_frames", self.max_frames, 0)
         check_range("duration_s", self.duration_s, 0.0)
         check_range("tolerance_s", self.tolerance_s, 0.0)
+        check_range("valid_max_age_s", self.valid_max_age_s, 0.0)
 
 
 def _ellipse(image, K, camera_from_object, covariance_position, color):
@@ -103,6 +106,7 @@ class Tracker:
         self.publish_times: list[float] = []
         self.messages = 0
         self._last_accepted = False
+        self._confidence = 0.0
         self._last_index = {name: -1 for name in sources}
         self._record = None
         self._video = None
@@ -167,19 +171,40 @@ class Tracker:
         raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
         position_sigma = pose.position_sigma_m
         rotation_sigma = float(np.radians(pose.rotation_sigma_deg))
-        out = self.filter.update(capture_time, raw_position, raw_rotation, position_sigma, rotation_sigma)
-        self._last_accepted = out.accepted
-        message = {
-            "capture_time_s": capture_time, "frame": self.frame,
-            "position_m": out.position_m.tolist(), "quat_wxyz": quat_wxyz_from_matrix(out.rotation).tolist(),
-            "velocity_m_s": out.velocity_m_s.tolist(), "angular_velocity_rad_s": out.angular_velocity_rad_s.tolist(),
-            "covariance": out.covariance.tolist(), "measurement_age_s": max(capture_time - out.measurement_time_s, 0.0),
-            "accepted": bool(out.accepted), "cameras": status,
-        }
+        # An invalid measurement is no measurement: the filter only predicts through it.
+        if pose.valid:
+            out = self.filter.update(capture_time, raw_position, raw_rotation, position_sigma, rotation_sigma)
+            if out.accepted:
+                self._confidence = pose.confidence
+        elif self.filter.initialized:
+            self.filter.predict(capture_time)
+            out = self.filter.output(accepted=False)
+        else:
+            out = None
+        self._last_accepted = out is not None and out.accepted
+        message = {"capture_time_s": capture_time, "frame": self.frame, "cameras": status,
+                   "measurement_valid": bool(pose.valid), "measurement_confidence": float(pose.confidence),
+                   "accepted": self._last_accepted}
+        if out is None:
+            # Nothing trustworthy yet: the raw estimate, marked invalid, with its own covariance.
+            covariance = np.zeros((6, 6))
+            covariance[:3, :3] = pose.position_covariance_m2
+            covariance[3:, 3:] = np.eye(3) * rotation_sigma ** 2
+            message.update(position_m=raw_position.tolist(), quat_wxyz=quat_wxyz_from_matrix(raw_rotation).tolist(),
+                           velocity_m_s=[0.0] * 3, angular_velocity_rad_s=[0.0] * 3, covariance=covariance.tolist(),
+                           measurement_age_s=None, valid=False, confidence=float(pose.confidence))
+        else:
+            age = max(capture_time - out.measurement_time_s, 0.0)
+            message.update(position_m=out.position_m.tolist(), quat_wxyz=quat_wxyz_from_matrix(out.rotation).tolist(),
+                           velocity_m_s=out.velocity_m_s.tolist(),
+                           angular_velocity_rad_s=out.angular_velocity_rad_s.tolist(),
+                           covariance=out.covariance.tolist(), measurement_age_s=age,
+                           # The filtered pose is as good as its last valid measurement, while it is recent.
+                           valid=age <= self.config.valid_max_age_s, confidence=self._confidence)
         if self.publisher is not None:
             message = self.publisher.publish(message)
         else:
-            message.update(schema="discopose.pose/1", seq=self.messages, publish_time_s=time.monotonic())
+            message.update(schema=SCHEMA, seq=self.messages, publish_time_s=time.monotonic())
             message["latency_s"] = message["publish_time_s"] - capture_time
         self.messages += 1
         self.latencies.append(message["latency_s"])
@@ -187,26 +212,33 @@ class Tracker:
         if self._record is not None:
             record = {**message, "frame_index": {n: f.index for n, f in frames.items()},
                       "raw_position_m": raw_position.tolist(), "raw_quat_wxyz": quat_wxyz_from_matrix(raw_rotation).tolist(),
-                      "raw_position_sigma_m": position_sigma.tolist(), "raw_rotation_sigma_rad": rotation_sigma}
+                      "raw_position_sigma_m": position_sigma.tolist(), "raw_rotation_sigma_rad": rotation_sigma,
+                      "raw_valid": bool(pose.valid), "raw_confidence": float(pose.confidence)}
             self._record.write(json.dumps(record) + "\n")
         if self._video is not None or self.config.show:
             first = next(iter(self.sources))
             if first in images:
-                self._draw(images[first], cameras[first], out, raw_position, raw_rotation)
+                self._draw(images[first], cameras[first], out, raw_position, raw_rotation, pose.valid, pose.confidence)
         return message
 
     def _camera_from_frame(self, camera: CameraModel) -> np.ndarray:
         return invert_transform(camera.world_from_camera) if self.world_frame else np.eye(4)
 
-    def _draw(self, image: np.ndarray, camera: CameraModel, out, raw_position, raw_rotation) -> None:
+    def _draw(self, image: np.ndarray, camera: CameraModel, out, raw_position, raw_rotation, valid: bool,
+              confidence: float) -> None:
         canvas = image.copy()
         camera_from_frame = self._camera_from_frame(camera)
         raw_pose = camera_from_frame @ make_transform(raw_rotation, raw_position)
-        filtered = camera_from_frame @ make_transform(out.rotation, out.position_m)
-        draw_pose(canvas, camera.K, raw_pose, self.keypoints, color=(255, 80, 80), axes=False)
-        draw_pose(canvas, camera.K, filtered, self.keypoints, color=(0, 255, 0), axes=True)
-        rotation = camera_from_frame[:3, :3]
-        _ellipse(canvas, camera.K, filtered, rotation @ out.covariance[:3, :3] @ rotation.T, (255, 255, 0))
+        # Raw estimate: red when valid, grey when the estimator does not trust it.
+        draw_pose(canvas, camera.K, raw_pose, self.keypoints, color=(255, 80, 80) if valid else (150, 150, 150),
+                  axes=False)
+        if out is not None:
+            filtered = camera_from_frame @ make_transform(out.rotation, out.position_m)
+            draw_pose(canvas, camera.K, filtered, self.keypoints, color=(0, 255, 0), axes=True)
+            rotation = camera_from_frame[:3, :3]
+            _ellipse(canvas, camera.K, filtered, rotation @ out.covariance[:3, :3] @ rotation.T, (255, 255, 0))
+        cv2.putText(canvas, f"{'valid' if valid else 'INVALID'} {confidence:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (255, 255, 255) if valid else (255, 60, 60), 1, cv2.LINE_AA)
         bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
         if self._video is not None:
             if self._video_size is None:

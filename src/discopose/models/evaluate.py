@@ -67,12 +67,14 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
     from discopose.datasets.reader import iter_samples
     from discopose.geometry.transforms import invert_transform
     keys = ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad", "true_position_m", "true_rotation",
-            "index", "visible_fraction", "distance_m")
+            "index", "visible_fraction", "distance_m", "valid", "confidence")
     out: dict = {k: [] for k in keys}
     for sample in iter_samples(info, limit=limit):
         labels = sample["labels"]
         names = list(labels["cameras"])
+        # A dataset with lens distortion (the realistic proxy's webcams) labels its coefficients.
         cameras = {name: CameraModel(name, int(cam["width_px"]), int(cam["height_px"]), cam["K"],
+                                     dist_coeffs=cam.get("dist_coeffs") or np.zeros(5),
                                      world_from_camera=cam["world_from_camera"])
                    for name, cam in labels["cameras"].items()}
         first = labels["cameras"][names[0]]
@@ -86,6 +88,8 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
         out["rotation"].append(pose.rotation)
         out["position_sigma_m"].append(pose.position_sigma_m)
         out["rotation_sigma_rad"].append(np.radians(pose.rotation_sigma_deg))
+        out["valid"].append(bool(pose.valid))
+        out["confidence"].append(float(pose.confidence))
         out["true_position_m"].append(truth[:3, 3])
         out["true_rotation"].append(truth[:3, :3])
         out["index"].append(labels["index"])
@@ -141,7 +145,30 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
             "median_position_sigma_mm_visible_lt_0.5": float(np.median(sigma[low]) * 1000) if low.any() else None,
             "median_position_sigma_mm_visible_ge_0.5": float(np.median(sigma[~low]) * 1000) if (~low).any() else None,
         }
+    if "valid" in predictions and errors:
+        summary["validity"] = validity_summary(errors, predictions["valid"], predictions["confidence"])
     return errors, summary
+
+
+def validity_summary(errors: list[dict], valid: np.ndarray, confidence: np.ndarray) -> dict:
+    """How well ``valid`` separates good poses (<= 10 mm and <= 15 deg) from gross errors (> 25 mm or
+    > 30 deg), and the errors of the poses it lets through."""
+    from discopose.estimator.trust import GOOD_POSITION_M, GOOD_ROTATION_DEG, GROSS_POSITION_M, GROSS_ROTATION_DEG
+    te_mm = np.array([e["te_mm"] for e in errors])
+    re_deg = np.array([e["re_deg"] for e in errors])
+    valid = np.asarray(valid, bool)
+    good = (te_mm <= 1000 * GOOD_POSITION_M) & (re_deg <= GOOD_ROTATION_DEG)
+    gross = (te_mm > 1000 * GROSS_POSITION_M) | (re_deg > GROSS_ROTATION_DEG)
+    share = lambda mask: float(mask.mean()) if mask.size else None  # noqa: E731
+    return {
+        "valid_frac": share(valid), "good_count": int(good.sum()), "gross_count": int(gross.sum()),
+        "good_valid_frac": share(valid[good]), "gross_invalid_frac": share(~valid[gross]),
+        "confidence_median": float(np.median(confidence)),
+        "valid_te_mm_median": float(np.median(te_mm[valid])) if valid.any() else None,
+        "valid_te_mm_p90": float(np.percentile(te_mm[valid], 90)) if valid.any() else None,
+        "valid_re_deg_median": float(np.median(re_deg[valid])) if valid.any() else None,
+        "valid_re_deg_p90": float(np.percentile(re_deg[valid], 90)) if valid.any() else None,
+    }
 
 
 def chance_levels(predictions: dict, meta: dict, points_m: np.ndarray, symmetries: np.ndarray,

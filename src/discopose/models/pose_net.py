@@ -194,21 +194,68 @@ def pose_from_dense(mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndar
     return camera_from_object, len(inliers)
 
 
-def reported_rotation(regressed: np.ndarray, mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray,
-                      spec: PoseNetSpec, agree_deg: float = 30.0) -> np.ndarray:
+def combined_rotation(regressed: np.ndarray, dense: np.ndarray | None, agree_deg: float = 30.0) -> np.ndarray:
     """The rotation a crop network reports: the dense head's PnP rotation averaged (chordal mean) with
     the regressed one when the two agree within ``agree_deg`` (their errors are partly independent:
     12.4 vs 14.0 deg median on validation crops), PnP's alone when they do not, the regressed one
-    when PnP finds no pose."""
-    pose, _ = pose_from_dense(mask_logits, coordinates, K, spec)
-    if pose is None:
+    when PnP found no pose (``dense`` None)."""
+    if dense is None:
         return regressed
-    dense = pose[:3, :3]
     cos = np.clip((np.trace(dense.T @ regressed) - 1) / 2, -1.0, 1.0)
     if np.degrees(np.arccos(cos)) >= agree_deg:
         return dense
     u, _, vt = np.linalg.svd(dense + regressed)
     return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+
+
+def reported_rotation(regressed: np.ndarray, mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray,
+                      spec: PoseNetSpec, agree_deg: float = 30.0) -> np.ndarray:
+    """:func:`combined_rotation` of the regressed rotation and the dense head's PnP pose."""
+    pose, _ = pose_from_dense(mask_logits, coordinates, K, spec)
+    return combined_rotation(regressed, None if pose is None else pose[:3, :3], agree_deg)
+
+
+def dense_consistency(mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray, spec: PoseNetSpec,
+                      position_m: np.ndarray, regressed_rotation: np.ndarray, surface_points_m: np.ndarray) -> dict:
+    """The reported rotation of one crop and how well the crop network's heads agree with each other
+    (see :mod:`discopose.estimator.trust`), all in the crop camera's frame.
+
+    Returns ``rotation`` (reported), ``pnp_position_m`` (None without a PnP pose) and the signals
+    ``pnp_found``, ``pnp_inlier_frac`` (RANSAC inliers among the mask's cells), ``mask_outside_frac``
+    (mask cells whose centre is off the object's silhouette at the reported pose),
+    ``pnp_rotation_deg``, ``pnp_depth_log_ratio`` (log of PnP over regressed depth) and
+    ``pnp_lateral_rel`` (their lateral offset over the object's diameter).
+    """
+    import cv2
+    pnp, inliers = pose_from_dense(mask_logits, coordinates, K, spec)
+    rotation = combined_rotation(regressed_rotation, None if pnp is None else pnp[:3, :3])
+    cells = mask_logits > 0
+    count = int(cells.sum())
+    # The object's silhouette at the reported pose: the convex hull of its projected surface points
+    # (exact for convex objects, lenient for others), read at each cell's centre pixel as the mask is.
+    in_camera = surface_points_m @ rotation.T + position_m
+    in_camera = in_camera[in_camera[:, 2] > 1e-6]
+    uv = in_camera[:, :2] / in_camera[:, 2:] * np.diag(K)[:2] + K[:2, 2]
+    height, width = spec.input_size_px
+    silhouette = np.zeros((height, width), np.uint8)
+    if len(uv) >= 3:
+        hull = cv2.convexHull(np.round(uv * 4).astype(np.int32))
+        cv2.fillConvexPoly(silhouette, hull, 1, lineType=cv2.LINE_8, shift=2)
+    columns, rows = dense_grid_px(spec.input_size_px, spec.dense_stride)
+    outside = cells & (silhouette[rows, columns] == 0)
+    signals = {"pnp_found": pnp is not None, "pnp_inlier_frac": inliers / count if count else 0.0,
+               "mask_outside_frac": float(outside.sum() / count) if count else 1.0,
+               "pnp_rotation_deg": 90.0, "pnp_depth_log_ratio": 1.0, "pnp_lateral_rel": 1.0}
+    pnp_position = None
+    if pnp is not None:
+        pnp_position = pnp[:3, 3]
+        cos = np.clip((np.trace(pnp[:3, :3].T @ regressed_rotation) - 1) / 2, -1.0, 1.0)
+        lateral = pnp_position[:2] / pnp_position[2] - position_m[:2] / position_m[2]
+        signals.update(pnp_rotation_deg=float(np.degrees(np.arccos(cos))),
+                       pnp_depth_log_ratio=float(np.log(pnp_position[2] / position_m[2])),
+                       pnp_lateral_rel=float(np.linalg.norm(lateral) * position_m[2] / spec.object_diameter_m))
+    return {"rotation": rotation, "pnp_position_m": pnp_position, "pnp_rotation": None if pnp is None else pnp[:3, :3],
+            "signals": signals}
 
 
 def decode_position(position_uvz: np.ndarray, position_log_var: np.ndarray, K: np.ndarray,

@@ -1,7 +1,6 @@
 """Training (``discopose train``): single process, or DDP under ``torchrun`` with the same command."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -14,7 +13,6 @@ import torch
 from tqdm.auto import tqdm
 
 from discopose._errors import ConfigError, DatasetError, DiscoposeError
-from discopose._io import atomic_write_json
 from discopose.config import check_range
 from discopose.datasets.format import FORMAT_VERSION, decode_labels
 from discopose.datasets.reader import DatasetInfo, check_shards, iter_raw_samples, open_dataset
@@ -354,34 +352,4 @@ def train_estimator(frames: str, crops: str, out: str, frames_val: str | None = 
     crop_meta = train(crops, str(out_dir / "crop"), val=crops_val, resume=resume, progress=progress,
                       config=crop_config or TrainConfig(stage="crop"))
     assemble_estimator(out_dir / "best", out_dir / "locator" / "best", out_dir / "crop" / "best")
-    if frames_val:
-        calibrate_uncertainty(out_dir / "best", frames_val)
     return {"locator": locator_meta, "crop": crop_meta}
-
-
-def calibrate_uncertainty(folder: str | Path, data: str, limit: int = 300) -> dict:
-    """Scale the estimator's stated uncertainty so it means what it says on held-out frames.
-
-    The networks' variance heads rank samples by difficulty but see only their own stage; the whole
-    pipeline's errors differ. One factor per kind, fitted on ``data`` (full frames through the whole
-    estimator): the position sigma so 68.3% of per-axis errors fall within 1 sigma, the rotation sigma
-    so 19.9% of angles do (the 1-sigma share of a 3-dof isotropic Gaussian). Stored in estimator.json.
-    """
-    from discopose.estimator.api import load
-    from discopose.geometry.symmetry import Symmetry
-    from discopose.models.evaluate import predict_with_estimator
-    estimator = load(folder)
-    estimator.uncertainty_scale = {"position": 1.0, "rotation": 1.0}
-    predictions = predict_with_estimator(estimator, open_dataset(data), limit=limit)
-    position_ratio = np.abs(predictions["position_m"] - predictions["true_position_m"]) / predictions["position_sigma_m"]
-    symmetries = torch.tensor(Symmetry.from_dict(estimator.object["symmetry"]).matrices(), dtype=torch.float64)
-    angles = symmetric_geodesic_angle(torch.tensor(predictions["rotation"]), torch.tensor(predictions["true_rotation"]),
-                                      symmetries)[0].numpy()
-    scale = {"position": float(np.quantile(position_ratio, 0.683)),
-             "rotation": float(np.quantile(angles / predictions["rotation_sigma_rad"], 0.199)),
-             "fitted_on": str(data), "samples": int(len(angles))}
-    index = Path(folder) / "estimator.json"
-    atomic_write_json(index, {**json.loads(index.read_text()), "uncertainty_scale": scale})
-    log.info("uncertainty calibrated on %s: position sigma x%.2f, rotation sigma x%.2f", data, scale["position"],
-             scale["rotation"])
-    return scale

@@ -1,0 +1,93 @@
+"""Calibrate what an estimator says about itself: its stated uncertainty and its validity flag.
+
+Run on held-out frames of a family the networks were not trained on (other textures and lights,
+stronger sensor effects, the hand): calibrating on in-family frames makes the sigmas right where the
+networks are already right, and too small everywhere else. The fitted
+:class:`~discopose.estimator.trust.TrustModel` is stored in ``estimator.json`` ("trust").
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from discopose._errors import DiscoposeError
+from discopose._io import atomic_write_json
+from discopose.estimator.trust import TrustModel, fit_trust
+
+log = logging.getLogger(__name__)
+
+
+def collect_views(estimator, data: str, limit: int | None = None, batch: int = 16) -> dict:
+    """Every camera view of ``data`` through ``estimator.predict_views`` (each with its own camera),
+    with what the networks stated before calibration, the consistency signals and the truth."""
+    from discopose.camera import CameraModel
+    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.geometry.symmetry import Symmetry
+    from discopose.models.metrics import re
+
+    symmetries = Symmetry.from_dict(estimator.object["symmetry"]).matrices()
+    rows = {k: [] for k in ("error_position_m", "network_covariance", "position_disagreement_m", "error_rotation_rad",
+                            "network_rotation_sigma_rad", "rotation_disagreement_rad", "signals", "position_sigma_m",
+                            "rotation_sigma_rad", "confidence", "valid")}
+    pending: list = []
+
+    def flush():
+        poses = estimator.predict_views([(image, camera) for image, camera, _ in pending])
+        for pose, (_, _, truth) in zip(poses, pending):
+            extra = pose.extra
+            if "signals" not in extra:
+                raise DiscoposeError("calibrating needs a two-stage estimator with a dense crop head (its consistency "
+                                     "signals); this one has none")
+            rows["error_position_m"].append(pose.position_m - truth[:3, 3])
+            rows["network_covariance"].append(extra["network_position_covariance_m2"])
+            disagreement = extra["position_disagreement_m"]
+            rows["position_disagreement_m"].append(np.full(3, np.nan) if disagreement is None else disagreement)
+            rows["error_rotation_rad"].append(np.radians(re(pose.rotation, truth[:3, :3],
+                                                            symmetries if len(symmetries) > 1 else None)))
+            rows["network_rotation_sigma_rad"].append(extra["network_rotation_sigma_rad"])
+            angle = extra["rotation_disagreement_rad"]
+            rows["rotation_disagreement_rad"].append(np.nan if angle is None else angle)
+            rows["signals"].append(extra["signals"])
+            rows["position_sigma_m"].append(pose.position_sigma_m)
+            rows["rotation_sigma_rad"].append(np.radians(pose.rotation_sigma_deg))
+            rows["confidence"].append(pose.confidence)
+            rows["valid"].append(pose.valid)
+        pending.clear()
+
+    for sample in iter_samples(open_dataset(data), limit=limit):
+        for name, labels in sample["labels"]["cameras"].items():
+            camera = CameraModel(name, int(labels["width_px"]), int(labels["height_px"]), labels["K"],
+                                 dist_coeffs=labels.get("dist_coeffs") or np.zeros(5))
+            pending.append((sample["views"][name]["rgb"], camera, np.asarray(labels["camera_from_object"], float)))
+            if len(pending) >= batch:
+                flush()
+    if pending:
+        flush()
+    if not rows["signals"]:
+        raise DiscoposeError(f"{data} holds no samples to calibrate on")
+    return {k: (v if k == "signals" else np.asarray(v)) for k, v in rows.items()}
+
+
+def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400) -> TrustModel:
+    """Fit the trust model of the estimator in ``folder`` on the frames of ``data`` and store it."""
+    from discopose.estimator.api import load
+    estimator = load(folder)
+    estimator.trust = TrustModel()  # what the networks state, uncalibrated
+    views = collect_views(estimator, data, limit)
+    trust = fit_trust(views["error_position_m"], views["network_covariance"], views["position_disagreement_m"],
+                      views["error_rotation_rad"], views["network_rotation_sigma_rad"],
+                      views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data))
+    index_path = Path(folder) / "estimator.json"
+    index = json.loads(index_path.read_text())
+    index.pop("uncertainty_scale", None)
+    atomic_write_json(index_path, {**index, "trust": trust.to_dict()})
+    report = trust.fit_report
+    log.info("trust calibrated on %s (%d views): position sigma x%.2f + %.2f x disagreement, rotation sigma x%.2f + "
+             "%.2f x disagreement; %s good views valid, %s of the others flagged", data, trust.samples,
+             trust.position_scale, trust.position_disagreement, trust.rotation_scale, trust.rotation_disagreement,
+             f"{100 * report['good_valid']:.0f}%" if "good_valid" in report else "all",
+             f"{100 * report['not_good_invalid']:.0f}%" if "not_good_invalid" in report else "none")
+    return trust
