@@ -343,3 +343,69 @@ def test_random_bytes_as_weights_are_one_line_even_without_a_recorded_hash(tmp_p
     (checkpoint / "meta.json").write_text(json.dumps(meta))
     (checkpoint / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(2000))
     assert_one_line_error(*cli(capsys, "export", "--model", checkpoint), "model.safetensors", "is not the weights")
+
+
+def test_crop_data_the_dense_head_cannot_learn_from_is_refused(tmp_path):
+    """Crops without depth, or at another size than the network's input, would leave the dense head
+    untrained while inference runs PnP on it: refused before any training, naming the fix."""
+    from discopose._errors import DatasetError
+    from discopose.datasets.generate import generate_dataset
+    from discopose.models.train import TrainConfig, train
+    from discopose.render.config import RenderConfig
+    crop = ["camera.aim=object", "camera.width_px=32", "camera.height_px=32", "textures.bank_size=2",
+            "textures.size_px=8", "hand.prob=0", "limbs.prob=0", "table.prob=0"]
+    generate_dataset(str(tmp_path / "no_depth"), 2, RenderConfig.load(overrides=crop), workers=1, progress=False)
+    generate_dataset(str(tmp_path / "depth"), 2, RenderConfig.load(overrides=crop + ["output.depth=true"]), workers=1,
+                     progress=False)
+    tiny = dict(stage="crop", pretrained="none", backbone="mobilenet_v3_small", epochs=1, num_workers=0, hidden=8)
+    with pytest.raises(DatasetError, match="no_depth has no depth/mask.*output.depth=true"):
+        train(str(tmp_path / "no_depth"), str(tmp_path / "run1"), config=TrainConfig(**tiny), progress=False)
+    with pytest.raises(DatasetError, match="32x32 crops but the network's input is 24x24"):
+        train(str(tmp_path / "depth"), str(tmp_path / "run2"), config=TrainConfig(**tiny, input_px=24), progress=False)
+    assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
+
+
+def test_an_estimator_missing_a_listed_stage_is_refused(tmp_path, tiny_model):
+    """A copy without crop/ used to load the locator alone (orientation at chance) without a word."""
+    import shutil
+
+    import discopose
+    from discopose.render.objects import make_marked_cube
+    folder = tmp_path / "best"
+    shutil.copytree(tiny_model, folder / "locator")
+    (folder / "estimator.json").write_text(json.dumps({"format": "discopose-estimator", "version": 1,
+                                                       "object": make_marked_cube().describe(),
+                                                       "stages": ["locator", "crop"]}))
+    with pytest.raises(DiscoposeError, match="lists the crop stage but .*crop is missing"):
+        discopose.load(folder)
+
+
+def test_a_camera_calibrated_at_another_aspect_ratio_is_refused(tiny_model):
+    """A 16:9 calibration scaled onto a 4:3 stream is a wrong K; the same aspect at another size is fine."""
+    import discopose
+    est = discopose.load(tiny_model)
+    image = np.zeros((120, 160, 3), np.uint8)
+    wide = CameraModel("wide", 1280, 720, [[900.0, 0, 639.5], [0, 900.0, 359.5], [0, 0, 1]])
+    with pytest.raises(DiscoposeError, match="calibrated at 1280x720 but the image is 160x120, another aspect ratio"):
+        est.predict(image, camera=wide)
+    same_aspect = CameraModel("vga", 640, 480, [[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+    assert est.predict(image, camera=same_aspect).position_m.shape == (3,)
+
+
+def test_the_locator_keeps_its_best_epoch_by_position_not_add():
+    """The locator's rotation is near chance, so ADD would pick epochs by noise: its score is position."""
+    from discopose.models.train import _validation_score
+    close_but_turned = {"te_mm": {"median": 4.0}, "add_s_rel_diameter_median": 0.9}
+    far_but_aligned = {"te_mm": {"median": 9.0}, "add_s_rel_diameter_median": 0.3}
+    assert _validation_score(close_but_turned, "locator") < _validation_score(far_but_aligned, "locator")
+    assert _validation_score(close_but_turned, "crop") > _validation_score(far_but_aligned, "crop")
+
+
+def test_the_held_out_test_differs_from_training_in_looks_only():
+    """Its clutter, hand, limbs and table are training's, so its score measures appearance alone."""
+    from discopose.demo import HELD_OUT_LOOKS, TRAIN_LOOKS
+    from discopose.render.config import RenderConfig
+    train_world, held_out = RenderConfig.load(overrides=TRAIN_LOOKS), RenderConfig.load(overrides=HELD_OUT_LOOKS)
+    for part in ("clutter", "hand", "limbs", "table", "camera", "pose", "noise"):
+        assert getattr(train_world, part) == getattr(held_out, part), part
+    assert train_world.textures.kinds != held_out.textures.kinds

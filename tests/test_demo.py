@@ -20,8 +20,12 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert tracking["latency_ms_p50"] > 0
     assert "report.html" in result.stdout and "tracking:" in result.stdout
     results = summary["results"]
-    assert set(results) == {"test", "test_held_out", "rig3_fused", "rig3_first_camera", "test_locator_only"}
-    assert results["rig3_fused"]["frame"] == "world (cameras fused)"
-    for row in results.values():
-        assert row["count"] == 24 and row["chance"]["positions_from"] == "training labels"
+    assert set(results) == {"test", "test_no_hand", "test_held_out", "rig3_fused", "rig3_first_camera",
+                            "realistic", "realistic_no_hand", "realistic_rig3_fused", "realistic_rig3_first_camera",
+                            "test_locator_only"}
+    assert results["rig3_fused"]["frame"] == results["realistic_rig3_fused"]["frame"] == "world (cameras fused)"
+    for name, row in results.items():
+        assert row["count"] == {"realistic": 3, "realistic_no_hand": 3}.get(name, 2 if "realistic" in name else 24)
+        assert row["chance"]["positions_from"] == "training labels"
+        assert name == "test_locator_only" or 0 <= row["validity"]["valid_frac"] <= 1
     assert "chance:" in result.stdout

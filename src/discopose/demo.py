@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 NO_HAND = ["hand.prob=0", "limbs.prob=0", "table.prob=0"]
 TRAIN_LOOKS = ["textures.kinds=[solid, gradient, stripes, checker, blend]"]
 HELD_OUT_LOOKS = ["textures.kinds=[noise]", "lighting.types=[point]", "lighting.color_saturation_max=0"]
+# What the stated uncertainty and the validity flag are calibrated on: a third family (unseen textures,
+# spot and directional lights only, stronger sensor noise and blur, JPEG at webcam quality), so that
+# they are fitted where the networks are unsure, not where they are already right.
+CALIBRATION_LOOKS = ["textures.kinds=[noise]", "lighting.types=[spot, directional]", "noise.gaussian_sigma=[2, 10]",
+                     "noise.blur_prob=0.6", "noise.blur_sigma_px=[0.3, 1.5]", "output.jpeg_quality=70"]
 
 
 @dataclass
@@ -40,28 +45,38 @@ class DemoPlan:
     crop_epochs: int
     batch_size: int
     clip_frames: int
+    calibration: int     # frames of the calibration family
+    realistic: int       # path-traced webcam frames of the realistic proxy (one camera; as many without the hand)
+    realistic_rig3: int  # path-traced 3-camera scenes
+    realistic_px: tuple  # (width, height) of the proxy's webcam
     seed: int = 0
 
 
 # About 25 minutes on 2 CPU cores (README: measured).
 FULL = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=3000, crops=12000, val=300, test=300,
-                locator_epochs=3, crop_epochs=5, batch_size=32, clip_frames=300)
+                locator_epochs=3, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=80,
+                realistic_rig3=30, realistic_px=(640, 480))
 # The long CPU recipe: 4x the crops, about 1.5 hours on 2 CPU cores.
 LONG = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=6000, crops=48000, val=300, test=300,
-                locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300)
+                locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=80,
+                realistic_rig3=30, realistic_px=(640, 480))
 QUICK = DemoPlan(frame_px=64, crop_px=64, test_px=96, frames=120, crops=160, val=24, test=24,
-                 locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=30)
+                 locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=30, calibration=24, realistic=3,
+                 realistic_rig3=2, realistic_px=(128, 96))
 
 
 def _headline(result: dict) -> dict:
     s, b = result["summary"], result["baseline"]
     row = {"te_mm_median": s["te_mm"]["median"], "re_deg_median": s["re_deg"]["median"],
+           "te_mm_p90": s["te_mm"]["p90"], "re_deg_p90": s["re_deg"]["p90"],
            "re_within_30deg": s["success"]["re<30deg"], "add_s_success": s["success"]["add(-s)<10%d"],
            "count": s["count"], "frame": result["frame"], "chance": b}
     if "re_shape_deg" in s:
         row["re_shape_deg_median"] = s["re_shape_deg"]["median"]
     if "uncertainty" in s:
         row["uncertainty"] = s["uncertainty"]
+    if "validity" in s:
+        row["validity"] = s["validity"]
     return row
 
 
@@ -72,6 +87,7 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
              progress: bool = True, seed: int = 0) -> dict:
     from discopose.datasets.generate import generate_dataset
     from discopose.estimator.api import load
+    from discopose.estimator.calibrate import calibrate_estimator
     from discopose.estimator.publisher import PoseSubscriber
     from discopose.estimator.quality import tracking_quality
     from discopose.estimator.sources import CameraSource
@@ -112,11 +128,22 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
         "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS),
         # Dactyl's setting: three cameras around the workspace, calibrated (each sample's labels).
         "test_rig3": (plan.test, size(plan.test_px) + TRAIN_LOOKS + ["camera.count=3"]),
+        "calibration": (plan.calibration, size(plan.test_px) + CALIBRATION_LOOKS),
     }
     stage("render")
     for offset, (split, (count, overrides)) in enumerate(sets.items()):
         config = RenderConfig.load(overrides=overrides + [f"seed={plan.seed * 100 + offset}"])
         generate_dataset(str(root / "data" / split), count, config, workers=workers, progress=progress)
+    # The realistic proxy: another renderer (path traced, global illumination) through a webcam model.
+    # It is only ever evaluated on, never trained or calibrated on.
+    from discopose.render.pathtraced import render_realistic_dataset
+    width, height = plan.realistic_px
+    realistic = {"realistic": dict(num=plan.realistic, cameras=1, hand=True),
+                 "realistic_no_hand": dict(num=plan.realistic, cameras=1, hand=False),
+                 "realistic_rig3": dict(num=plan.realistic_rig3, cameras=3, hand=True)}
+    for offset, (split, kwargs) in enumerate(realistic.items()):
+        render_realistic_dataset(str(root / "data" / split), seed=plan.seed * 100 + 70 + offset, width_px=width,
+                                 height_px=height, progress=progress, **kwargs)
     render_preview(RenderConfig.load(overrides=size(160) + TRAIN_LOOKS), 16, root / "disco_samples.png",
                    overlay=False)
     render_preview(RenderConfig.load(overrides=crop + TRAIN_LOOKS), 16, root / "crop_samples.png", overlay=False)
@@ -129,6 +156,7 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
                     locator_config=TrainConfig(stage="locator", epochs=plan.locator_epochs, **common),
                     crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs, **common), progress=progress)
     model = root / "run" / "best"
+    calibrate_estimator(model, str(data / "calibration"))
 
     stage("evaluate")
     results = {
@@ -138,6 +166,13 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
         "rig3_fused": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3")),
         "rig3_first_camera": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3_cam0"),
                                                  fuse=False),
+        "realistic": evaluate_checkpoint(str(model), str(data / "realistic"), str(root / "report_realistic")),
+        "realistic_no_hand": evaluate_checkpoint(str(model), str(data / "realistic_no_hand"),
+                                                 str(root / "report_realistic_no_hand")),
+        "realistic_rig3_fused": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
+                                                    str(root / "report_realistic_rig3")),
+        "realistic_rig3_first_camera": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
+                                                           str(root / "report_realistic_rig3_cam0"), fuse=False),
         # Ablation for free: the locator alone, i.e. one full-frame network without the zoom-in.
         "test_locator_only": evaluate_checkpoint(str(root / "run" / "locator" / "best"), str(data / "test"),
                                                  str(root / "report_locator_only")),
@@ -199,10 +234,18 @@ def format_summary(summary: dict) -> str:
              f"seed {summary['plan']['seed']}"]
     for name, row in summary["results"].items():
         chance = row["chance"]
-        lines.append(f"{name:18s} median {row['te_mm_median']:6.1f} mm {row['re_deg_median']:6.1f} deg, "
-                     f"{100 * row['re_within_30deg']:3.0f}% within 30 deg   "
+        lines.append(f"{name:28s} median {row['te_mm_median']:5.1f} mm {row['re_deg_median']:5.1f} deg, "
+                     f"p90 {row['te_mm_p90']:5.1f} mm {row['re_deg_p90']:5.1f} deg, "
+                     f"{100 * row['re_within_30deg']:3.0f}% within 30 deg "
                      f"(chance: {chance['te_mm_median']:.1f} mm, {chance['re_deg_median']:.1f} deg, "
                      f"{100 * chance['re<30deg']:.0f}%)")
+        if "uncertainty" in row and "validity" in row:
+            u, v = row["uncertainty"], row["validity"]
+            pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+            axes = "/".join(pct(x) for x in u["position_within_1sigma_per_axis"])
+            lines.append(f"{'':28s} 1 sigma covers {axes} (x/y/z), rotation within 2 sigma {pct(u['rotation_within_2sigma'])}; "
+                         f"valid {pct(v['valid_frac'])}: good ones valid {pct(v['good_valid_frac'])}, "
+                         f"gross ones invalid {pct(v['gross_invalid_frac'])} ({v['gross_count']} gross)")
     lines += [
         f"tracking: {track['hz']:.1f} Hz, latency p50 {track['latency_ms_p50']:.1f} ms p99 {track['latency_ms_p99']:.1f} ms, "
         f"{track['messages']} poses published, {track['subscriber_received']} received by a localhost subscriber",

@@ -242,7 +242,10 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     for i in order:
         rgb, labels, camera_from_frame = views[int(predictions["index"][i])]
         predicted = camera_from_frame @ make_transform(predictions["rotation"][i], predictions["position_m"][i])
-        overlays.append(overlay_prediction(rgb, labels, predicted, keypoints))
+        caption = (f"{errors[i]['te_mm']:.0f} mm {errors[i]['re_deg']:.0f} deg off, "
+                   f"stated {1000 * float(np.linalg.norm(predictions['position_sigma_m'][i])):.0f} mm; "
+                   f"{'valid' if predictions['valid'][i] else 'INVALID'} {predictions['confidence'][i]:.2f}")
+        overlays.append(overlay_prediction(rgb, labels, predicted, keypoints, caption))
     frame = "world (cameras fused)" if multi else "camera"
     write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
                  worst_views=overlays, baseline=baseline)

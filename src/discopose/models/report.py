@@ -73,6 +73,17 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
         ax.set_ylabel("translation error (mm)")
         plots.append(("Predicted uncertainty against actual error", _save(fig, out_dir / "uncertainty.png")))
 
+    if "validity" in summary and "confidence" in predictions:
+        valid = np.asarray(predictions["valid"], bool)
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for keep, label in ((valid, "valid"), (~valid, "invalid")):
+            ax.scatter(predictions["confidence"][keep], te_mm[keep], s=6, alpha=0.6, label=label)
+        ax.set_xlabel("stated confidence")
+        ax.set_ylabel("translation error (mm)")
+        ax.set_yscale("log")
+        ax.legend()
+        plots.append(("Validity: stated confidence against actual error", _save(fig, out_dir / "validity.png")))
+
     if worst_views:
         atomic_write_bytes(out_dir / "worst_cases.png", encode_png(contact_sheet(worst_views, columns=4)))
         plots.append(("Worst cases first (green: truth, red: prediction)", "worst_cases.png"))
@@ -82,7 +93,8 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
     atomic_write_json(out_dir / "metrics.json", metrics)
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['median']:.2f}</td><td>{v['mean']:.2f}</td>"
                    f"<td>{v['p90']:.2f}</td></tr>" for k, v in summary.items() if isinstance(v, dict) and "median" in v)
-    extra = json.dumps({k: summary[k] for k in ("success", "uncertainty", "add_s_rel_diameter_median") if k in summary},
+    extra = json.dumps({k: summary[k] for k in ("success", "uncertainty", "validity", "add_s_rel_diameter_median")
+                        if k in summary},
                        indent=1)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px}}img{{max-width:100%}}</style>
@@ -96,10 +108,16 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
 
 
 def overlay_prediction(rgb: np.ndarray, camera_labels: dict, predicted_camera_from_object: np.ndarray,
-                       keypoints_m: np.ndarray) -> np.ndarray:
-    """The image with the true (green) and predicted (red) object boxes."""
+                       keypoints_m: np.ndarray, caption: str | None = None) -> np.ndarray:
+    """The image with the true (green) and predicted (red) object boxes, and ``caption`` on top."""
+    import cv2
     K = np.asarray(camera_labels["K"])
     image = rgb.copy()
     draw_pose(image, K, np.asarray(camera_labels["camera_from_object"]), keypoints_m, color=(0, 255, 0), axes=False)
     draw_pose(image, K, predicted_camera_from_object, keypoints_m, color=(255, 0, 0), axes=True)
+    if caption:
+        scale = max(image.shape[1] / 640, 0.35)
+        for color, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+            cv2.putText(image, caption, (4, int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, color,
+                        thickness, cv2.LINE_AA)
     return image
