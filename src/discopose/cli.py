@@ -218,8 +218,17 @@ def cmd_demo(args) -> None:
     from discopose.demo import format_summary, run_demo
     plan = "quick" if args.quick else ("long" if args.long else "full")
     summary = run_demo(args.out, plan=plan, workers=args.workers, publish=args.publish, progress=not args.quiet,
-                       seed=args.seed)
+                       seed=args.seed, resume=args.resume)
     print(format_summary(summary))
+
+
+def cmd_realistic(args) -> None:
+    from discopose.render.pathtraced import render_realistic_dataset
+    manifest = render_realistic_dataset(args.out, args.num, seed=args.seed, cameras=args.cameras,
+                                        webcam=not args.no_webcam, hand=not args.no_hand, progress=not args.quiet,
+                                        spp=args.spp, overrides=args.set)
+    print(f"wrote {manifest['num_samples']} realistic proxy samples (for evaluation only) to {args.out} "
+          f"({manifest['render_seconds']:.1f} s this run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="render processes (default: one per core)")
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ address for the pose stream")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted demo in the same --out: finished datasets and training stages are kept")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("render", help="render a domain-randomized dataset (or a preview sheet)")
@@ -254,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="draw labels on the preview")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("realistic", help="render the realistic proxy test set (path traced, webcam model; "
+                                         "evaluation only)")
+    p.add_argument("--out", required=True, help="output folder or fsspec URL")
+    p.add_argument("--num", type=int, default=100, help="number of samples (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--cameras", type=int, default=1, help="cameras around the workspace (default 1)")
+    p.add_argument("--no-webcam", action="store_true", help="ideal camera: no distortion, blur, noise or JPEG")
+    p.add_argument("--no-hand", action="store_true", help="no hand holding the object")
+    p.add_argument("--spp", type=int, help="path-tracing samples per pixel (default 4)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a render config field")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_realistic)
 
     p = sub.add_parser("inspect", help="summarize a dataset and draw labelled samples")
     p.add_argument("dataset", help="dataset folder or URL")

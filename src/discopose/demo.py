@@ -84,7 +84,7 @@ PLANS = {"full": FULL, "quick": QUICK, "long": LONG}
 
 
 def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, publish: str = "tcp://127.0.0.1:5555",
-             progress: bool = True, seed: int = 0) -> dict:
+             progress: bool = True, seed: int = 0, resume: bool = False) -> dict:
     from discopose.datasets.generate import generate_dataset
     from discopose.estimator.api import load
     from discopose.estimator.calibrate import calibrate_estimator
@@ -154,7 +154,8 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
     train_estimator(str(data / "frames"), str(data / "crops"), str(root / "run"), frames_val=str(data / "frames_val"),
                     crops_val=str(data / "crops_val"),
                     locator_config=TrainConfig(stage="locator", epochs=plan.locator_epochs, **common),
-                    crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs, **common), progress=progress)
+                    crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs, **common), progress=progress,
+                    resume=resume)
     model = root / "run" / "best"
     calibrate_estimator(model, str(data / "calibration"))
 

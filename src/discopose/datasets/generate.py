@@ -55,8 +55,11 @@ def plan_shards(num_samples: int, samples_per_shard: int) -> list[ShardTask]:
             for i, first in enumerate(range(0, num_samples, samples_per_shard))]
 
 
-def config_fingerprint(config: RenderConfig, num_samples: int) -> str:
-    payload = json.dumps({"config": config.to_dict(), "num_samples": num_samples}, sort_keys=True)
+def config_fingerprint(config: RenderConfig, num_samples: int, recipe: dict | None = None) -> str:
+    content = {"config": config.to_dict(), "num_samples": num_samples}
+    if recipe is not None:  # only then, so the fingerprints of plain datasets stay what they were
+        content["recipe"] = recipe
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -222,14 +225,16 @@ def _run_ray(config: RenderConfig, storage: Storage, tasks: list[ShardTask], wor
 
 
 # ------------------------------------------------------------------------------------------- driver
-def build_manifest(config: RenderConfig, num_samples: int, records: list[dict], complete: bool) -> dict:
+def build_manifest(config: RenderConfig, num_samples: int, records: list[dict], complete: bool,
+                   recipe: dict | None = None) -> dict:
     from discopose.render.objects import build_object
     from discopose.render.sampling import nominal_cameras
     obj = build_object(config.object)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "discopose_version": __version__,
         "complete": complete, "num_samples": num_samples, "samples_per_shard": config.output.samples_per_shard,
-        "seed": config.seed, "fingerprint": config_fingerprint(config, num_samples),
+        "seed": config.seed, "fingerprint": config_fingerprint(config, num_samples, recipe),
+        **({"recipe": recipe} if recipe is not None else {}),
         "object": obj.describe(),
         "cameras": [camera.to_dict() for camera in nominal_cameras(config)],
         "image_format": config.output.image_format, "depth_unit_m": DEPTH_UNIT_M,
@@ -242,9 +247,14 @@ def build_manifest(config: RenderConfig, num_samples: int, records: list[dict], 
 
 
 def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = None, workers: int | None = None,
-                     backend: str = "local", address: str | None = None, progress: bool = True) -> dict:
+                     backend: str = "local", address: str | None = None, progress: bool = True,
+                     renderer=None, recipe: dict | None = None) -> dict:
     """Render ``num_samples`` samples into ``out`` (folder or fsspec URL); resumes a previous run.
 
+    ``renderer``: render every shard in this process with this object (``config``, ``render_index``, as
+    :class:`~discopose.render.renderer.DiscoRenderer`; its config must be ``config``; the caller closes it)
+    instead of DiscoRenderer workers. ``recipe``: how such a renderer makes its images, recorded in the
+    manifest and its fingerprint (a rerun with another recipe is refused like one with another config).
     Returns the manifest. Raises :class:`DiscoposeError` with a one-line message on bad input.
     """
     config = config or RenderConfig()
@@ -254,6 +264,8 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
         raise DiscoposeError(f"--backend {backend!r} is unknown; use local or ray")
     if workers is not None and workers < 1:
         raise DiscoposeError(f"--workers must be at least 1, got {workers} (leave it out for one per CPU core)")
+    if renderer is not None and (backend != "local" or workers not in (None, 1)):
+        raise DiscoposeError("a given renderer renders in this process: use backend local and one worker")
     workers = workers or max(1, os.cpu_count() or 1)
     from discopose.render.objects import build_object, check_fits_cameras
     from discopose.render.sampling import nominal_cameras
@@ -263,7 +275,7 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
     storage.ensure_writable()
     storage.remove_stale_temps()
 
-    fingerprint = config_fingerprint(config, num_samples)
+    fingerprint = config_fingerprint(config, num_samples, recipe)
     previous = storage.read_json(MANIFEST)
     if previous is not None and previous.get("fingerprint") != fingerprint and not previous.get("shards"):
         log.info("%s holds no shard of an earlier attempt with other settings; starting over", storage.url)
@@ -277,7 +289,7 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
     if records:
         log.info("resuming: %d of %d shards already complete and verified", len(records), len(tasks))
 
-    base = build_manifest(config, num_samples, [], complete=False)
+    base = build_manifest(config, num_samples, [], complete=False, recipe=recipe)
 
     def write_manifest(complete: bool = False, **extra) -> dict:
         manifest = {**base, "complete": complete, **extra,
@@ -298,6 +310,10 @@ def generate_dataset(out: str, num_samples: int, config: RenderConfig | None = N
             workers = min(workers, len(todo))
             if backend == "ray":
                 _run_ray(config, storage, todo, workers, address, bar, on_record)
+            elif renderer is not None:
+                for task in todo:
+                    on_record(render_shard(renderer, storage, task,
+                                           on_sample=lambda kind, _: bar.update(kind == "done")))
             elif workers == 1:
                 from discopose.render.renderer import DiscoRenderer
                 renderer = DiscoRenderer(config)

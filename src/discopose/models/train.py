@@ -347,9 +347,13 @@ def train_estimator(frames: str, crops: str, out: str, frames_val: str | None = 
     """Train both stages of an estimator: the locator on full frames (``out/locator``), the crop
     network on zoom-in crops (``out/crop``), then assemble ``out/best`` for :func:`discopose.load`."""
     out_dir = Path(out)
-    locator_meta = train(frames, str(out_dir / "locator"), val=frames_val, resume=resume, progress=progress,
-                         config=locator_config or TrainConfig(stage="locator"))
-    crop_meta = train(crops, str(out_dir / "crop"), val=crops_val, resume=resume, progress=progress,
-                      config=crop_config or TrainConfig(stage="crop"))
+    # Resuming continues each stage from its last checkpoint; a stage that never started starts now.
+    started = {stage: (out_dir / stage / "last" / "train_state.pt").is_file() for stage in STAGES}
+    if resume and not any(started.values()):
+        raise DiscoposeError(f"--resume: {out_dir} holds no started training; start without --resume")
+    locator_meta = train(frames, str(out_dir / "locator"), val=frames_val, resume=resume and started["locator"],
+                         progress=progress, config=locator_config or TrainConfig(stage="locator"))
+    crop_meta = train(crops, str(out_dir / "crop"), val=crops_val, resume=resume and started["crop"],
+                      progress=progress, config=crop_config or TrainConfig(stage="crop"))
     assemble_estimator(out_dir / "best", out_dir / "locator" / "best", out_dir / "crop" / "best")
     return {"locator": locator_meta, "crop": crop_meta}

@@ -96,6 +96,37 @@ def _scaled_pose(item: dict) -> np.ndarray:
     return pose
 
 
+def wall_poses(room: dict, workspace_center_m) -> list[np.ndarray]:
+    """``world_from_wall`` of a sample's room walls (in ``_WALLS`` order: +x, -x, +y, -y, ceiling, floor), each
+    stretched so the unit quad [-1, 1]^2 (normal +z, facing into the room) spans its wall."""
+    half = np.asarray(room["half_extent_m"])
+    yaw = room["yaw_rad"]
+    world_from_room = make_transform(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0],
+                                               [0, 0, 1]]), workspace_center_m)
+    poses = []
+    for rotation, axis, sign in _WALLS:
+        room_from_wall = make_transform(rotation, np.eye(3)[axis] * sign * half[axis])
+        # Stretch the unit quad along the two room axes its local x and y map to.
+        in_plane_half = [half[np.abs(rotation[:, k]).argmax()] for k in (0, 1)]
+        room_from_wall[:3, :3] = rotation @ np.diag([*in_plane_half, 1.0])
+        poses.append(world_from_room @ room_from_wall)
+    return poses
+
+
+def markings_texture(obj: ObjectModel, appearance: dict) -> np.ndarray | None:
+    """The object's texture (uint8 RGB) recoloured by a sample's ``markings`` appearance: the built-in cube's
+    faces and marks in their sampled colours, a mesh's texture hue-shifted and resaturated; None for a mesh
+    with vertex colours only."""
+    if obj.face_index is not None:
+        return colorize_cube(obj, np.asarray(appearance["face_colors"]), np.asarray(appearance["mark_colors"]))
+    if obj.texture is None:
+        return None
+    hsv = cv2.cvtColor(obj.texture, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + appearance["hue_shift_deg"] / 2) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * appearance["saturation_scale"], 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
 def _from_file(rows, index: int, knob: str, what: str):
     """Row ``index`` of a per-sample file (None when the knob is unset), or the error naming the file's length."""
     if rows is None:
@@ -249,14 +280,8 @@ class DiscoRenderer:
             material = self._original_material
             material.metallicFactor, material.roughnessFactor = factors["metallicFactor"], factors["roughnessFactor"]
             return material
-        if obj.face_index is not None:
-            image = colorize_cube(obj, np.asarray(appearance["face_colors"]), np.asarray(appearance["mark_colors"]))
-        elif obj.texture is not None:
-            hsv = cv2.cvtColor(obj.texture, cv2.COLOR_RGB2HSV).astype(np.float32)
-            hsv[..., 0] = (hsv[..., 0] + appearance["hue_shift_deg"] / 2) % 180
-            hsv[..., 1] = np.clip(hsv[..., 1] * appearance["saturation_scale"], 0, 255)
-            image = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-        else:  # vertex colours: a colour tint keeps their pattern
+        image = markings_texture(obj, appearance)
+        if image is None:  # vertex colours: a colour tint keeps their pattern
             tint = np.asarray(appearance["face_colors"][0]) * 0.5 + 0.5
             return pr.MetallicRoughnessMaterial(baseColorFactor=[*tint, 1.0], **factors)
         return pr.MetallicRoughnessMaterial(baseColorTexture=pr.Texture(source=image, source_channels="RGB"), **factors)
@@ -282,21 +307,12 @@ class DiscoRenderer:
         scene.bg_color = np.array([*params["bg_color"], 1.0])
 
         room = params["room"]
-        if room is not None:
-            half = np.asarray(room["half_extent_m"])
-            yaw = room["yaw_rad"]
-            world_from_room = make_transform(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0],
-                                                       [0, 0, 1]]), self.config.pose.workspace_center_m)
-        for node, (rotation, axis, sign), material in zip(self._wall_nodes, _WALLS,
-                                                          (room or {}).get("walls", [None] * 6)):
+        poses = [None] * len(_WALLS) if room is None else wall_poses(room, self.config.pose.workspace_center_m)
+        for node, pose, material in zip(self._wall_nodes, poses, (room or {}).get("walls", [None] * 6)):
             node.mesh.is_visible = room is not None
             if room is None:
                 continue
-            room_from_wall = make_transform(rotation, np.eye(3)[axis] * sign * half[axis])
-            # Stretch the unit quad along the two room axes its local x and y map to.
-            in_plane_half = [half[np.abs(rotation[:, k]).argmax()] for k in (0, 1)]
-            room_from_wall[:3, :3] = rotation @ np.diag([*in_plane_half, 1.0])
-            scene.set_pose(node, world_from_room @ room_from_wall)
+            scene.set_pose(node, pose)
             node.mesh.primitives[0].material = self._material(material)
 
         used = {shape: 0 for shape in self._shape_pool}
@@ -343,7 +359,8 @@ class DiscoRenderer:
         """Render a sample from its parameters.
 
         Returns ``{camera_name: {"rgb": (H, W, 3) uint8, "depth_m": (H, W) float32 (0 = nothing),
-        "mask": (H, W) bool visible object pixels, "labels": {...}}}``; see ``docs/dataset_format.md``.
+        "mask": (H, W) bool visible object pixels, "silhouette": (H, W) bool object pixels occluded or not,
+        "labels": {...}}}``; see ``docs/dataset_format.md``.
         """
         pr = self.pyrender
         self._apply(params)
@@ -377,6 +394,7 @@ class DiscoRenderer:
             silhouette = object_depth > 0
             visible = silhouette & (np.abs(depth - object_depth) <= 1e-5 + 1e-4 * object_depth)
             out[camera["name"]] = {"rgb": rgb, "depth_m": depth.astype(np.float32), "mask": visible,
+                                   "silhouette": silhouette,
                                    "labels": self._labels(camera, world_from_object, silhouette, visible)}
         return out
 
