@@ -11,7 +11,7 @@ import numpy as np
 from discopose.camera import CameraModel
 from tests.conftest import NO_HAND
 
-DISTORTION = [-0.35, 0.15, 0.0, 0.0, 0.0]
+DISTORTION = [-0.5, 0.2, 0.0, 0.0, 0.0]
 
 
 class _Oracle:
@@ -36,7 +36,7 @@ class _Oracle:
         return position, np.eye(3), np.eye(3) * 1e-6, 0.01
 
 
-def _distorted_views(count: int):
+def _distorted_views(count: int, tmp_path):
     """Rendered white-on-black object silhouettes as 320x240 webcams with strong barrel distortion see
     them (rendered as undistorted pinholes on a larger canvas, then distorted), and their cameras."""
     import cv2
@@ -44,11 +44,14 @@ def _distorted_views(count: int):
     from discopose.render.config import RenderConfig
     from discopose.render.renderer import DiscoRenderer
     focal, width, height, canvas = 260.0, 320, 240, (480, 360)
+    # Off-centre (the cameras look at the workspace centre), inside the locator's field of view.
+    poses = tmp_path / "pose.jsonl"
+    poses.write_text('{"position_m": [0.075, 0.05, 0.0], "quat_wxyz": [0.9, 0.1, 0.3, 0.3]}\n')
     config = RenderConfig.load(overrides=[
         *NO_HAND, f"camera.count={count}", f"camera.width_px={canvas[0]}", f"camera.height_px={canvas[1]}",
         f"camera.fov_deg={np.degrees(2 * np.arctan(canvas[0] / 2 / focal))}", "camera.focal_jitter_frac=0",
         "camera.principal_point_jitter_px=0", "camera.rotation_jitter_deg=0", "camera.position_jitter_m=0",
-        "pose.workspace_center_m=[0.03, 0.02, 0.04]", "pose.workspace_half_extent_m=[0, 0, 0]",
+        f"pose.poses_file={poses}",
         "clutter.occluder_prob=0", "clutter.distractor_count=[0, 0]", "textures.bank_size=2", "textures.size_px=8"])
     renderer = DiscoRenderer(config)
     try:
@@ -79,13 +82,13 @@ def _with_oracles(estimator, distances_m):
     return estimator
 
 
-def test_predict_undistorts_a_webcam_frame(trained_run):
+def test_predict_undistorts_a_webcam_frame(trained_run, tmp_path):
     import discopose
-    images, cameras, truths, _ = _distorted_views(1)
+    images, cameras, truths, _ = _distorted_views(1, tmp_path)
     image, camera, truth = images["cam0"], cameras["cam0"], truths["cam0"]
     ideal_px = camera.K @ (truth[:3, 3] / truth[2, 3])
     centre = np.array([(camera.width_px - 1) / 2, (camera.height_px - 1) / 2])
-    assert np.linalg.norm(ideal_px[:2] - centre) > 60  # off-centre, where the lens bends the most
+    assert np.linalg.norm(ideal_px[:2] - centre) > 70  # off-centre, where the lens bends the most
     estimator = _with_oracles(discopose.load(trained_run[0] / "best"), [float(np.linalg.norm(truth[:3, 3]))])
     pose = estimator.predict(image, camera=camera)
     assert np.linalg.norm(pose.position_m - truth[:3, 3]) < 0.0015, (pose.position_m, truth[:3, 3])
@@ -95,9 +98,9 @@ def test_predict_undistorts_a_webcam_frame(trained_run):
     assert np.linalg.norm(misread.position_m - truth[:3, 3]) > 0.003
 
 
-def test_predict_world_fuses_distorted_webcams(trained_run):
+def test_predict_world_fuses_distorted_webcams(trained_run, tmp_path):
     import discopose
-    images, cameras, truths, _ = _distorted_views(3)
+    images, cameras, truths, _ = _distorted_views(3, tmp_path)
     names = list(images)
     distances = [float(np.linalg.norm(truths[n][:3, 3])) for n in names]
     estimator = _with_oracles(discopose.load(trained_run[0] / "best"), distances)

@@ -46,7 +46,8 @@ class DemoPlan:
     batch_size: int
     clip_frames: int
     calibration: int     # frames of the calibration family
-    realistic: int       # path-traced webcam frames of the realistic proxy (one camera; as many without the hand)
+    realistic: int       # path-traced webcam frames of the realistic proxy, one camera, the hand holding the cube
+    realistic_no_hand: int  # the same without the hand
     realistic_rig3: int  # path-traced 3-camera scenes
     realistic_px: tuple  # (width, height) of the proxy's webcam
     seed: int = 0
@@ -54,15 +55,15 @@ class DemoPlan:
 
 # About 25 minutes on 2 CPU cores (README: measured).
 FULL = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=3000, crops=12000, val=300, test=300,
-                locator_epochs=3, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=80,
-                realistic_rig3=30, realistic_px=(640, 480))
+                locator_epochs=3, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
+                realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
 # The long CPU recipe: 4x the crops, about 1.5 hours on 2 CPU cores.
 LONG = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=6000, crops=48000, val=300, test=300,
-                locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=80,
-                realistic_rig3=30, realistic_px=(640, 480))
+                locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
+                realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
 QUICK = DemoPlan(frame_px=64, crop_px=64, test_px=96, frames=120, crops=160, val=24, test=24,
                  locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=30, calibration=24, realistic=3,
-                 realistic_rig3=2, realistic_px=(128, 96))
+                 realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
 
 
 def _headline(result: dict) -> dict:
@@ -139,7 +140,7 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
     from discopose.render.pathtraced import render_realistic_dataset
     width, height = plan.realistic_px
     realistic = {"realistic": dict(num=plan.realistic, cameras=1, hand=True),
-                 "realistic_no_hand": dict(num=plan.realistic, cameras=1, hand=False),
+                 "realistic_no_hand": dict(num=plan.realistic_no_hand, cameras=1, hand=False),
                  "realistic_rig3": dict(num=plan.realistic_rig3, cameras=3, hand=True)}
     for offset, (split, kwargs) in enumerate(realistic.items()):
         render_realistic_dataset(str(root / "data" / split), seed=plan.seed * 100 + 70 + offset, width_px=width,
