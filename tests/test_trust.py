@@ -40,7 +40,8 @@ def test_fit_trust_states_honest_sigmas_and_flags_gross_errors():
     no_disagreement = np.zeros((len(bad), 3))
     good = ~bad
     trust = fit_trust(errors[good], covariances[good], no_disagreement[good], rotation_errors[good],
-                      rotation_sigma[good], np.zeros(good.sum()), [s for s, g in zip(signals, good) if g])
+                      rotation_sigma[good], np.zeros(good.sum()), [s for s, g in zip(signals, good) if g],
+                      position_coverage=0.6827)
     assert trust.position_scale == pytest.approx(2.0, rel=0.1)
     assert trust.rotation_scale == pytest.approx(1.5, rel=0.1)
 
@@ -134,8 +135,13 @@ def test_fusion_leaves_out_invalid_cameras_and_needs_a_consensus():
     flipped = truths[1][:3, :3] @ rotation_about_axis([1, 0, 0], np.pi / 2)
     poses = [_pose(truths[0][:3, 3], truths[0][:3, :3], sigma), _pose(truths[1][:3, 3], flipped, sigma)]
     assert not fuse_world_poses(poses, cameras[:2], names[:2]).valid
-    # No valid camera at all: fused from all of them, and invalid.
+    # No valid camera, but all three agree: their consensus is valid on its own.
     poses = [_pose(t[:3, 3], t[:3, :3], sigma, valid=False, confidence=0.2) for t in truths]
+    fused = fuse_world_poses(poses, cameras, names)
+    assert fused.valid and fused.confidence == pytest.approx(1 - 0.8 ** 3)
+    # No valid camera and no two agreeing (each misread another way): invalid.
+    turns = [np.eye(3), rotation_about_axis([1, 0, 0], np.pi / 2), rotation_about_axis([0, 1, 0], np.pi / 2)]
+    poses = [_pose(t[:3, 3], t[:3, :3] @ turn, sigma, valid=False, confidence=0.2) for t, turn in zip(truths, turns)]
     fused = fuse_world_poses(poses, cameras, names)
     assert not fused.valid and fused.confidence == pytest.approx(0.2)
 

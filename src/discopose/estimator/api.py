@@ -326,8 +326,9 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
     markings cannot drag the others. The stated covariance and sigma grow by the Birge ratio when
     the cameras scatter more than they say they should (their errors are not independent).
 
-    ``valid``: at least one valid camera and, when several were fused, a majority of them agreeing in
-    rotation. ``confidence``: 1 - prod(1 - c) over the agreeing cameras (independent evidence).
+    ``valid``: a majority of the fused cameras agree in rotation, and either at least one of them is valid
+    or (none being valid) at least two agree in rotation and position. ``confidence``: 1 - prod(1 - c)
+    over the agreeing cameras (independent evidence).
     """
     positions, covariances, rotations, sigmas = [], [], [], []
     for pose, cam in zip(camera_poses, cameras):
@@ -373,7 +374,9 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
 
     agreeing = [i for i in inliers if i in members]
     consensus = len(used) == 1 or 2 * len(inliers) > len(used)
-    valid = any_valid and consensus and bool(agreeing)
+    # Valid: backed by a valid camera, or by two cameras that agree on their own (independent views
+    # rarely fail the same way).
+    valid = consensus and (any_valid and bool(agreeing) or len(agreeing) >= 2)
     confidences = [camera_poses[i].confidence for i in (agreeing or inliers)]
     if valid:
         confidence = 1.0 - float(np.prod([1.0 - c for c in confidences]))
