@@ -35,7 +35,9 @@ LITTLE = ["textures.kinds=[solid]", "lighting.count=[1, 1]", "lighting.types=[di
           "camera.rotation_jitter_deg=0", "camera.focal_jitter_frac=0", "camera.principal_point_jitter_px=0"]
 
 
-WITH_HAND = [o for o in TRAIN_LOOKS if o not in NO_HAND]
+# Run A is the hand-free world (the demo's before the hand became its default), H the demo's world.
+NO_HAND_LOOKS = TRAIN_LOOKS + NO_HAND
+WITH_HAND = TRAIN_LOOKS
 HAND_OCCLUDED = (0.5, 0.9)  # visible fraction of the hand-occluded test images that are scored
 
 
@@ -55,13 +57,13 @@ def main():
     crop = ["camera.aim=object", "output.depth=true"] + size(plan.crop_px)
     base = args.seed * 100
     sets = {
-        "frames_full": (plan.frames, size(plan.frame_px) + TRAIN_LOOKS, base),
-        "crops_full": (plan.crops, crop + TRAIN_LOOKS, base + 1),
+        "frames_full": (plan.frames, size(plan.frame_px) + NO_HAND_LOOKS, base),
+        "crops_full": (plan.crops, crop + NO_HAND_LOOKS, base + 1),
         "frames_little": (plan.frames, size(plan.frame_px) + LITTLE, base),
         "crops_little": (plan.crops, crop + LITTLE, base + 1),
-        "test_in_family": (plan.test, size(plan.test_px) + TRAIN_LOOKS, base + 2),
-        "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS, base + 3),
-        "test_rig3": (plan.test, size(plan.test_px) + TRAIN_LOOKS + ["camera.count=3"], base + 4),
+        "test_in_family": (plan.test, size(plan.test_px) + NO_HAND_LOOKS, base + 2),
+        "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS + NO_HAND, base + 3),
+        "test_rig3": (plan.test, size(plan.test_px) + NO_HAND_LOOKS + ["camera.count=3"], base + 4),
         "frames_hand": (plan.frames, size(plan.frame_px) + WITH_HAND, base),
         "crops_hand": (plan.crops, crop + WITH_HAND, base + 1),
         "test_hand": (plan.test, size(plan.test_px) + WITH_HAND + ["hand.prob=1"], base + 5),
