@@ -62,7 +62,7 @@ LONG = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=6000, crops=48000, 
                 locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
 QUICK = DemoPlan(frame_px=64, crop_px=64, test_px=96, frames=120, crops=160, val=24, test=24,
-                 locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=30, calibration=24, realistic=3,
+                 locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=24, realistic=3,
                  realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
 
 

@@ -271,8 +271,19 @@ class Tracker:
         p99 = s["latency_ms_p99"] or 0
         return f"{s['hz']:.1f} Hz | latency p50 {p50:.0f} ms p99 {p99:.0f} ms | {cams} | {s['messages']} poses"
 
+    def warm_up(self) -> None:
+        """One pass of the networks on a blank frame per camera: the first real frame then costs what every
+        frame costs, instead of the seconds a cold start takes (which would set the run's latency tail)."""
+        views = []
+        for name in self.sources:
+            calibration = self.calibrations.get(name)
+            camera = calibration or self.estimator.model_camera
+            views.append((np.zeros((camera.height_px, camera.width_px, 3), np.uint8), camera))
+        self.estimator.predict_views(views)
+
     def run(self) -> dict:
         config = self.config
+        self.warm_up()
         started = last_status = time.monotonic()
         try:  # everything from here on ends in close(): camera threads left running abort the interpreter
             if config.record:
