@@ -200,6 +200,8 @@ class _Corrupting:
 
     def predict_views(self, views, priors=None):
         poses = self.estimator.predict_views(views, priors)
+        if not any(image.any() for image, _ in views):
+            return poses  # the tracker's warm-up on blank frames
         for pose in poses:
             pose.valid, pose.confidence = True, 0.9
             if self.calls % 3 == 0:
