@@ -103,3 +103,15 @@ def decode_sample(raw: dict) -> dict:
 
 def _where(raw: dict) -> str:
     return f"sample {raw.get('__key__')} of {raw.get('__url__', 'an unnamed shard')}"
+
+
+def camera_from_labels(name: str, labels: dict):
+    """The :class:`~discopose.camera.CameraModel` a sample's per-camera labels describe: its size, K, lens
+    distortion (the realistic proxy's webcams label it; rendered cameras have none) and world pose."""
+    import numpy as np
+
+    from discopose.camera import CameraModel
+    return CameraModel(name, int(labels["width_px"]), int(labels["height_px"]), labels["K"],
+                       dist_coeffs=labels.get("dist_coeffs") or np.zeros(5),
+                       world_from_camera=labels.get("world_from_camera"))
+

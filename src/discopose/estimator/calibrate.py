@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def collect_views(estimator, data: str, limit: int | None = None, batch: int = 16) -> dict:
     """Every camera view of ``data`` through ``estimator.predict_views`` (each with its own camera),
     with what the networks stated before calibration, the consistency signals and the truth."""
-    from discopose.camera import CameraModel
+    from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples, open_dataset
     from discopose.geometry.symmetry import Symmetry
     from discopose.models.metrics import re
@@ -59,9 +59,7 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
 
     for sample in iter_samples(open_dataset(data), limit=limit):
         for name, labels in sample["labels"]["cameras"].items():
-            camera = CameraModel(name, int(labels["width_px"]), int(labels["height_px"]), labels["K"],
-                                 dist_coeffs=labels.get("dist_coeffs") or np.zeros(5))
-            pending.append((sample["views"][name]["rgb"], camera, np.asarray(labels["camera_from_object"], float)))
+            pending.append((sample["views"][name]["rgb"], camera_from_labels(name, labels), np.asarray(labels["camera_from_object"], float)))
             if len(pending) >= batch:
                 flush()
     if pending:

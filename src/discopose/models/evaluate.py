@@ -63,7 +63,7 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
     with their labelled extrinsics, else the first camera's own camera-frame pose. ``views_out``,
     when given, collects each sample's first-camera image and labels by index (for overlays).
     """
-    from discopose.camera import CameraModel
+    from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples
     from discopose.geometry.transforms import invert_transform
     keys = ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad", "true_position_m", "true_rotation",
@@ -72,11 +72,7 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
     for sample in iter_samples(info, limit=limit):
         labels = sample["labels"]
         names = list(labels["cameras"])
-        # A dataset with lens distortion (the realistic proxy's webcams) labels its coefficients.
-        cameras = {name: CameraModel(name, int(cam["width_px"]), int(cam["height_px"]), cam["K"],
-                                     dist_coeffs=cam.get("dist_coeffs") or np.zeros(5),
-                                     world_from_camera=cam["world_from_camera"])
-                   for name, cam in labels["cameras"].items()}
+        cameras = {name: camera_from_labels(name, cam) for name, cam in labels["cameras"].items()}
         first = labels["cameras"][names[0]]
         if fuse and len(names) > 1:
             pose = estimator.predict({n: sample["views"][n]["rgb"] for n in names}, camera=cameras)
