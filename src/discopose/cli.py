@@ -118,6 +118,15 @@ def cmd_eval(args) -> None:
     print(f"wrote {out}/metrics.json and {out}/report.html")
 
 
+def cmd_cube_print(args) -> None:
+    from discopose.printing import write_cube_pdf
+    layout = write_cube_pdf(args.out, size_m=args.size, paper=args.paper)
+    print(f"wrote {args.out}: print at 100% (actual size) on {args.paper}; each face must measure "
+          f"{layout['edge_mm']:.1f} mm and the scale bar 50 mm. Cut, fold, glue; then track it with --model cube"
+          + (" (the shipped model knows the 57 mm cube; another size needs its own training)"
+             if abs(args.size - 0.057) > 1e-6 else ""))
+
+
 def cmd_export(args) -> None:
     from discopose.models.export import export_estimator
     for path in export_estimator(args.model):
@@ -136,7 +145,13 @@ def cmd_calibrate(args) -> None:
     from discopose.camera import CameraModel
 
     board = BoardSpec.parse(args.board)
-    if args.step == "board":
+    if args.step == "board" and str(args.out).lower().endswith(".pdf"):
+        from discopose.printing import write_board_pdf
+        write_board_pdf(args.out, board, paper=args.paper)
+        width_m, height_m = board.size_m
+        print(f"wrote {args.out}: print at 100% (actual size); each square must measure {board.square_m * 1000:.1f} mm "
+              f"(board {width_m * 1000:.0f} x {height_m * 1000:.0f} mm)")
+    elif args.step == "board":
         import cv2
         if args.px_per_square < 1:
             raise DiscoposeError(f"--px-per-square {args.px_per_square}: give a positive number of pixels, e.g. 200")
@@ -345,11 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="camera calibration: board, intrinsics, extrinsics")
     steps = p.add_subparsers(dest="step", required=True)
-    q = steps.add_parser("board", help="draw a printable board PNG")
+    q = steps.add_parser("board", help="a printable board: PDF at exact scale, or PNG")
     q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
     q.add_argument("--board", help="full spec, e.g. chessboard:9x6:0.025 or charuco:7x5:0.04:0.03")
-    q.add_argument("--px-per-square", type=int, default=200)
-    q.add_argument("--out", required=True)
+    q.add_argument("--px-per-square", type=int, default=200, help="PNG only: pixels per square")
+    q.add_argument("--paper", choices=["a4", "letter"], default="a4", help="PDF only: the paper size")
+    q.add_argument("--out", required=True, help="board.pdf (exact scale, with a scale bar) or board.png")
     q = steps.add_parser("intrinsics", help="K and distortion from board images -> camera file")
     q.add_argument("--images", required=True, help="glob pattern, quoted: 'cam_left/*.jpg'")
     q.add_argument("--board", required=True, help="e.g. chessboard:9x6:0.025")
@@ -362,6 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--board-pose", help="JSON/YAML with world_from_board (4x4, metres); default: board = world")
     q.add_argument("--out", help="camera file to write (default: update --camera)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("cube", help="the built-in cube in the physical world")
+    steps = p.add_subparsers(dest="cube_step", required=True)
+    q = steps.add_parser("print", help="a printable net of the cube (PDF at exact scale, scale bar, glue tabs)")
+    q.add_argument("--out", required=True, help="PDF to write, e.g. cube.pdf")
+    q.add_argument("--size", type=float, default=0.057, help="edge in metres (default 0.057, what the shipped model knows)")
+    q.add_argument("--paper", choices=["a4", "letter"], default="a4")
+    q.set_defaults(func=cmd_cube_print)
 
     p = sub.add_parser("export", help="export an estimator's networks to ONNX (model.onnx each) for onnxruntime")
     p.add_argument("--model", required=True, help="estimator folder (or one checkpoint)")

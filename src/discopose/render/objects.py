@@ -25,6 +25,9 @@ CUBE_FACES = (  # (letter, outward normal, image-right axis, image-down axis) in
     ("D", (0, 0, -1), (0, 1, 0), (-1, 0, 0)),
 )
 FACE_PX = 64
+# The cube's own colours (RGB in [0, 1]) when appearance is not randomized, and on the printed cube.
+CUBE_FACE_RGB = (0.9, 0.9, 0.9)
+CUBE_MARK_RGB = (0.1, 0.1, 0.1)
 
 
 @dataclass
@@ -88,14 +91,21 @@ class ObjectModel:
                 "surface_points_m": np.round(self.surface_points(300), 5).tolist()}
 
 
-def _letter_mask(letter: str) -> np.ndarray:
-    mask = np.zeros((FACE_PX, FACE_PX), np.uint8)
-    scale = FACE_PX / 40
-    (w, h), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_DUPLEX, scale, thickness=int(FACE_PX / 12))
-    cv2.putText(mask, letter, ((FACE_PX - w) // 2, (FACE_PX + h) // 2), cv2.FONT_HERSHEY_DUPLEX, scale,
-                255, thickness=int(FACE_PX / 12), lineType=cv2.LINE_AA)
+def face_marking(letter: str, px: int = FACE_PX) -> np.ndarray:
+    """A face's marking (its letter and orientation dot) as a (px, px) uint8 mask, 255 on the marking.
+
+    The one drawing of the markings: the renderer's atlas uses it at ``FACE_PX`` and the printable cube
+    (``discopose cube print``) at print resolution, so the physical cube cannot drift from the rendered one.
+    Every length is a fixed fraction of ``px`` (stroke width 5/64 of the face).
+    """
+    mask = np.zeros((px, px), np.uint8)
+    scale = px / 40
+    thickness = max(1, round(px * 5 / 64))
+    (w, h), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_DUPLEX, scale, thickness=thickness)
+    cv2.putText(mask, letter, ((px - w) // 2, (px + h) // 2), cv2.FONT_HERSHEY_DUPLEX, scale,
+                255, thickness=thickness, lineType=cv2.LINE_AA)
     # A small corner dot makes each face's in-plane orientation obvious even when the letter blurs.
-    cv2.circle(mask, (FACE_PX // 8, FACE_PX // 8), FACE_PX // 16, 255, -1, lineType=cv2.LINE_AA)
+    cv2.circle(mask, (px // 8, px // 8), px // 16, 255, -1, lineType=cv2.LINE_AA)
     return mask
 
 
@@ -110,7 +120,7 @@ def make_marked_cube(size_m: float = 0.057, symmetry: Symmetry | None = None) ->
         normal, right, down = (np.array(v, float) for v in (normal, right, down))
         col, row = face % 3, face // 3
         face_index[row * FACE_PX:(row + 1) * FACE_PX, col * FACE_PX:(col + 1) * FACE_PX] = face
-        marking[row * FACE_PX:(row + 1) * FACE_PX, col * FACE_PX:(col + 1) * FACE_PX] = _letter_mask(letter) / 255.0
+        marking[row * FACE_PX:(row + 1) * FACE_PX, col * FACE_PX:(col + 1) * FACE_PX] = face_marking(letter) / 255.0
         base = len(positions)
         for du, dv in ((0, 0), (1, 0), (1, 1), (0, 1)):
             positions.append(half * (normal + (2 * du - 1) * right + (2 * dv - 1) * down))
@@ -125,7 +135,7 @@ def make_marked_cube(size_m: float = 0.057, symmetry: Symmetry | None = None) ->
         indices=np.array(indices, np.int32), uvs=np.array(uvs, np.float32),
         face_index=face_index, marking_mask=marking, symmetry=symmetry or Symmetry(), shape_symmetry=Symmetry("cube"),
         source_sha256=None)
-    model.texture = colorize_cube(model, np.array([[0.9, 0.9, 0.9]] * 6), np.array([[0.1, 0.1, 0.1]] * 6))
+    model.texture = colorize_cube(model, np.array([CUBE_FACE_RGB] * 6), np.array([CUBE_MARK_RGB] * 6))
     return model
 
 
