@@ -3,6 +3,9 @@ __version__ = "0.1.0"
 
 
 def load(path, backend: str = "torch", device: str | None = None):
-    """Load a trained pose estimator: ``est = discopose.load("runs/cube/best"); est.predict(image)``."""
+    """Load a pose estimator: ``est = discopose.load("cube"); est.predict(image)``.
+
+    ``path`` is an estimator folder (a run's ``best/``) or the name of a shipped one (``"cube"``, the built-in
+    57 mm cube that ``discopose cube print`` prints)."""
     from discopose.estimator.api import load as _load
     return _load(path, backend=backend, device=device)

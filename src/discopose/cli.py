@@ -104,18 +104,21 @@ def cmd_eval(args) -> None:
 
     if not args.data and not args.bop:
         raise DiscoposeError("give --data (a discopose dataset) or --bop (a BOP folder)")
-    out = args.out or str(__import__("pathlib").Path(args.model) / "eval")
+    from discopose.pretrained import is_shipped, resolve_model
+    model = resolve_model(args.model)
+    out = args.out or (f"eval_{model.name}" if is_shipped(model) else str(model / "eval"))
     if args.limit is not None and args.limit < 1:
         raise DiscoposeError(f"--limit {args.limit}: give a positive number of samples (or leave it out for all)")
-    result = evaluate_checkpoint(args.model, args.data, out, bop=args.bop, limit=args.limit,
-                                 fuse=not args.single_camera)
+    result = evaluate_checkpoint(str(model), args.data, out, bop=args.bop, limit=args.limit,
+                                 fuse=not args.single_camera, bop_results=args.bop_results)
     s, b = result["summary"], result["baseline"]
     print(f"{s['count']} samples ({result['frame']} frame): median {s['te_mm']['median']:.1f} mm, "
           f"{s['re_deg']['median']:.1f} deg, {100 * s['success']['re<30deg']:.0f}% within 30 deg, "
           f"ADD(-S) < 10% d: {100 * s['success']['add(-s)<10%d']:.1f}%")
     print(f"chance (mean-pose baseline, positions from {b['positions_from']}): {b['te_mm_median']:.1f} mm, "
           f"{b['re_deg_median']:.1f} deg, {100 * b['re<30deg']:.0f}% within 30 deg")
-    print(f"wrote {out}/metrics.json and {out}/report.html")
+    print(f"wrote {out}/metrics.json and {out}/report.html"
+          + (f", and {out}/bop_results.csv (BOP19 format)" if args.bop or args.bop_results else ""))
 
 
 def cmd_cube_print(args) -> None:
@@ -125,6 +128,29 @@ def cmd_cube_print(args) -> None:
           f"{layout['edge_mm']:.1f} mm and the scale bar 50 mm. Cut, fold, glue; then track it with --model cube"
           + (" (the shipped model knows the 57 mm cube; another size needs its own training)"
              if abs(args.size - 0.057) > 1e-6 else ""))
+
+
+def cmd_pack(args) -> None:
+    import json
+    from pathlib import Path
+
+    from discopose.pretrained import SHIPPED_DIR, folder_mb, pack_estimator
+    demo = Path(args.demo)
+    summary_path = demo / "demo_summary.json"
+    if not summary_path.is_file():
+        raise DiscoposeError(f"{summary_path} does not exist; give the --out folder of a finished `discopose demo`")
+    summary = json.loads(summary_path.read_text())
+    code_version = args.code_version or summary.get("code_version")
+    if not code_version:
+        raise DiscoposeError(f"{summary_path} does not record the code version; give --code-version (git commit)")
+    plan = summary["plan"]
+    card = {"name": args.name, "trained_by": args.command or f"discopose demo --{plan['name']} --seed {plan['seed']}",
+            "seed": plan["seed"], "code_version": code_version, "plan": plan, "seconds": summary.get("seconds"),
+            "figures": summary["results"], "tracking": summary.get("tracking")}
+    out = Path(args.out) if args.out else SHIPPED_DIR / args.name
+    pack_estimator(demo / "run" / "best", out, card)
+    print(f"packed {demo / 'run' / 'best'} as {out} ({folder_mb(out):.1f} MB, fp16 weights); load it with "
+          f"discopose.load({args.name!r})" if not args.out else f"packed into {out} ({folder_mb(out):.1f} MB)")
 
 
 def cmd_export(args) -> None:
@@ -232,8 +258,15 @@ def cmd_track(args) -> None:
 def cmd_demo(args) -> None:
     from discopose.demo import format_summary, run_demo
     plan = "quick" if args.quick else ("long" if args.long else "full")
+    user_object = None
+    if args.object:
+        from discopose.render.objects import describe_user_object
+        user_object = describe_user_object(args.object, args.object_scale, args.symmetry)
+        print(f"object {args.object}: {user_object.diameter_m * 1000:.0f} mm across; " + "; ".join(user_object.notes))
+    elif args.object_scale is not None or args.symmetry:
+        raise DiscoposeError("--object-scale and --symmetry describe a mesh: give --object too")
     summary = run_demo(args.out, plan=plan, workers=args.workers, publish=args.publish, progress=not args.quiet,
-                       seed=args.seed, resume=args.resume)
+                       seed=args.seed, resume=args.resume, user_object=user_object)
     print(format_summary(summary))
 
 
@@ -262,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted demo in the same --out: finished datasets and training stages are kept")
+    p.add_argument("--object", help="your own mesh (.ply/.obj/.glb/.gltf/.stl/.off; a BOP models/obj_NNNNNN.ply reads "
+                                    "models_info.json beside it) instead of the built-in cube")
+    p.add_argument("--object-scale", type=float, help="mesh units to metres (default: BOP models and meshes over 5 "
+                                                      "units across are millimetres, 0.001; otherwise metres, 1)")
+    p.add_argument("--symmetry", choices=["none", "axis", "axis:x", "axis:y", "axis:z", "cube", "discrete"],
+                   help="the object's symmetry (default: models_info.json's for BOP models, else none); axis = z")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("render", help="render a domain-randomized dataset (or a preview sheet)")
@@ -329,9 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: metrics.json + report.html")
-    p.add_argument("--model", required=True, help="estimator folder, e.g. runs/cube/best")
+    p.add_argument("--model", required=True, help="estimator folder (a run's best/) or a shipped model: cube")
     p.add_argument("--data", help="dataset to evaluate on")
-    p.add_argument("--bop", help="BOP folder to evaluate on instead")
+    p.add_argument("--bop", help="BOP folder to evaluate on instead (writes bop_results.csv too)")
+    p.add_argument("--bop-results", action="store_true",
+                   help="also write bop_results.csv (BOP19: scene_id,im_id,obj_id,score,R,t,time) for bop_toolkit")
     p.add_argument("--out", help="report folder (default MODEL/eval)")
     p.add_argument("--limit", type=int, help="evaluate at most N samples")
     p.add_argument("--single-camera", action="store_true",
@@ -339,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("track", help="track the object live on camera feeds and publish poses over ZeroMQ")
-    p.add_argument("--model", required=True, help="checkpoint folder")
+    p.add_argument("--model", required=True, help="estimator folder (a run's best/) or a shipped model: cube")
     p.add_argument("--camera", action="append", metavar="NAME=SOURCE",
                    help="device index, video file, RTSP/HTTP URL or image folder, e.g. cam0=0")
     p.add_argument("--calib", action="append", metavar="NAME=FILE", help="camera file from discopose calibrate")
@@ -386,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=float, default=0.057, help="edge in metres (default 0.057, what the shipped model knows)")
     q.add_argument("--paper", choices=["a4", "letter"], default="a4")
     q.set_defaults(func=cmd_cube_print)
+
+    p = sub.add_parser("pack", help="make a shipped model (fp16, model card) from a finished demo run")
+    p.add_argument("--demo", required=True, help="the demo's --out folder")
+    p.add_argument("--name", default="cube", help="the name users load it by (default cube)")
+    p.add_argument("--out", help="where to write (default: inside the package, src/discopose/pretrained/NAME)")
+    p.add_argument("--command", help="the command that trained it, for the model card (default: the demo's)")
+    p.add_argument("--code-version", help="git commit that trained it (default: recorded by the demo)")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("export", help="export an estimator's networks to ONNX (model.onnx each) for onnxruntime")
     p.add_argument("--model", required=True, help="estimator folder (or one checkpoint)")

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 from discopose._errors import DiscoposeError
@@ -84,8 +85,27 @@ def _headline(result: dict) -> dict:
 PLANS = {"full": FULL, "quick": QUICK, "long": LONG}
 
 
+def code_version() -> str:
+    """The git commit of the discopose source tree (with ``-dirty`` for uncommitted changes), else the version."""
+    import subprocess
+    import discopose
+    source = Path(discopose.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=source, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"discopose {discopose.__version__} (not a git checkout)"
+    return commit + ("-dirty" if dirty else "")
+
+
 def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, publish: str = "tcp://127.0.0.1:5555",
-             progress: bool = True, seed: int = 0, resume: bool = False) -> dict:
+             progress: bool = True, seed: int = 0, resume: bool = False, user_object=None) -> dict:
+    """Render, train, calibrate, evaluate and track in ``out``; returns (and writes) ``demo_summary.json``.
+
+    ``user_object``: a :class:`~discopose.render.objects.UserObject` (``describe_user_object``) to run the
+    same recipe on a user's mesh instead of the built-in cube; distances follow its size."""
     from discopose.datasets.generate import generate_dataset
     from discopose.estimator.api import load
     from discopose.estimator.calibrate import calibrate_estimator
@@ -113,8 +133,10 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
         timings[name] = time.perf_counter()
         log.info("demo: %s", name)
 
+    obj = user_object.render_overrides() if user_object is not None else []
+
     def size(px):
-        return [f"camera.width_px={px}", f"camera.height_px={px}"]
+        return [f"camera.width_px={px}", f"camera.height_px={px}"] + obj
 
     crop = ["camera.aim=object", "output.depth=true"] + size(plan.crop_px)  # depth: the dense head's targets
     # Every dataset derives its seed from the demo seed, so `--seed` reruns the whole demo independently.
@@ -142,9 +164,13 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
     realistic = {"realistic": dict(num=plan.realistic, cameras=1, hand=True),
                  "realistic_no_hand": dict(num=plan.realistic_no_hand, cameras=1, hand=False),
                  "realistic_rig3": dict(num=plan.realistic_rig3, cameras=3, hand=True)}
+    if user_object is not None and not user_object.textured:
+        log.warning("demo: %s has vertex colours, no texture image; the realistic proxy renders textured objects "
+                    "only, so its rows are left out", user_object.mesh)
+        realistic = {}
     for offset, (split, kwargs) in enumerate(realistic.items()):
         render_realistic_dataset(str(root / "data" / split), seed=plan.seed * 100 + 70 + offset, width_px=width,
-                                 height_px=height, progress=progress, **kwargs)
+                                 height_px=height, progress=progress, overrides=obj, **kwargs)
     render_preview(RenderConfig.load(overrides=size(160) + TRAIN_LOOKS), 16, root / "disco_samples.png",
                    overlay=False)
     render_preview(RenderConfig.load(overrides=crop + TRAIN_LOOKS), 16, root / "crop_samples.png", overlay=False)
@@ -168,17 +194,19 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
         "rig3_fused": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3")),
         "rig3_first_camera": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3_cam0"),
                                                  fuse=False),
-        "realistic": evaluate_checkpoint(str(model), str(data / "realistic"), str(root / "report_realistic")),
-        "realistic_no_hand": evaluate_checkpoint(str(model), str(data / "realistic_no_hand"),
-                                                 str(root / "report_realistic_no_hand")),
-        "realistic_rig3_fused": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
-                                                    str(root / "report_realistic_rig3")),
-        "realistic_rig3_first_camera": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
-                                                           str(root / "report_realistic_rig3_cam0"), fuse=False),
         # Ablation for free: the locator alone, i.e. one full-frame network without the zoom-in.
         "test_locator_only": evaluate_checkpoint(str(root / "run" / "locator" / "best"), str(data / "test"),
                                                  str(root / "report_locator_only")),
     }
+    if realistic:
+        results.update({
+            "realistic": evaluate_checkpoint(str(model), str(data / "realistic"), str(root / "report_realistic")),
+            "realistic_no_hand": evaluate_checkpoint(str(model), str(data / "realistic_no_hand"),
+                                                     str(root / "report_realistic_no_hand")),
+            "realistic_rig3_fused": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
+                                                        str(root / "report_realistic_rig3")),
+            "realistic_rig3_first_camera": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
+                                                               str(root / "report_realistic_rig3_cam0"), fuse=False)})
 
     stage("track")
     clip_config = RenderConfig.load(overrides=size(plan.test_px) + TRAIN_LOOKS + [f"seed={plan.seed * 100 + 50}"])
@@ -215,7 +243,11 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
     names = list(timings)
     durations = {a: round(timings[b] - timings[a], 1) for a, b in zip(names, names[1:])}
     summary = {
-        "plan": {"name": name, **asdict(plan)}, "seconds": durations, "total_seconds": round(sum(durations.values()), 1),
+        "plan": {"name": name, **asdict(plan)}, "code_version": code_version(),
+        "object": estimator.object["name"] if user_object is None else {
+            "mesh": user_object.mesh, "scale_to_m": user_object.scale_to_m, "diameter_m": user_object.diameter_m,
+            "symmetry": user_object.symmetry.to_dict(), "notes": user_object.notes},
+        "seconds": durations, "total_seconds": round(sum(durations.values()), 1),
         "results": {name: _headline(result) for name, result in results.items()},
         "tracking": {**{k: stats[k] for k in ("messages", "hz", "latency_ms_p50", "latency_ms_p99")},
                      "subscriber_received": len(received), "quality": quality},

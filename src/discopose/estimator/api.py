@@ -115,7 +115,8 @@ class PoseEstimator:
     """A locator and a crop network (or one full-frame network) with their preprocessing."""
 
     def __init__(self, path: str | Path, backend: str = "torch", device: str | None = None, refine_steps: int = 2):
-        self.path = Path(path)
+        from discopose.pretrained import resolve_model
+        self.path = resolve_model(path)
         recover_folder(self.path)
         index = read_estimator_index(self.path)
         if index is not None:
@@ -390,5 +391,5 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
 
 
 def load(path: str | Path, backend: str = "torch", device: str | None = None) -> PoseEstimator:
-    """Load a trained estimator from its folder (e.g. ``runs/cube/best``)."""
+    """Load a trained estimator from its folder (e.g. ``runs/cube/best``) or a shipped one by name (``"cube"``)."""
     return PoseEstimator(path, backend=backend, device=device)

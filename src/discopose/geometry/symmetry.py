@@ -83,6 +83,33 @@ class Symmetry:
                 "axis": [float(a) for a in self.axis]}
 
     @classmethod
+    def from_bop(cls, info: dict, name: str = "object") -> "Symmetry":
+        """The symmetry of a BOP ``models_info.json`` entry: ``symmetries_continuous`` (``axis``, ``offset`` in
+        mm) and ``symmetries_discrete`` (4x4 row-major, translation in mm). Symmetries here are rotations about
+        the model origin, so an offset or translation above 1% of the ``diameter`` is refused."""
+        tolerance_mm = 0.01 * float(info.get("diameter", 0.0) or 0.0)
+        off_centre = (f"{name}: its BOP symmetry is about a point {{:.1f}} mm from the model origin; symmetries "
+                      "here turn about the origin: recentre the mesh on its symmetry centre and update models_info.json")
+        rotations = []
+        for i, matrix in enumerate(info.get("symmetries_discrete") or []):
+            transform = np.asarray(matrix, float).reshape(4, 4)
+            if np.linalg.norm(transform[:3, 3]) > tolerance_mm:
+                raise ConfigError(off_centre.format(np.linalg.norm(transform[:3, 3])))
+            # models_info.json rounds its matrices; the nearest rotation passes the orthonormality check.
+            u, _, vt = np.linalg.svd(transform[:3, :3])
+            rotations.append(u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt)
+        continuous = info.get("symmetries_continuous") or []
+        if len(continuous) > 1:
+            raise ConfigError(f"{name}: {len(continuous)} continuous symmetry axes (a sphere-like object) are not "
+                              "supported; declare one axis")
+        if continuous:
+            offset = np.asarray(continuous[0].get("offset", [0, 0, 0]), float)
+            if np.linalg.norm(offset) > tolerance_mm:
+                raise ConfigError(off_centre.format(np.linalg.norm(offset)))
+            return cls("axis", rotations=rotations, axis=tuple(float(a) for a in continuous[0]["axis"]))
+        return cls("discrete", rotations=rotations) if rotations else cls()
+
+    @classmethod
     def from_dict(cls, data: dict) -> "Symmetry":
         return cls(kind=data.get("kind", "none"), rotations=list(data.get("rotations", [])),
                    axis=tuple(data.get("axis", (0.0, 0.0, 1.0))))

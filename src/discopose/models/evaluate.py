@@ -1,10 +1,14 @@
 """Run a model over a dataset and compute the pose metrics (``discopose eval``)."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from discopose._errors import DiscoposeError
+from discopose._io import atomic_write_text
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
@@ -55,6 +59,32 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
     return {k: v[:limit] for k, v in stacked.items()}
 
 
+def _bop_scene_image(labels: dict) -> tuple[int, int]:
+    """(scene_id, im_id) of a sample: its BOP source image's for imported BOP scenes, else scene 0 and the
+    sample index, the ids ``discopose bop-export`` gives it."""
+    source = (labels.get("params") or {}).get("bop")
+    if source:
+        path = Path(source)
+        try:
+            return int(path.parent.parent.name), int(path.stem)
+        except ValueError:
+            pass
+    return 0, int(labels["index"])
+
+
+def write_bop_results(path: str | Path, predictions: dict, obj_id: int) -> Path:
+    """A BOP19 results file (``scene_id,im_id,obj_id,score,R,t,time``: R row-major, t in mm, time in s per
+    image) of camera-frame poses; score is the estimator's confidence."""
+    lines = ["scene_id,im_id,obj_id,score,R,t,time"]
+    for (scene, image), rotation, position, confidence, seconds in zip(
+            predictions["bop_scene_image"], predictions["rotation"], predictions["position_m"],
+            predictions["confidence"], predictions["seconds"]):
+        r = " ".join(f"{v:.8f}" for v in np.asarray(rotation).ravel())
+        t = " ".join(f"{v:.4f}" for v in np.asarray(position) * 1000)
+        lines.append(f"{int(scene)},{int(image)},{obj_id},{float(confidence):.6f},{r},{t},{float(seconds):.4f}")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = None, fuse: bool = True,
                            views_out: dict | None = None) -> dict:
     """The estimator's predictions on every sample (full frames, each camera's own K), with the truth.
@@ -67,9 +97,10 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
     from discopose.datasets.reader import iter_samples
     from discopose.geometry.transforms import invert_transform
     keys = ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad", "true_position_m", "true_rotation",
-            "index", "visible_fraction", "distance_m", "valid", "confidence")
+            "index", "visible_fraction", "distance_m", "valid", "confidence", "seconds", "bop_scene_image")
     out: dict = {k: [] for k in keys}
     for sample in iter_samples(info, limit=limit):
+        start = time.perf_counter()
         labels = sample["labels"]
         names = list(labels["cameras"])
         cameras = {name: camera_from_labels(name, cam) for name, cam in labels["cameras"].items()}
@@ -80,6 +111,8 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
         else:
             pose = estimator.predict(sample["views"][names[0]]["rgb"], camera=cameras[names[0]])
             truth = np.asarray(first["camera_from_object"], float)
+        out["seconds"].append(time.perf_counter() - start)
+        out["bop_scene_image"].append(_bop_scene_image(labels))
         out["position_m"].append(pose.position_m)
         out["rotation"].append(pose.rotation)
         out["position_sigma_m"].append(pose.position_sigma_m)
@@ -183,11 +216,14 @@ def chance_levels(predictions: dict, meta: dict, points_m: np.ndarray, symmetrie
 
 
 def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
-                        worst: int = 16, fuse: bool = True, visible_range: tuple[float, float] | None = None) -> dict:
+                        worst: int = 16, fuse: bool = True, visible_range: tuple[float, float] | None = None,
+                        bop_results: bool = False) -> dict:
     """``discopose eval``: metrics.json + report.html for an estimator on a dataset or a BOP folder.
 
     Images enter through :meth:`PoseEstimator.predict` with each image's own intrinsics, exactly as a
-    user's images would. ``visible_range`` scores only samples whose visible fraction lies in it.
+    user's images would. ``visible_range`` scores only samples whose visible fraction lies in it. With
+    ``bop`` (a BOP folder to evaluate on) or ``bop_results``, ``bop_results.csv`` (BOP19 format) is written
+    beside ``metrics.json``, whose ``per_sample`` list holds the same poses with their errors.
     Returns ``{"summary", "baseline", "frame", "count"}``.
     """
     import tempfile
@@ -211,6 +247,10 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
         info = open_dataset(data)
         check_shards(info)
         check_compatible(info, {**meta, "dataset_format_version": info.manifest["format_version"]} if bop else meta)
+        if (bop or bop_results) and fuse and len(info.camera_names) > 1:
+            raise DiscoposeError(f"{data} has {len(info.camera_names)} cameras; BOP results are per image in one "
+                                 "camera's frame: add --single-camera (scores the first camera)")
+        obj_id = int(info.manifest.get("bop_obj_id") or 1)
         views: dict = {}
         predictions = predict_with_estimator(estimator, info, limit=limit, fuse=fuse, views_out=views)
     finally:
@@ -243,6 +283,13 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
                    f"{'valid' if predictions['valid'][i] else 'INVALID'} {predictions['confidence'][i]:.2f}")
         overlays.append(overlay_prediction(rgb, labels, predicted, keypoints, caption))
     frame = "world (cameras fused)" if multi else "camera"
+    per_sample = [{"index": int(predictions["index"][i]), "scene_id": int(predictions["bop_scene_image"][i][0]),
+                   "im_id": int(predictions["bop_scene_image"][i][1]), "te_mm": error["te_mm"], "re_deg": error["re_deg"],
+                   "valid": bool(predictions["valid"][i]), "confidence": float(predictions["confidence"][i]),
+                   "R": np.asarray(predictions["rotation"][i]).ravel().tolist(),
+                   "t_mm": (np.asarray(predictions["position_m"][i]) * 1000).tolist()} for i, error in enumerate(errors)]
     write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
-                 worst_views=overlays, baseline=baseline)
+                 worst_views=overlays, baseline=baseline, per_sample=per_sample)
+    if bop or bop_results:
+        write_bop_results(Path(out) / "bop_results.csv", predictions, obj_id)
     return {"summary": summary, "baseline": baseline, "frame": frame, "count": len(predictions["index"])}

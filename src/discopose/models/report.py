@@ -28,7 +28,8 @@ def _save(fig, path: Path) -> str:
 
 
 def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predictions: dict, meta: dict,
-                 title: str, worst_views: list[np.ndarray] | None = None, baseline: dict | None = None) -> Path:
+                 title: str, worst_views: list[np.ndarray] | None = None, baseline: dict | None = None,
+                 per_sample: list[dict] | None = None) -> Path:
     """Write metrics.json, plots and report.html into ``out_dir``; returns the HTML path."""
     plt = _figure()
     out_dir = output_folder(out_dir)
@@ -90,6 +91,8 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
 
     metrics = {"title": title, "summary": summary, "baseline_mean_pose": baseline,
                "model": {k: meta.get(k) for k in ("spec", "pretrained", "epoch", "train_data")}}
+    if per_sample is not None:
+        metrics["per_sample"] = per_sample
     atomic_write_json(out_dir / "metrics.json", metrics)
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['median']:.2f}</td><td>{v['mean']:.2f}</td>"
                    f"<td>{v['p90']:.2f}</td></tr>" for k, v in summary.items() if isinstance(v, dict) and "median" in v)

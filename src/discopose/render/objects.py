@@ -161,6 +161,11 @@ def load_mesh_object(path: str, scale_to_m: float = 1.0, symmetry: Symmetry | No
                           "check the file is a valid .ply/.obj/.glb") from None
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise ConfigError(f"object mesh {path!r} holds no triangles; export it as a triangle mesh")
+    if len(loaded.faces) > MAX_FACES:
+        raise ConfigError(f"object mesh {path!r} has {len(loaded.faces)} triangles, more than the {MAX_FACES} that "
+                          "render at the recipe's speed; decimate it (Blender's Decimate modifier, or trimesh's "
+                          "simplify_quadric_decimation) — a pose estimator needs the shape, not the scan's detail")
+    _orient_outward(loaded)
     uvs, texture, colors = None, None, None
     visual = loaded.visual
     if getattr(visual, "kind", None) == "texture" and getattr(visual, "uv", None) is not None:
@@ -189,6 +194,20 @@ def load_mesh_object(path: str, scale_to_m: float = 1.0, symmetry: Symmetry | No
         name=path_obj.stem, positions=positions, normals=np.asarray(loaded.vertex_normals, np.float32),
         indices=np.asarray(loaded.faces, np.int32), uvs=uvs, texture=texture, vertex_colors=colors,
         symmetry=symmetry or Symmetry(), source_sha256=hashlib.sha256(path_obj.read_bytes()).hexdigest())
+
+
+MAX_FACES = 200_000
+
+
+def _orient_outward(mesh) -> None:
+    """Turn a closed mesh's faces outward in place when the whole surface is inside out (negative volume),
+    the usual export mistake that renders the object dark. Open meshes (holes) are left as they are."""
+    import trimesh
+    merged = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)
+    if merged.is_watertight and merged.volume < 0:
+        outward_normals = -np.asarray(mesh.vertex_normals)  # the file's own normals, or computed: both inward
+        mesh.faces = np.ascontiguousarray(mesh.faces[:, ::-1])
+        mesh.vertex_normals = outward_normals
 
 
 def box_projection_uvs(vertices, face_normals, faces, scale_to_m: float = 1.0, tile_m: float = 0.1) -> np.ndarray:
@@ -251,3 +270,123 @@ def build_object(config) -> ObjectModel:
     if config.mesh is None:
         return make_marked_cube(config.cube_size_m, config.symmetry)
     return load_mesh_object(config.mesh, config.mesh_scale_to_m, config.symmetry)
+
+
+CUBE_DIAMETER_M = 0.057 * 3 ** 0.5  # the built-in cube's: what the recipe's distances were tuned for
+MESH_SUFFIXES = (".ply", ".obj", ".glb", ".gltf", ".stl", ".off")
+SYMMETRY_CHOICES = ("none", "axis", "axis:x", "axis:y", "axis:z", "cube", "discrete")
+
+
+@dataclass
+class UserObject:
+    """A user's mesh as a recipe needs it: units resolved, symmetry chosen, and the render settings that
+    make it fill the crops and fit the frames as the 57 mm cube does (distances scale with the diameter)."""
+
+    mesh: str
+    scale_to_m: float
+    symmetry: Symmetry
+    diameter_m: float
+    textured: bool
+    notes: list = field(default_factory=list)  # what was decided for the user, to print
+
+    @property
+    def size_ratio(self) -> float:
+        return self.diameter_m / CUBE_DIAMETER_M
+
+    def render_overrides(self) -> list[str]:
+        """``KEY=VALUE`` render-config overrides: the object, and the cube's camera distance, camera jitter,
+        workspace and near plane scaled by the diameter ratio."""
+        import json
+
+        from discopose.render.config import CameraConfig, PoseConfig
+        k, camera, pose = self.size_ratio, CameraConfig(), PoseConfig()
+        half = ", ".join(f"{k * v:.5f}" for v in pose.workspace_half_extent_m)
+        return [f"object.mesh={self.mesh}", f"object.mesh_scale_to_m={self.scale_to_m}",
+                f"object.symmetry={json.dumps(self.symmetry.to_dict())}",
+                f"camera.distance_m={k * camera.distance_m:.5f}",
+                f"camera.position_jitter_m={k * camera.position_jitter_m:.5f}",
+                f"pose.workspace_half_extent_m=[{half}]", f"camera.znear_m={min(camera.znear_m, 0.1 * k * camera.distance_m):.5f}"]
+
+
+def _bop_models_info(mesh: Path) -> tuple[dict, int] | None:
+    """The mesh's entry in a ``models_info.json`` beside it (BOP: ``models/obj_000005.ply``) and its id."""
+    import json
+    import re
+    info_path = mesh.parent / "models_info.json"
+    match = re.fullmatch(r"obj_0*(\d+)", mesh.stem)
+    if not info_path.is_file() or not match:
+        return None
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{info_path} is not readable JSON ({exc}); fix or remove it") from None
+    entry = info.get(match.group(1)) or info.get(str(int(match.group(1))))
+    if entry is None:
+        raise ConfigError(f"{info_path} has no entry for object {int(match.group(1))} ({mesh.name}); "
+                          "use the models_info.json of the same BOP dataset")
+    return entry, int(match.group(1))
+
+
+def describe_user_object(mesh: str, scale_to_m: float | None = None, symmetry: str | None = None) -> UserObject:
+    """Check a user's mesh and settle what the recipe needs: units (``scale_to_m``, else BOP's millimetres,
+    else guessed from the size), symmetry (``symmetry``: one of ``SYMMETRY_CHOICES``, else the BOP
+    ``models_info.json`` beside the mesh, else none). Anything that cannot work is a one-line ConfigError."""
+    import trimesh
+    path = Path(mesh)
+    if path.is_dir():
+        raise ConfigError(f"--object {mesh} is a folder; give the mesh file itself, e.g. {mesh}/obj_000001.ply")
+    if not path.is_file():
+        raise ConfigError(f"--object {mesh} does not exist; give a {'/'.join(MESH_SUFFIXES)} file")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise ConfigError(f"--object {mesh}: {path.suffix or 'no suffix'} is not a mesh format read here; export "
+                          f"it as one of {', '.join(MESH_SUFFIXES)}")
+    notes = []
+    bop = _bop_models_info(path)
+    if scale_to_m is None:
+        if bop is not None:
+            scale_to_m = 0.001
+            notes.append(f"{path.name}: a BOP model (models_info.json beside it): millimetres")
+        else:
+            try:
+                raw = float(trimesh.load(str(path), force="mesh", process=False).extents.max())
+            except Exception as exc:  # trimesh raises many types for corrupt files
+                raise ConfigError(f"--object {mesh} cannot be read ({type(exc).__name__}: {exc}); check the file "
+                                  "is a valid mesh") from None
+            if 5 < raw <= 5000:
+                scale_to_m = 0.001
+                notes.append(f"{path.name} is {raw:.4g} units across: read as millimetres "
+                             "(--object-scale 1 if they are metres)")
+            elif 0.005 <= raw <= 2:
+                scale_to_m = 1.0
+                notes.append(f"{path.name} is {raw:.4g} units across: read as metres "
+                             "(--object-scale 0.001 if they are millimetres)")
+            else:
+                raise ConfigError(f"--object {mesh} is {raw:.4g} units across: metres or millimetres? give "
+                                  "--object-scale (1 for metres, 0.001 for millimetres, 0.01 for centimetres)")
+    if symmetry is None:
+        if bop is not None:
+            group = Symmetry.from_bop(bop[0], name=path.name)
+            notes.append(f"symmetry {group.kind} from models_info.json")
+        else:
+            group = Symmetry()
+            notes.append("symmetry none: every pose assumed distinguishable (--symmetry axis for a mug-like "
+                         "object, cube for a plain box)")
+    elif symmetry in ("axis", "axis:x", "axis:y", "axis:z"):
+        axis = {"x": (1.0, 0.0, 0.0), "y": (0.0, 1.0, 0.0), "z": (0.0, 0.0, 1.0)}[symmetry.partition(":")[2] or "z"]
+        group = Symmetry("axis", axis=axis)
+    elif symmetry == "discrete":
+        if bop is None:
+            raise ConfigError("--symmetry discrete needs the rotations: put the BOP models_info.json beside the "
+                              "mesh (named obj_NNNNNN), or declare object.symmetry in a render config")
+        group = Symmetry.from_bop(bop[0], name=path.name)
+    elif symmetry in ("none", "cube"):
+        group = Symmetry(symmetry)
+    else:
+        raise ConfigError(f"--symmetry {symmetry!r} is unknown; use one of {', '.join(SYMMETRY_CHOICES)}")
+    model = load_mesh_object(str(path), scale_to_m, group)
+    diameter = model.diameter_m
+    if not 0.01 <= diameter <= 0.5:
+        raise ConfigError(f"--object {mesh} is {diameter * 1000:.0f} mm across (diameter) with --object-scale "
+                          f"{scale_to_m:g}; the recipe handles 10-500 mm objects: check the scale")
+    return UserObject(mesh=str(path.resolve()), scale_to_m=scale_to_m, symmetry=group, diameter_m=diameter,
+                      textured=model.texture is not None, notes=notes)

@@ -1,0 +1,75 @@
+"""Shipped estimators: packing (fp16, model card, size cap), loading by name, and the shipped cube itself."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import discopose
+from discopose._errors import DiscoposeError
+from discopose.geometry.transforms import rotation_angle_deg
+from discopose.pretrained import MAX_SHIPPED_MB, SHIPPED_DIR, folder_mb, model_card, pack_estimator, resolve_model
+
+CARD = {"name": "test", "trained_by": "pytest", "seed": 0, "code_version": "test", "figures": {}}
+
+
+def _first_frames(dataset: str, count: int):
+    from discopose.datasets.format import camera_from_labels
+    from discopose.datasets.reader import iter_samples, open_dataset
+    for i, sample in enumerate(iter_samples(open_dataset(dataset))):
+        if i == count:
+            return
+        yield sample["views"]["cam0"]["rgb"], camera_from_labels("cam0", sample["labels"]["cameras"]["cam0"])
+
+
+def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datasets, tmp_path):
+    run, _ = trained_run
+    packed = pack_estimator(run / "best", tmp_path / "packed", CARD)
+    assert folder_mb(packed) < 0.6 * folder_mb(run / "best")
+    assert json.loads((packed / "crop" / "meta.json").read_text())["weights_dtype"] == "float16"
+    assert model_card(packed) == CARD
+    full, half = discopose.load(run / "best"), discopose.load(packed)
+    for image, camera in _first_frames(pose_datasets["test"], 8):
+        a, b = full.predict(image, camera=camera), half.predict(image, camera=camera)
+        # fp16 weights round at ~1e-3 relative; the pose moves by far less than its own error.
+        assert np.linalg.norm(a.position_m - b.position_m) < 0.5e-3
+        assert rotation_angle_deg(a.rotation, b.rotation) < 0.5
+
+
+def test_packing_over_the_size_cap_writes_nothing(trained_run, tmp_path, monkeypatch):
+    run, _ = trained_run
+    monkeypatch.setattr("discopose.pretrained.MAX_SHIPPED_MB", 0.5)
+    with pytest.raises(DiscoposeError, match="over the 0 MB a shipped model may take"):
+        pack_estimator(run / "best", tmp_path / "packed", CARD)
+    assert not (tmp_path / "packed").exists() and not list(tmp_path.glob(".packed*"))
+
+
+def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DiscoposeError, match="neither an estimator folder nor a shipped model.*cube"):
+        resolve_model("cubes")
+    # A local folder of the same name as a shipped model is the user's own, and wins.
+    (tmp_path / "cube").mkdir()
+    assert resolve_model("cube") == tmp_path / "cube"
+
+
+def test_the_shipped_cube_reads_the_cube(tmp_path):
+    """The model inside the package: within its size cap, documented, and it finds the cube on fresh renders."""
+    from discopose.datasets.generate import generate_dataset
+    from discopose.demo import TRAIN_LOOKS
+    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.render.config import RenderConfig
+    assert folder_mb(SHIPPED_DIR / "cube") <= MAX_SHIPPED_MB
+    card = model_card("cube")
+    assert {"trained_by", "seed", "code_version", "figures"} <= set(card)
+    assert {"test", "realistic", "realistic_rig3_fused"} <= set(card["figures"])
+    estimator = discopose.load("cube")
+    assert estimator.object["name"] == "cube"
+    config = RenderConfig.load(overrides=["camera.width_px=224", "camera.height_px=224", *TRAIN_LOOKS, "seed=9107"])
+    generate_dataset(str(tmp_path / "frames"), 16, config, workers=1, progress=False)
+    result = evaluate_checkpoint("cube", str(tmp_path / "frames"), str(tmp_path / "eval"))
+    summary, chance = result["summary"], result["baseline"]
+    # The model card's in-family median is ~7 mm; chance is ~37 mm / ~130 deg. A broken or wrong model fails.
+    assert summary["te_mm"]["median"] < 15, summary["te_mm"]
+    assert summary["re_deg"]["median"] < 45 < chance["re_deg_median"], (summary["re_deg"], chance)
