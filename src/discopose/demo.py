@@ -100,7 +100,7 @@ def code_version() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, publish: str = "tcp://127.0.0.1:5555",
+def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | None = None, publish: str = "tcp://127.0.0.1:5555",
              progress: bool = True, seed: int = 0, resume: bool = False, user_object=None) -> dict:
     """Render, train, calibrate, evaluate and track in ``out``; returns (and writes) ``demo_summary.json``.
 
@@ -123,9 +123,11 @@ def run_demo(out: str = "demo", plan: str = "full", workers: int | None = None, 
     if seed < 0:
         # Every dataset's seed is derived from it; a negative one would fail later, in a derived form.
         raise DiscoposeError(f"--seed {seed}: give a non-negative integer")
-    name = plan
-    plan = DemoPlan(**{**asdict(PLANS[plan]), "seed": seed})
-    quick = name == "quick"
+    if isinstance(plan, DemoPlan):
+        name, plan = "custom", DemoPlan(**{**asdict(plan), "seed": seed})
+    else:
+        name, plan = plan, DemoPlan(**{**asdict(PLANS[plan]), "seed": seed})
+    quick = name in ("quick", "custom")
     root = output_folder(out)
     timings = {}
 

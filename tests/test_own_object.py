@@ -1,0 +1,137 @@
+"""A user's own object end to end: units, BOP symmetries, the demo recipe on a mesh, BOP results out."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from discopose._errors import ConfigError
+from discopose.geometry.symmetry import Symmetry
+from discopose.render.objects import describe_user_object
+
+FLIP_X = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1]  # 180 deg about x, BOP's row-major 4x4 (t in mm)
+
+
+def _bop_models(folder, info: dict):
+    models = folder / "models"
+    models.mkdir(parents=True)
+    trimesh.creation.cylinder(30, 80, sections=32).export(models / "obj_000003.ply")  # millimetres, like BOP
+    (models / "models_info.json").write_text(json.dumps({"3": {"diameter": 100.0, **info}}))
+    return models / "obj_000003.ply"
+
+
+def test_bop_models_info_symmetries_and_units_are_read(tmp_path):
+    mesh = _bop_models(tmp_path, {"symmetries_continuous": [{"axis": [0, 0, 1], "offset": [0, 0, 0]}],
+                                  "symmetries_discrete": [FLIP_X]})
+    user = describe_user_object(str(mesh))
+    assert user.scale_to_m == 0.001 and user.diameter_m == pytest.approx(np.hypot(0.06, 0.08), rel=0.02)
+    assert user.symmetry.kind == "axis" and np.allclose(user.symmetry.axis, (0, 0, 1))
+    matrices = user.symmetry.matrices()
+    # The flip composes with every spin: poses upside down about x count as equal too.
+    assert any(np.allclose(m, np.diag([1, -1, -1])) for m in matrices) and len(matrices) == 72
+    # An explicit flag wins over the file.
+    assert describe_user_object(str(mesh), symmetry="none").symmetry.kind == "none"
+
+
+def test_bop_symmetry_off_the_origin_and_rounded_matrices(tmp_path):
+    rounded = np.round(trimesh.transformations.rotation_matrix(2 * np.pi / 3, (1, 1, 1)), 4)
+    group = Symmetry.from_bop({"diameter": 100.0, "symmetries_discrete": [rounded.ravel().tolist()]})
+    assert group.kind == "discrete" and len(group.matrices()) == 2
+    off = Symmetry.from_bop
+    with pytest.raises(ConfigError, match="12.0 mm from the model origin.*recentre"):
+        off({"diameter": 100.0, "symmetries_continuous": [{"axis": [0, 0, 1], "offset": [0, 0, 12]}]})
+    with pytest.raises(ConfigError, match="2 continuous symmetry axes"):
+        off({"symmetries_continuous": [{"axis": [0, 0, 1], "offset": [0, 0, 0]}] * 2})
+
+
+def test_units_and_bad_meshes_are_settled_or_refused(tmp_path):
+    box = trimesh.creation.box((100, 60, 40))
+    box.export(tmp_path / "part_mm.ply")
+    user = describe_user_object(str(tmp_path / "part_mm.ply"))
+    assert user.scale_to_m == 0.001 and "millimetres" in user.notes[0]
+    # Settings follow the size: a 10 cm part sits farther from the camera than the 57 mm cube.
+    overrides = dict(item.split("=", 1) for item in user.render_overrides())
+    assert float(overrides["camera.distance_m"]) == pytest.approx(0.25 * user.diameter_m / (0.057 * 3 ** 0.5), abs=1e-4)
+    trimesh.creation.box((3, 2, 1)).export(tmp_path / "ambiguous.ply")
+    with pytest.raises(ConfigError, match="metres or millimetres\\? give --object-scale"):
+        describe_user_object(str(tmp_path / "ambiguous.ply"))
+    trimesh.creation.box((0.9, 0.5, 0.4)).export(tmp_path / "crate_m.ply")
+    with pytest.raises(ConfigError, match="1105 mm across.*10-500 mm objects"):
+        describe_user_object(str(tmp_path / "crate_m.ply"))
+    with pytest.raises(ConfigError, match="needs the rotations"):
+        describe_user_object(str(tmp_path / "part_mm.ply"), symmetry="discrete")
+    dense = trimesh.creation.icosphere(subdivisions=7, radius=40)  # 328k faces
+    dense.export(tmp_path / "scan.ply")
+    with pytest.raises(ConfigError, match="327680 triangles.*decimate"):
+        describe_user_object(str(tmp_path / "scan.ply"))
+    # Inside-out and open meshes load: the first turned outward, the second as it is.
+    inside_out = trimesh.creation.box((80, 50, 30))
+    inside_out.invert()
+    inside_out.export(tmp_path / "inside_out.ply")
+    from discopose.render.objects import load_mesh_object
+    model = load_mesh_object(str(tmp_path / "inside_out.ply"), 0.001)
+    assert trimesh.Trimesh(model.positions, model.indices).volume > 0
+    holed = trimesh.creation.box((80, 50, 30))
+    holed.update_faces(np.arange(len(holed.faces)) > 1)  # one side open
+    holed.export(tmp_path / "holed.ply")
+    assert describe_user_object(str(tmp_path / "holed.ply")).diameter_m == pytest.approx(0.0985, rel=0.01)
+
+
+def test_bop_results_csv_holds_the_poses_metrics_json_scored(trained_run, pose_datasets, tmp_path):
+    from discopose.datasets.bop import export_bop
+    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.models.evaluate import evaluate_checkpoint
+    run, _ = trained_run
+    evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(tmp_path / "eval"), limit=10, bop_results=True)
+    lines = (tmp_path / "eval" / "bop_results.csv").read_text().splitlines()
+    assert lines[0] == "scene_id,im_id,obj_id,score,R,t,time" and len(lines) == 11
+    per_sample = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_sample"]
+    truth = {s["labels"]["index"]: np.asarray(s["labels"]["cameras"]["cam0"]["camera_from_object"])
+             for s in iter_samples(open_dataset(pose_datasets["test"]), limit=10)}
+    rows = []
+    for line, scored in zip(lines[1:], per_sample):
+        scene, image, obj, score, r, t, seconds = line.split(",")
+        rotation, t_mm = np.array(r.split(), float).reshape(3, 3), np.array(t.split(), float)
+        assert (int(scene), int(image), int(obj)) == (0, scored["index"], 1)
+        assert 0 <= float(score) <= 1 and float(seconds) > 0
+        np.testing.assert_allclose(rotation.ravel(), scored["R"], atol=1e-7)
+        np.testing.assert_allclose(t_mm, scored["t_mm"], atol=1e-3)
+        # The CSV pose against the dataset's truth gives the error metrics.json reports.
+        assert np.linalg.norm(t_mm / 1000 - truth[int(image)][:3, 3]) * 1000 == pytest.approx(scored["te_mm"], abs=2e-3)
+        rows.append((int(image), rotation, t_mm))
+    # Through BOP and back: the exported scene scores the same images with the same ids and poses.
+    export_bop(pose_datasets["test"], tmp_path / "bop")
+    evaluate_checkpoint(str(run / "best"), None, str(tmp_path / "eval_bop"), bop=str(tmp_path / "bop"), limit=10)
+    bop_lines = (tmp_path / "eval_bop" / "bop_results.csv").read_text().splitlines()[1:]
+    for line, (image, rotation, t_mm) in zip(bop_lines, rows):
+        fields = line.split(",")
+        assert int(fields[1]) == image
+        np.testing.assert_allclose(np.array(fields[5].split(), float), t_mm, atol=0.05)
+
+
+def test_a_small_mesh_in_millimetres_through_the_demo_recipe_beats_chance(tmp_path):
+    from discopose.demo import DemoPlan, run_demo
+    from discopose.render.example_objects import make_example_object
+    drill = trimesh.load(make_example_object("drill", tmp_path / "drill.glb"), force="mesh")
+    drill.apply_scale(0.45)  # a 48 mm part, in millimetres
+    drill.export(tmp_path / "small.glb")
+    user = describe_user_object(str(tmp_path / "small.glb"))
+    assert user.scale_to_m == 0.001 and user.textured
+    plan = DemoPlan(frame_px=64, crop_px=64, test_px=96, frames=400, crops=800, val=24, test=24, locator_epochs=3,
+                    crop_epochs=2, batch_size=32, clip_frames=30, calibration=24, realistic=2, realistic_no_hand=2,
+                    realistic_rig3=1, realistic_px=(128, 96))
+    summary = run_demo(str(tmp_path / "demo"), plan=plan, publish="tcp://127.0.0.1:0", progress=False,
+                       user_object=user)
+    assert summary["object"]["diameter_m"] == pytest.approx(0.048, rel=0.05)
+    test = summary["results"]["test"]
+    assert test["te_mm_median"] < 0.7 * test["chance"]["te_mm_median"], test
+    assert {"realistic", "realistic_rig3_fused"} <= set(summary["results"])
+    # Scaled settings: the small part fills the test frames about as the cube does (not a speck, not cropped).
+    from discopose.datasets.reader import iter_samples, open_dataset
+    fills = []
+    for sample in iter_samples(open_dataset(str(tmp_path / "demo" / "data" / "test"))):
+        x0, y0, x1, y1 = sample["labels"]["cameras"]["cam0"]["bbox_xyxy"]
+        fills.append(max(x1 - x0, y1 - y0) / 96)
+    assert 0.15 < np.median(fills) < 0.7, np.median(fills)
