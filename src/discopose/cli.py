@@ -186,6 +186,12 @@ def cmd_calibrate(args) -> None:
         width_m, height_m = board.size_m
         print(f"wrote {args.out}: print it so the squares measure {board.square_m * 1000:.1f} mm "
               f"(board {width_m * 1000:.0f} x {height_m * 1000:.0f} mm without margin)")
+    elif args.step == "capture":
+        from discopose.calibration.capture import capture_board_views
+        saved = capture_board_views(args.camera, board, args.out, count=args.count, interval_s=args.interval,
+                                    timeout_s=args.timeout)
+        print(f"saved {len(saved)} views of {board} to {args.out}; next: discopose calibrate intrinsics "
+              f"--images '{args.out}/*.png' --board {board} --out camera.yaml")
     elif args.step == "intrinsics":
         result = calibrate_intrinsics(args.images, board, name=args.name)
         result.camera.save(args.out)
@@ -239,7 +245,7 @@ def cmd_track(args) -> None:
             sources[name] = CameraSource(name, uri, mode=mode)
         config = TrackConfig(publish=None if args.no_publish else args.publish, record=args.record,
                              record_video=args.record_video, show=args.show, max_frames=args.max_frames or 0,
-                             duration_s=args.duration or 0.0, reuse_track=args.fast_track)
+                             duration_s=args.duration or 0.0, reuse_track=args.fast_track, view=args.view)
         tracker = Tracker(estimator, sources, calibrations, config, assume_nominal=args.assume_nominal)
     except BaseException:
         for source in sources.values():
@@ -250,9 +256,9 @@ def cmd_track(args) -> None:
     stats = tracker.run()
     print(f"{stats['messages']} poses at {stats['hz']:.1f} Hz, capture->publish latency p50 "
           f"{stats['latency_ms_p50'] or 0:.1f} ms, p99 {stats['latency_ms_p99'] or 0:.1f} ms")
-    for path in (args.record, args.record_video):
+    for path in (args.record, args.record_video, args.view if args.view != "spawn" else None):
         if path:
-            print(f"wrote {path}")
+            print(f"wrote {path}" + (f" (open it with: rerun {path})" if path == args.view else ""))
 
 
 def cmd_demo(args) -> None:
@@ -392,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="write every pose message to this JSON-lines file")
     p.add_argument("--record-video", help="write an MP4 with the pose drawn on the first camera")
     p.add_argument("--show", action="store_true", help="show a window (needs a display)")
+    p.add_argument("--view", nargs="?", const="spawn", metavar="FILE.rrd",
+                   help="see what the tracker believes in a Rerun viewer (cameras, frames, pose, uncertainty, "
+                        "validity, latency); with a path, record a .rrd instead")
     p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
     p.add_argument("--fast-track", action="store_true",
                    help="while the track is sure, aim the crops at the filter's prediction and skip the locator")
@@ -407,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--px-per-square", type=int, default=200, help="PNG only: pixels per square")
     q.add_argument("--paper", choices=["a4", "letter"], default="a4", help="PDF only: the paper size")
     q.add_argument("--out", required=True, help="board.pdf (exact scale, with a scale bar) or board.png")
+    q = steps.add_parser("capture", help="save views of the board from a camera, whenever it is fully seen")
+    q.add_argument("--camera", default="0", help="device index, video file, image folder or URL (default 0)")
+    q.add_argument("--board", help="spec as printed (default chessboard:9x6:0.025)")
+    q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
+    q.add_argument("--out", default="calib", help="folder for view_NN.png (default calib)")
+    q.add_argument("--count", type=int, default=20, help="views to save (default 20)")
+    q.add_argument("--interval", type=float, default=1.0, help="seconds between saved views (default 1)")
+    q.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
     q = steps.add_parser("intrinsics", help="K and distortion from board images -> camera file")
     q.add_argument("--images", required=True, help="glob pattern, quoted: 'cam_left/*.jpg'")
     q.add_argument("--board", required=True, help="e.g. chessboard:9x6:0.025")
@@ -444,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "step", None) == "board" and not args.board:
+    if getattr(args, "step", None) in ("board", "capture") and not args.board:
         args.board = "chessboard:9x6:0.025" if args.board_type == "chessboard" else "charuco:7x5:0.04:0.03"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -249,7 +249,10 @@ class PoseEstimator:
             located = self.locator([remap_image(image, cam, self.model_camera) for image, cam in views])
             estimates = [self.locator.decode(located, i, self.model_camera.K) for i in range(len(views))]
         checks = [None] * len(views)
-        for _ in range(self.refine_steps):
+        for step in range(self.refine_steps):
+            # Only the last pass's pose is kept, and only the position aims the next crop: the dense
+            # consistency check (RANSAC PnP, silhouette) is computed once, on the last pass.
+            last = step == self.refine_steps - 1
             aims = [estimate[0] for estimate in estimates]
             crops = [aimed_camera(aim, spec.object_diameter_m, spec.input_size_px[1], spec.fill_frac) for aim in aims]
             out = self.crop([remap_image(image, cam, crop, crop_from_camera)
@@ -258,7 +261,7 @@ class PoseEstimator:
             for i, (crop, crop_from_camera) in enumerate(crops):
                 position, rotation, covariance, sigma = self.crop.decode(out, i, crop.K)
                 check = None
-                if spec.dense:
+                if spec.dense and last:
                     check = dense_consistency(out["mask_logits"][i], out["coordinates"][i], crop.K, spec, position,
                                               rotation, self._surface_points)
                     rotation = check["rotation"]

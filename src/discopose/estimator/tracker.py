@@ -31,6 +31,7 @@ class TrackConfig:
     publish: str | None = "tcp://127.0.0.1:5555"
     record: str | None = None          # JSON lines of every published message (+ raw measurement)
     record_video: str | None = None    # MP4 with wireframe, axes and uncertainty drawn
+    view: str | None = None            # Rerun: "spawn" opens a viewer, a .rrd path records (estimator/viewer.py)
     show: bool = False
     tolerance_s: float = 0.030         # frames of different cameras within this are one group
     max_frames: int = 0                # 0 = until the sources end (or Ctrl-C)
@@ -111,6 +112,7 @@ class Tracker:
         self._record = None
         self._video = None
         self._video_tmp = None
+        self._view = None
 
     # ------------------------------------------------------------------------------------- one step
     def _grab(self) -> dict | None:
@@ -215,6 +217,9 @@ class Tracker:
                       "raw_position_sigma_m": position_sigma.tolist(), "raw_rotation_sigma_rad": rotation_sigma,
                       "raw_valid": bool(pose.valid), "raw_confidence": float(pose.confidence)}
             self._record.write(json.dumps(record) + "\n")
+        if self._view is not None:
+            self._view.log(message, images, cameras, {n: invert_transform(self._camera_from_frame(c))
+                                                      for n, c in cameras.items()}, raw_position)
         if self._video is not None or self.config.show:
             first = next(iter(self.sources))
             if first in images:
@@ -288,6 +293,9 @@ class Tracker:
         try:  # everything from here on ends in close(): camera threads left running abort the interpreter
             if config.record:
                 self._record = open(config.record, "w")
+            if config.view:
+                from discopose.estimator.viewer import RerunView
+                self._view = RerunView(config.view, self.estimator.object)
             if config.record_video:
                 # Opened on the first frame drawn, at that frame's size.
                 self._video_tmp = str(Path(config.record_video).with_name(f".{Path(config.record_video).name}.tmp.mp4"))
@@ -318,6 +326,9 @@ class Tracker:
         if self._record is not None:
             self._record.close()
             self._record = None
+        if self._view is not None:
+            self._view.close()
+            self._view = None
         if self._video is not None:
             self._video.release()
             if self._video_size is not None:
