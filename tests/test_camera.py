@@ -130,7 +130,7 @@ def test_dense_targets_give_back_the_pose_by_pnp(tmp_path):
     from discopose.datasets.loader import make_loader
     from discopose.datasets.reader import open_dataset
     from discopose.geometry.transforms import rotation_angle_deg
-    from discopose.models.pose_net import PoseNetSpec, pose_from_dense
+    from discopose.decoding import PoseNetSpec, pose_from_dense
     from discopose.render.config import RenderConfig
     config = RenderConfig.load(overrides=["camera.aim=object", "camera.width_px=48", "camera.height_px=48",
                                           "output.depth=true", "textures.bank_size=4", "textures.size_px=16"])

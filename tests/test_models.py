@@ -114,7 +114,8 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     from discopose.datasets.loader import make_loader
     from discopose.datasets.reader import open_dataset
     from discopose.models.losses import dense_loss
-    from discopose.models.pose_net import PoseNet, pose_from_dense, reported_rotation
+    from discopose.decoding import pose_from_dense, reported_rotation
+    from discopose.models.pose_net import PoseNet
     from discopose.models.train import TrainConfig, classified_rotations, network_spec
     torch.manual_seed(0)
     info = open_dataset(pose_datasets["crops"])

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,7 +28,11 @@ def _first_frames(dataset: str, count: int):
 def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datasets, tmp_path):
     run, _ = trained_run
     packed = pack_estimator(run / "best", tmp_path / "packed", CARD)
-    assert folder_mb(packed) < 0.6 * folder_mb(run / "best")
+    for stage in ("locator", "crop"):
+        half_size = (packed / stage / "model.safetensors").stat().st_size
+        assert half_size < 0.6 * (run / "best" / stage / "model.safetensors").stat().st_size
+        # The ONNX graph carries fp16 weights too (an fp32 one would be twice the fp16 safetensors).
+        assert (packed / stage / "model.onnx").stat().st_size < 1.2 * half_size
     assert json.loads((packed / "crop" / "meta.json").read_text())["weights_dtype"] == "float16"
     assert model_card(packed) == CARD
     full, half = discopose.load(run / "best"), discopose.load(packed)
@@ -35,6 +41,28 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
         # fp16 weights round at ~1e-3 relative; the pose moves by far less than its own error.
         assert np.linalg.norm(a.position_m - b.position_m) < 0.5e-3
         assert rotation_angle_deg(a.rotation, b.rotation) < 0.5
+    # The packed ONNX networks run where neither torch nor pyrender can be imported, and agree with torch:
+    # the networks' outputs to float noise, the position to a tenth of a millimetre. (The reported rotation
+    # is not compared: near-tied RANSAC inlier sets can turn it by degrees on noise of 1e-5, on any backend.)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "K.npy", camera.K)
+    np.save(tmp_path / "crop_input.npy", rng.integers(0, 256, (2, *half.crop.spec.input_size_px, 3), np.uint8))
+    script = (f"import sys, json, numpy as np\n"
+              f"sys.modules.update(torch=None, torchvision=None, pyrender=None)\n"
+              f"import discopose\n"
+              f"est = discopose.load({str(packed)!r}, backend='onnx')\n"
+              f"pose = est.predict(np.load({str(tmp_path / 'image.npy')!r}), camera=np.load({str(tmp_path / 'K.npy')!r}))\n"
+              f"out = est.crop(list(np.load({str(tmp_path / 'crop_input.npy')!r})))\n"
+              f"print(json.dumps({{'position': pose.position_m.tolist(), "
+              f"'outputs': {{k: v.tolist() for k, v in out.items()}}}}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    onnx_side = json.loads(result.stdout.strip().splitlines()[-1])
+    assert np.linalg.norm(np.array(onnx_side["position"]) - half.predict(image, camera=camera.K).position_m) < 1e-4
+    torch_outputs = half.crop(list(np.load(tmp_path / "crop_input.npy")))
+    for name, value in torch_outputs.items():
+        np.testing.assert_allclose(np.array(onnx_side["outputs"][name]), value, atol=1e-3, err_msg=name)
 
 
 def test_packing_over_the_size_cap_writes_nothing(trained_run, tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def test_dense_consistency_on_a_real_crop_flags_a_mask_swollen_onto_the_hand():
     with the true pose: PnP finds it, the depths match and no mask cell lies off the silhouette. Cells
     of 'object' added below it, as when the mask takes in the fingers, are counted as outside."""
     from discopose.datasets.loader import dense_targets
-    from discopose.models.pose_net import PoseNetSpec, dense_consistency
+    from discopose.decoding import PoseNetSpec, dense_consistency
     from discopose.render.config import RenderConfig
     from discopose.render.renderer import DiscoRenderer
     config = RenderConfig.load(overrides=CROPS + ["clutter.occluder_prob=0"])

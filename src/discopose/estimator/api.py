@@ -24,7 +24,7 @@ from discopose.camera import CameraModel, aimed_camera, remap_image
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, recover_folder
 from discopose.estimator.trust import TrustModel
-from discopose.models.pose_net import decode_position, dense_consistency
+from discopose.decoding import PoseNetSpec, decode_position, dense_consistency
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,6 @@ class _Network:
 
     def __init__(self, folder: Path, backend: str, device: str | None):
         from discopose.models.checkpoint import read_meta
-        from discopose.models.pose_net import PoseNetSpec
         self.meta = read_meta(folder)
         self.spec = PoseNetSpec(**self.meta["spec"])
         self.backend = backend

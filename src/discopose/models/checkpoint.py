@@ -13,12 +13,16 @@ import shutil
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from discopose import __version__
 from discopose._errors import DiscoposeError
-from discopose.models.pose_net import PoseNet, PoseNetSpec
+from discopose.decoding import PoseNetSpec
+
+if TYPE_CHECKING:
+    from discopose.models.pose_net import PoseNet
+# torch is imported where weights are read or written: reading indexes and metadata (the ONNX Runtime
+# backend) needs neither torch nor the network classes.
 
 CHECKPOINT_FORMAT = "discopose-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -41,6 +45,7 @@ def save_checkpoint(folder: str | Path, model: PoseNet, meta: dict, train_state:
                      "weights_sha256": hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=1))
         if train_state is not None:
+            import torch
             torch.save(train_state, tmp / "train_state.pt")
         swap_folder(tmp, folder)
     except BaseException:
@@ -118,6 +123,7 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, d
     if meta.get("weights_sha256") and hashlib.sha256(data).hexdigest() != meta["weights_sha256"]:
         raise DiscoposeError(f"{weights} does not match the sha256 in meta.json (corrupt or truncated); use "
                              "another checkpoint (e.g. last/) or retrain")
+    from discopose.models.pose_net import PoseNet
     model = PoseNet(PoseNetSpec(**meta["spec"]), pretrained="none")
     try:
         model.load_state_dict(load(data), strict=True)
@@ -128,6 +134,7 @@ def load_checkpoint(folder: str | Path, device: str = "cpu") -> tuple[PoseNet, d
 
 
 def load_train_state(folder: str | Path) -> dict:
+    import torch
     return torch.load(Path(folder) / "train_state.pt", map_location="cpu", weights_only=True)
 
 

@@ -13,7 +13,7 @@ from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
 from discopose.models.metrics import pose_errors, summarize
-from discopose.models.pose_net import decode_position, reported_rotation
+from discopose.decoding import decode_position, reported_rotation
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}

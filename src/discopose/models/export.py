@@ -81,3 +81,33 @@ def onnx_parity(model, onnx_path: str | Path, images: np.ndarray) -> tuple[float
                          torch_out["rotation"].numpy().astype(np.float64))
     cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
     return diff, float(np.degrees(np.arccos(cos)).max())
+
+
+def halve_onnx_weights(onnx_path: str | Path) -> Path:
+    """Store an exported network's float32 weights as float16 (half the file; for shipped models), each
+    followed by a Cast back to float32: onnxruntime folds the casts at load and computes in float32 as
+    before, so only the weights' rounding changes the outputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    kept, casts = [], []
+    for initializer in graph.initializer:
+        if initializer.data_type != TensorProto.FLOAT or np.prod(initializer.dims) < 16:
+            kept.append(initializer)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(initializer).astype(np.float16), initializer.name + "_fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [initializer.name], to=TensorProto.FLOAT,
+                                      name=initializer.name + "_to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(onnx_path)
+    return onnx_path

@@ -23,7 +23,8 @@ from discopose.models.checkpoint import assemble_estimator, load_checkpoint, loa
 from discopose.models.evaluate import compute_metrics, predict_dataset
 from discopose.models.losses import dense_loss, pose_loss
 from discopose.geometry.rotations_torch import symmetric_geodesic_angle
-from discopose.models.pose_net import STAGES, PoseNet, PoseNetSpec, reported_rotation
+from discopose.decoding import STAGES, PoseNetSpec, reported_rotation
+from discopose.models.pose_net import PoseNet
 
 log = logging.getLogger(__name__)
 

@@ -66,8 +66,10 @@ def folder_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2 ** 20
 
 
-def pack_estimator(estimator: str | Path, out: str | Path, card: dict) -> Path:
-    """Copy an estimator folder to ``out`` with fp16 weights and ``card`` in its ``estimator.json``.
+def pack_estimator(estimator: str | Path, out: str | Path, card: dict, onnx: bool = True) -> Path:
+    """Copy an estimator folder to ``out`` with fp16 weights and ``card`` in its ``estimator.json``; with
+    ``onnx``, also each stage's ``model.onnx`` (fp16 weights, parity-checked), so that ``backend="onnx"``
+    runs the shipped model without torch.
 
     Refuses (nothing written) when the result exceeds ``MAX_SHIPPED_MB``; ``out`` is replaced atomically."""
     from discopose.models.checkpoint import read_estimator_index, swap_folder
@@ -82,6 +84,9 @@ def pack_estimator(estimator: str | Path, out: str | Path, card: dict) -> Path:
             shutil.copytree(estimator / stage, tmp / stage,
                             ignore=shutil.ignore_patterns("train_state.pt", "model.onnx", "*.tmp"))
             _halve_weights(tmp / stage)
+            if onnx:
+                from discopose.models.export import export_onnx, halve_onnx_weights
+                halve_onnx_weights(export_onnx(tmp / stage))
         index["model_card"] = card
         (tmp / "estimator.json").write_text(json.dumps(index, indent=1))
         size = folder_mb(tmp)
