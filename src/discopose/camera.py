@@ -65,8 +65,21 @@ class CameraModel:
         K[1, 1] *= sy
         K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
         K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-        return CameraModel(self.name, width_px, height_px, K, self.dist_coeffs.copy(),
-                           self.world_from_camera, self.rms_px, dict(self.meta))
+        return CameraModel.derived(self.name, width_px, height_px, K, self.dist_coeffs.copy(),
+                                   self.world_from_camera, self.rms_px, dict(self.meta))
+
+    @classmethod
+    def derived(cls, name: str, width_px: int, height_px: int, K: np.ndarray, dist_coeffs: np.ndarray | None = None,
+                world_from_camera: np.ndarray | None = None, rms_px: float | None = None,
+                meta: dict | None = None) -> "CameraModel":
+        """A camera computed from already-validated ones (rescaled, aimed crops), built without re-checking
+        its fields: the estimator builds several per frame, and the checks cost more than the remap."""
+        camera = object.__new__(cls)
+        camera.name, camera.width_px, camera.height_px = name, int(width_px), int(height_px)
+        camera.K = np.asarray(K, float)
+        camera.dist_coeffs = np.zeros(5) if dist_coeffs is None else np.asarray(dist_coeffs, float)
+        camera.world_from_camera, camera.rms_px, camera.meta = world_from_camera, rms_px, meta or {}
+        return camera
 
     def to_dict(self) -> dict:
         return {
@@ -212,16 +225,28 @@ def remap_image(image: np.ndarray, source: CameraModel, target: CameraModel,
     if image.shape[:2] != (source.height_px, source.width_px):
         raise ConfigError(f"camera {source.name!r} is {source.width_px}x{source.height_px} but the image is "
                           f"{image.shape[1]}x{image.shape[0]}; pass the camera file the image was taken with")
-    shrink = min(source.K[0, 0], source.K[1, 1]) / max(target.K[0, 0], target.K[1, 1])
-    if shrink >= 2.0:
-        # Bilinear sampling far below the source resolution aliases; area-average down first.
-        factor = int(shrink)
-        width, height = max(1, source.width_px // factor), max(1, source.height_px // factor)
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        source = source.scaled_to(width, height)
     rotation = np.eye(3) if target_from_source is None else np.asarray(target_from_source, float)
     map_x, map_y = cv2.initUndistortRectifyMap(source.K, source.dist_coeffs, rotation, target.K,
                                                (target.width_px, target.height_px), cv2.CV_32FC1)
+    shrink = min(source.K[0, 0], source.K[1, 1]) / max(target.K[0, 0], target.K[1, 1])
+    if shrink >= 2.0:
+        # Bilinear sampling far below the source resolution aliases: area-average first, by a whole factor,
+        # and only the part of the source the target sees (a zoom-in crop reads a small patch of the frame).
+        factor = int(shrink)
+        height, width = image.shape[:2]
+        x0 = int(np.clip(np.floor(map_x.min()) - factor, 0, width))
+        y0 = int(np.clip(np.floor(map_y.min()) - factor, 0, height))
+        w = min(-(-(int(np.clip(np.ceil(map_x.max()) + factor + 1, 0, width)) - x0) // factor) * factor,
+                width // factor * factor)
+        h = min(-(-(int(np.clip(np.ceil(map_y.max()) + factor + 1, 0, height)) - y0) // factor) * factor,
+                height // factor * factor)
+        x0, y0 = min(x0, width - w), min(y0, height - h)
+        if w <= 0 or h <= 0:
+            return np.zeros((target.height_px, target.width_px, *image.shape[2:]), image.dtype)
+        image = cv2.resize(image[y0:y0 + h, x0:x0 + w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+        # Pixel centres: source pixel x lies at (x - x0 + 0.5) / factor - 0.5 in the averaged patch.
+        map_x = (map_x - (x0 + 0.5 * factor - 0.5)) / factor
+        map_y = (map_y - (y0 + 0.5 * factor - 0.5)) / factor
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
@@ -244,7 +269,7 @@ def aimed_camera(position_camera_m, diameter_m: float, size_px: int, fill_frac: 
     focal = fill_frac * size_px * distance / diameter_m
     center = (size_px - 1) / 2
     K = np.array([[focal, 0, center], [0, focal, center], [0, 0, 1.0]])
-    return CameraModel(name, size_px, size_px, K), camera_from_crop.T
+    return CameraModel.derived(name, size_px, size_px, K), camera_from_crop.T
 
 
 def jittered_aim(position_camera_m, diameter_m: float, size_px: int, fill_frac: float, offset_frac: float,
