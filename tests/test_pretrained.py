@@ -35,7 +35,7 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
         assert (packed / stage / "model.onnx").stat().st_size < 1.2 * half_size
     assert json.loads((packed / "crop" / "meta.json").read_text())["weights_dtype"] == "float16"
     assert model_card(packed) == CARD
-    full, half = discopose.load(run / "best"), discopose.load(packed)
+    full, half = discopose.load(run / "best", backend="torch"), discopose.load(packed, backend="torch")
     for image, camera in _first_frames(pose_datasets["test"], 8):
         a, b = full.predict(image, camera=camera), half.predict(image, camera=camera)
         # fp16 weights round at ~1e-3 relative; the pose moves by far less than its own error.

@@ -2,7 +2,7 @@
 __version__ = "0.1.0"
 
 
-def load(path, backend: str = "torch", device: str | None = None):
+def load(path, backend: str = "auto", device: str | None = None):
     """Load a pose estimator: ``est = discopose.load("cube"); est.predict(image)``.
 
     ``path`` is an estimator folder (a run's ``best/``) or the name of a shipped one (``"cube"``, the built-in

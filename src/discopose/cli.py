@@ -392,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", action="append", metavar="NAME=FILE", help="camera file from discopose calibrate")
     p.add_argument("--assume-nominal", action="store_true",
                    help="no --calib: assume the model's camera rescaled to the frame size (warns; same lens only)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto (default): onnxruntime when the model has exported networks (the shipped one does)")
     p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address (default localhost:5555)")
     p.add_argument("--no-publish", action="store_true")
     p.add_argument("--record", help="write every pose message to this JSON-lines file")

@@ -113,11 +113,13 @@ class _Network:
 class PoseEstimator:
     """A locator and a crop network (or one full-frame network) with their preprocessing."""
 
-    def __init__(self, path: str | Path, backend: str = "torch", device: str | None = None, refine_steps: int = 2):
+    def __init__(self, path: str | Path, backend: str = "auto", device: str | None = None, refine_steps: int = 2):
         from discopose.pretrained import resolve_model
         self.path = resolve_model(path)
         recover_folder(self.path)
         index = read_estimator_index(self.path)
+        if backend == "auto":
+            backend = _auto_backend(self.path, index, device)
         if index is not None:
             self.meta = index
             stages = index.get("stages", ["locator", "crop"])
@@ -392,6 +394,22 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
                        "valid_cameras": [names[i] for i, pose in enumerate(camera_poses) if pose.valid]})
 
 
-def load(path: str | Path, backend: str = "torch", device: str | None = None) -> PoseEstimator:
-    """Load a trained estimator from its folder (e.g. ``runs/cube/best``) or a shipped one by name (``"cube"``)."""
+def _auto_backend(path: Path, index: dict | None, device: str | None) -> str:
+    """onnx when every network has its ``model.onnx`` and onnxruntime is installed, on CPU (2-4x faster than
+    torch there for these small batches: benchmarks/track_latency.py); torch otherwise."""
+    stages = [path / stage for stage in index.get("stages", ["locator", "crop"])] if index else [path]
+    if device == "cuda" or not all((stage / "model.onnx").is_file() for stage in stages):
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnx"
+
+
+def load(path: str | Path, backend: str = "auto", device: str | None = None) -> PoseEstimator:
+    """Load a trained estimator from its folder (e.g. ``runs/cube/best``) or a shipped one by name (``"cube"``).
+
+    ``backend``: ``auto`` (ONNX Runtime when the folder has exported networks and the device is the CPU, else
+    torch), ``torch`` or ``onnx``."""
     return PoseEstimator(path, backend=backend, device=device)
