@@ -135,3 +135,27 @@ def test_a_small_mesh_in_millimetres_through_the_demo_recipe_beats_chance(tmp_pa
         x0, y0, x1, y1 = sample["labels"]["cameras"]["cam0"]["bbox_xyxy"]
         fills.append(max(x1 - x0, y1 - y0) / 96)
     assert 0.15 < np.median(fills) < 0.7, np.median(fills)
+
+
+def test_fusion_counts_rotations_equal_up_to_the_objects_symmetry_as_agreeing():
+    from discopose.camera import CameraModel
+    from discopose.estimator.api import Pose, fuse_world_poses
+    from discopose.geometry.transforms import rotation_about_axis, rotation_angle_deg
+    can = Symmetry("axis", axis=(0.0, 0.0, 1.0)).matrices()
+    truth = rotation_about_axis([1.0, 0.5, 0.2], 0.7)
+    # Three cameras (identity extrinsics) read the can; two of them land on other spins about its axis.
+    readings = [truth, truth @ rotation_about_axis([0, 0, 1], np.radians(120)),
+                truth @ rotation_about_axis([0, 0, 1], np.radians(-75))]
+    poses = [Pose(position_m=np.array([0.0, 0.0, 0.3]), rotation=r, position_covariance_m2=np.eye(3) * 1e-6,
+                  rotation_sigma_deg=3.0, frame="camera", cameras=[f"c{i}"], valid=True, confidence=0.9)
+             for i, r in enumerate(readings)]
+    cameras = [CameraModel(f"c{i}", 64, 64, np.diag([50.0, 50.0, 1.0]) + np.array([[0, 0, 32], [0, 0, 32], [0, 0, 0]]),
+                           world_from_camera=np.eye(4)) for i in range(3)]
+    names = ["c0", "c1", "c2"]
+    fused = fuse_world_poses(poses, cameras, names, symmetries=can)
+    assert fused.valid and fused.extra["rotation_inliers"] == names
+    # Equal to the truth up to the can's spin (the 10-degree discretisation of the axis leaves <= 5 degrees).
+    assert min(rotation_angle_deg(truth, fused.rotation @ s) for s in can) < 5.0
+    # Blind to the symmetry, the three readings disagree and no majority backs the rotation.
+    blind = fuse_world_poses(poses, cameras, names)
+    assert len(blind.extra["rotation_inliers"]) == 1 and not blind.valid

@@ -24,6 +24,7 @@ from discopose.camera import CameraModel, aimed_camera, remap_image
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, recover_folder
 from discopose.estimator.trust import TrustModel
+from discopose.geometry.symmetry import Symmetry
 from discopose.decoding import PoseNetSpec, decode_position, dense_consistency
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ class PoseEstimator:
         height, width = spec.input_size_px
         self.model_camera = CameraModel("model", width, height, spec.camera_K)
         self._surface_points = np.asarray(self.object["surface_points_m"], float)
+        # The object's own symmetry (the lettered cube has none: its markings break the shape's 24).
+        self.symmetries = Symmetry.from_dict(self.object["symmetry"]).matrices()
 
     @property
     def object(self) -> dict:
@@ -232,7 +235,8 @@ class PoseEstimator:
             names.append(name)
         if not views:
             raise DiscoposeError("no camera images to estimate from")
-        return fuse_world_poses(self.predict_views(views), [cam for _, cam in views], names)
+        return fuse_world_poses(self.predict_views(views), [cam for _, cam in views], names,
+                                symmetries=self.symmetries)
 
     def predict_views(self, views: list[tuple[np.ndarray, CameraModel]], priors: list | None = None) -> list[Pose]:
         """Camera-frame pose per (image, camera) pair, the pairs batched through each stage.
@@ -318,8 +322,20 @@ def _class_probability(out: dict, i: int) -> float:
     return float(probabilities.max() / probabilities.sum())
 
 
+def _align_to(reference: np.ndarray, rotation: np.ndarray, symmetries: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """The equivalent of ``rotation`` (``rotation @ S`` over the object's symmetry rotations S) closest to
+    ``reference``, and its angle to it in degrees."""
+    if symmetries is None or len(symmetries) == 1:
+        return rotation, rotation_angle_deg(reference, rotation)
+    candidates = rotation @ symmetries  # (M, 3, 3)
+    cosines = (np.einsum("ij,mij->m", reference, candidates) - 1.0) / 2.0
+    best = int(np.argmax(cosines))
+    return candidates[best], float(np.degrees(np.arccos(np.clip(cosines[best], -1.0, 1.0))))
+
+
 def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names: list[str],
-                     agree_deg: float = 30.0, position_gate_chi2: float = 16.27) -> Pose:
+                     agree_deg: float = 30.0, position_gate_chi2: float = 16.27,
+                     symmetries: np.ndarray | None = None) -> Pose:
     """One world-frame pose from per-camera estimates and their calibrated ``world_from_camera``.
 
     Only valid camera poses are fused (all of them when none is valid; the result is then invalid).
@@ -329,7 +345,9 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
     3 dof, and most of it from that camera) is dropped, worst first. Rotations: the largest set of cameras agreeing within ``agree_deg``
     (weighted by their stated precision) is averaged (chordal mean), so one camera that misreads the
     markings cannot drag the others. The stated covariance and sigma grow by the Birge ratio when
-    the cameras scatter more than they say they should (their errors are not independent).
+    the cameras scatter more than they say they should (their errors are not independent). With the object's
+    ``symmetries`` (M, 3, 3; :meth:`Symmetry.matrices`), rotations that differ by a symmetry agree, and each is
+    turned to its equivalent closest to the consensus before averaging.
 
     ``valid``: a majority of the fused cameras agree in rotation, and either at least one of them is valid
     or (none being valid) at least two agree in rotation and position. ``confidence``: 1 - prod(1 - c)
@@ -366,9 +384,10 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
         covariance = covariance * (chi2 / dof)
 
     weights = {i: 1.0 / sigmas[i] ** 2 for i in used}
-    support = {i: [j for j in used if rotation_angle_deg(rotations[i], rotations[j]) < agree_deg] for i in used}
+    support = {i: [j for j in used if _align_to(rotations[i], rotations[j], symmetries)[1] < agree_deg] for i in used}
     best = max(used, key=lambda i: sum(weights[j] for j in support[i]))
     inliers = support[best]
+    rotations = {j: _align_to(rotations[best], rotations[j], symmetries)[0] for j in used}
     u, _, vt = np.linalg.svd(sum(weights[j] * rotations[j] for j in inliers))
     rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
     sigma = 1.0 / np.sqrt(sum(weights[j] for j in inliers))

@@ -169,7 +169,8 @@ class Tracker:
                                              self._priors(capture_time, [cameras[n] for n in views]))
         # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
         # out and the stated covariance grows accordingly.
-        pose = fuse_world_poses(poses, [cameras[n] for n in views], views) if self.world_frame else poses[0]
+        pose = fuse_world_poses(poses, [cameras[n] for n in views], views, symmetries=self.estimator.symmetries) \
+            if self.world_frame else poses[0]
         raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
         position_sigma = pose.position_sigma_m
         rotation_sigma = float(np.radians(pose.rotation_sigma_deg))
