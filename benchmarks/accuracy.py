@@ -25,7 +25,7 @@ from pathlib import Path
 
 from discopose.datasets.generate import generate_dataset
 from discopose.demo import FULL, HELD_OUT_LOOKS, NO_HAND, TRAIN_LOOKS
-from discopose.models.evaluate import evaluate_checkpoint
+from discopose.evaluation import evaluate_checkpoint
 from discopose.models.train import TrainConfig, train, train_estimator
 from discopose.render.config import RenderConfig
 

@@ -11,7 +11,6 @@ estimator the share it flags valid.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -186,7 +186,7 @@ def test_imagenet_weights_load_and_classify_consistently():
 
 
 def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets):
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     run, _ = trained_run
     result = evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(run / "eval"))
     summary, baseline = result["summary"], result["baseline"]
@@ -260,7 +260,7 @@ def test_same_scenes_through_two_cameras_give_the_same_poses(trained_run, tmp_pa
     estimated alike through predict(camera=...) and through BOP folders with per-image cam_K."""
     from discopose.datasets.bop import export_bop
     from discopose.datasets.generate import generate_dataset
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     from discopose.render.config import RenderConfig
     run, _ = trained_run
     looks = ["textures.bank_size=12", "textures.size_px=32", "noise.gaussian_sigma=[0, 0]", "noise.blur_prob=0",
@@ -269,7 +269,7 @@ def test_same_scenes_through_two_cameras_give_the_same_poses(trained_run, tmp_pa
                "b": ["camera.width_px=144", "camera.height_px=144", "camera.fov_deg=36"]}
     import discopose
     from discopose.datasets.reader import open_dataset
-    from discopose.models.evaluate import predict_with_estimator
+    from discopose.evaluation import predict_with_estimator
     estimator = discopose.load(run / "best")
     positions = {}
     for name, overrides in cameras.items():
@@ -292,7 +292,7 @@ def test_same_scenes_through_two_cameras_give_the_same_poses(trained_run, tmp_pa
 
 def test_mismatched_dataset_and_model_is_refused(trained_run, tmp_path):
     from discopose.datasets.generate import generate_dataset
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     from discopose.render.config import RenderConfig
     run, _ = trained_run
     generate_dataset(str(tmp_path / "big-cube"), 2, RenderConfig.load(overrides=[

@@ -82,7 +82,7 @@ def test_units_and_bad_meshes_are_settled_or_refused(tmp_path):
 def test_bop_results_csv_holds_the_poses_metrics_json_scored(trained_run, pose_datasets, tmp_path):
     from discopose.datasets.bop import export_bop
     from discopose.datasets.reader import iter_samples, open_dataset
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     run, _ = trained_run
     evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(tmp_path / "eval"), limit=10, bop_results=True)
     lines = (tmp_path / "eval" / "bop_results.csv").read_text().splitlines()

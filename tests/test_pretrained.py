@@ -86,7 +86,7 @@ def test_the_shipped_cube_reads_the_cube(tmp_path):
     """The model inside the package: within its size cap, documented, and it finds the cube on fresh renders."""
     from discopose.datasets.generate import generate_dataset
     from discopose.demo import TRAIN_LOOKS
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     from discopose.render.config import RenderConfig
     assert folder_mb(SHIPPED_DIR / "cube") <= MAX_SHIPPED_MB
     card = model_card("cube")

@@ -269,7 +269,7 @@ def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_da
     from discopose.camera import CameraModel
     from discopose.datasets.generate import generate_dataset
     from discopose.estimator.tracker import TrackConfig, Tracker
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     from discopose.models.train import TrainConfig, train_estimator
     from discopose.render.config import RenderConfig
     from discopose.render.trajectory import render_trajectory_video

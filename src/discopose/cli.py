@@ -100,7 +100,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
 
     if not args.data and not args.bop:
         raise DiscoposeError("give --data (a discopose dataset) or --bop (a BOP folder)")

@@ -114,7 +114,7 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     from discopose.estimator.sources import CameraSource
     from discopose.estimator.tracker import TrackConfig, Tracker
     from discopose.geometry.symmetry import Symmetry
-    from discopose.models.evaluate import evaluate_checkpoint
+    from discopose.evaluation import evaluate_checkpoint
     from discopose.models.train import TrainConfig, train_estimator
     from discopose.render.config import RenderConfig
     from discopose.render.preview import render_preview

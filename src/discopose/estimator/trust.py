@@ -28,12 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-# A pose counts as good for the validity model within these (the definition, README).
-GOOD_POSITION_M = 0.010
-GOOD_ROTATION_DEG = 15.0
-# Gross errors, which a valid flag must not cover.
-GROSS_POSITION_M = 0.025
-GROSS_ROTATION_DEG = 30.0
+from discopose.models.metrics import GOOD_POSITION_M, GOOD_ROTATION_DEG  # noqa: F401 (what "good" means)
 
 SIGNALS = ("pnp_found", "pnp_inlier_frac", "mask_outside_frac", "pnp_rotation_deg", "pnp_depth_log_ratio",
            "pnp_lateral_rel", "refine_shift_rel", "class_prob", "position_sigma_rel", "rotation_sigma_deg")

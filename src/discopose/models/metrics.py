@@ -12,6 +12,13 @@ import numpy as np
 
 from discopose.geometry.transforms import rotation_angle_deg
 
+# A pose counts as good within these (what the validity flag is trained to recognise, README).
+GOOD_POSITION_M = 0.010
+GOOD_ROTATION_DEG = 15.0
+# Gross errors, which a valid flag must not cover.
+GROSS_POSITION_M = 0.025
+GROSS_ROTATION_DEG = 30.0
+
 
 def transform_points(rotation: np.ndarray, translation: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ np.asarray(rotation).T + np.asarray(translation).reshape(1, 3)

@@ -12,14 +12,11 @@ What the outputs mean, and their decoding into poses, is :mod:`discopose.decodin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
 from torch import nn
 
 from discopose.geometry.rotations_torch import matrix_from_rotation_6d
-from discopose.decoding import STAGES, PoseNetSpec  # noqa: F401 (re-exported: the spec travels with the network)
+from discopose.decoding import PoseNetSpec
 from discopose.models.backbones import build_backbone
 
 class PoseNet(nn.Module):
