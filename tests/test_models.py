@@ -362,8 +362,14 @@ def test_corrupt_checkpoints_are_refused_with_a_clear_error(trained_run, tmp_pat
     data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)  # 4 KiB zeroed mid-weights: still loadable
     weights.write_bytes(bytes(data))
     with pytest.raises(DiscoposeError, match="does not match the sha256 in meta.json"):
-        discopose.load(copy)
+        discopose.load(copy, backend="torch")
     shutil.copy(run / "best" / "crop" / "model.safetensors", weights)
+    if (copy / "crop" / "model.onnx").is_file():  # exported by an earlier test: its graph is checked the same way
+        graph = copy / "crop" / "model.onnx"
+        graph.write_bytes(graph.read_bytes()[:-4096] + bytes(4096))
+        with pytest.raises(DiscoposeError, match="model.onnx does not match the sha256"):
+            discopose.load(copy, backend="onnx")
+        shutil.copy(run / "best" / "crop" / "model.onnx", graph)
     meta = copy / "locator" / "meta.json"
     meta.write_text(meta.read_text()[:100])
     with pytest.raises(DiscoposeError, match="meta.json is truncated or corrupt"):

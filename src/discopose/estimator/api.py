@@ -86,10 +86,16 @@ class _Network:
             if not onnx_path.is_file():
                 raise DiscoposeError(f"{onnx_path} does not exist; create it with `discopose export --model "
                                      f"{folder.parent if folder.name in ('locator', 'crop') else folder}`")
+            import hashlib
+
             import onnxruntime as ort
+            data = onnx_path.read_bytes()
+            if self.meta.get("onnx_sha256") and hashlib.sha256(data).hexdigest() != self.meta["onnx_sha256"]:
+                raise DiscoposeError(f"{onnx_path} does not match the sha256 in meta.json (corrupt or truncated); "
+                                     f"export it again (`discopose export --model ...`) or copy the estimator again")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else \
                 ["CPUExecutionProvider"]
-            self.session = ort.InferenceSession(str(onnx_path), providers=providers)
+            self.session = ort.InferenceSession(data, providers=providers)
         else:
             raise DiscoposeError(f"backend={backend!r}; use torch or onnx")
 

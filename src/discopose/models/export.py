@@ -61,7 +61,23 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
                              f"in its outputs or {rotation_deg:.2g} deg (> {PARITY_ROTATION_DEG}) in rotation; not "
                              "written. Try another --opset or report the torch/onnx versions")
     log.info("exported %s (max |onnx - torch| = %.2e, rotation %.1e deg: parity checked)", out, diff, rotation_deg)
+    record_onnx_hash(out)
     return out
+
+
+def record_onnx_hash(onnx_path: Path) -> None:
+    """Put the graph's sha256 in its checkpoint's meta.json, so that the ONNX Runtime backend refuses a
+    corrupted file as the torch backend refuses corrupted weights."""
+    import hashlib
+    import json
+
+    from discopose._io import atomic_write_json
+    meta_path = Path(onnx_path).parent / "meta.json"
+    if Path(onnx_path).name != "model.onnx" or not meta_path.is_file():
+        return
+    meta = json.loads(meta_path.read_text())
+    meta["onnx_sha256"] = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
+    atomic_write_json(meta_path, meta)
 
 
 def onnx_parity(model, onnx_path: str | Path, images: np.ndarray) -> tuple[float, float]:
@@ -110,4 +126,5 @@ def halve_onnx_weights(onnx_path: str | Path) -> Path:
     tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
     onnx.save(model, str(tmp))
     tmp.replace(onnx_path)
+    record_onnx_hash(onnx_path)
     return onnx_path

@@ -26,7 +26,9 @@ def shipped_names() -> list[str]:
 
 def resolve_model(model: str | Path) -> Path:
     """An estimator folder for ``model``: an existing path as given, else the shipped estimator of that name."""
+    from discopose.models.checkpoint import recover_folder
     path = Path(model)
+    recover_folder(path)  # a crash between a swap's two renames leaves the folder set aside: put it back
     if path.exists():
         return path
     if isinstance(model, str) and "/" not in model and (SHIPPED_DIR / model / "estimator.json").is_file():
