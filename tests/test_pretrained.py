@@ -10,7 +10,6 @@ import pytest
 
 import discopose
 from discopose._errors import DiscoposeError
-from discopose.geometry.transforms import rotation_angle_deg
 from discopose.pretrained import MAX_SHIPPED_MB, SHIPPED_DIR, folder_mb, model_card, pack_estimator, resolve_model
 
 CARD = {"name": "test", "trained_by": "pytest", "seed": 0, "code_version": "test", "figures": {}}
@@ -36,11 +35,10 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     assert json.loads((packed / "crop" / "meta.json").read_text())["weights_dtype"] == "float16"
     assert model_card(packed) == CARD
     full, half = discopose.load(run / "best", backend="torch"), discopose.load(packed, backend="torch")
-    moved_mm, turned_deg = [], []
+    moved_mm = []
     for image, camera in _first_frames(pose_datasets["test"], 8):
         a, b = full.predict(image, camera=camera), half.predict(image, camera=camera)
         moved_mm.append(1000 * np.linalg.norm(a.position_m - b.position_m))
-        turned_deg.append(rotation_angle_deg(a.rotation, b.rotation))
     # fp16 weights round at ~1e-3 relative; the position moves by far less than its own error (measured: at most
     # 0.6 mm). The reported rotation is not compared frame by frame: on this briefly trained model near-tied RANSAC
     # inlier sets turn it by a median of ~5 deg on either side of the rounding (the shipped model's set-level
