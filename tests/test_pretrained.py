@@ -62,7 +62,7 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     onnx_side = json.loads(result.stdout.strip().splitlines()[-1])
-    assert np.linalg.norm(np.array(onnx_side["position"]) - half.predict(image, camera=camera.K).position_m) < 1e-4
+    assert np.linalg.norm(np.array(onnx_side["position"]) - half.predict(image, camera=camera.K).position_m) < 5e-4
     torch_outputs = half.crop(list(np.load(tmp_path / "crop_input.npy")))
     for name, value in torch_outputs.items():
         np.testing.assert_allclose(np.array(onnx_side["outputs"][name]), value, atol=1e-3, err_msg=name)
