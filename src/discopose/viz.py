@@ -7,7 +7,8 @@ import numpy as np
 from discopose.geometry.transforms import project_points
 
 # Keypoint order (see ObjectModel.keypoints_m): corner i has x bit 4, y bit 2, z bit 1.
-_EDGES = [(0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7)]
+# The 12 edges of the bounding box among ObjectModel.keypoints_m's 8 corners.
+BOX_EDGES = [(0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7)]
 
 
 def _pt(p) -> tuple[int, int]:
@@ -20,7 +21,7 @@ def draw_pose(image: np.ndarray, K: np.ndarray, camera_from_object: np.ndarray, 
     pixels, depth = project_points(K, camera_from_object, keypoints_m)
     if (depth[:8] <= 0).any() or not np.isfinite(pixels).all():
         return image
-    for a, b in _EDGES:
+    for a, b in BOX_EDGES:
         cv2.line(image, _pt(pixels[a]), _pt(pixels[b]), color, thickness, cv2.LINE_AA, shift=4)
     if axes:
         half = np.abs(keypoints_m[:8] - keypoints_m[8]).max(0)

@@ -20,16 +20,10 @@ import numpy as np
 from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel
 from discopose.geometry.transforms import invert_transform, make_transform, matrix_from_quat_wxyz, quat_wxyz_from_matrix
+from discopose.viz import BOX_EDGES
 
 VALID_RGB, INVALID_RGB = (40, 220, 60), (150, 150, 150)
 JPEG_QUALITY = 80  # images dominate a recording; JPEG keeps an hour of 640x480 at 30 Hz to a few GB
-
-
-def _box_edges(keypoints_m: np.ndarray) -> list[tuple[int, int]]:
-    """Index pairs of the 12 box edges among the 8 bounding-box corners (corners differ in one axis)."""
-    corners = keypoints_m[:8]
-    return [(i, j) for i in range(8) for j in range(i + 1, 8)
-            if np.count_nonzero(~np.isclose(corners[i], corners[j])) == 1]
 
 
 class RerunView:
@@ -53,7 +47,6 @@ class RerunView:
                 raise DiscoposeError(f"--view {target}: give a .rrd file to record, or no value to open a viewer")
             self.recording.save(target)
         self.keypoints = np.asarray(object_info["keypoints_m"], float)
-        self.edges = _box_edges(self.keypoints)
         low, high = self.keypoints[:8].min(0), self.keypoints[:8].max(0)
         self.recording.log("world/object/box", rr.Boxes3D(half_sizes=[(high - low) / 2], centers=[(high + low) / 2]),
                            static=True)
@@ -102,7 +95,7 @@ class RerunView:
                 # Through the lens model, so the box lies on the distorted image as the camera delivers it.
                 pixels = cv2.projectPoints(points, np.zeros(3), np.zeros(3), camera.K,
                                            camera.dist_coeffs)[0].reshape(-1, 2)
-                rec.log(f"world/{name}/image/cube", rr.LineStrips2D([[pixels[i], pixels[j]] for i, j in self.edges],
+                rec.log(f"world/{name}/image/cube", rr.LineStrips2D([[pixels[i], pixels[j]] for i, j in BOX_EDGES],
                                                                     colors=[colour]))
         rec.log("plots/valid", rr.Scalars(float(valid)))
         rec.log("plots/confidence", rr.Scalars(float(message["confidence"])))
