@@ -63,9 +63,13 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     assert result.returncode == 0, result.stderr[-2000:]
     onnx_side = json.loads(result.stdout.strip().splitlines()[-1])
     assert np.linalg.norm(np.array(onnx_side["position"]) - half.predict(image, camera=camera.K).position_m) < 5e-4
+    # The graph carries the outputs inference decodes; torch also returns training-only ones (rotation_shape).
     torch_outputs = half.crop(list(np.load(tmp_path / "crop_input.npy")))
-    for name, value in torch_outputs.items():
-        np.testing.assert_allclose(np.array(onnx_side["outputs"][name]), value, atol=1e-3, err_msg=name)
+    assert {"position_uvz", "rotation"} <= set(onnx_side["outputs"]) <= set(torch_outputs)
+    # ONNX Runtime fuses and reorders the float32 arithmetic: log-variances near -7 differ by up to 8e-4 relative
+    # (measured), a wrong or missing weight by orders of magnitude more.
+    for name, value in onnx_side["outputs"].items():
+        np.testing.assert_allclose(np.array(value), torch_outputs[name], rtol=2e-3, atol=1e-3, err_msg=name)
 
 
 def test_packing_over_the_size_cap_writes_nothing(trained_run, tmp_path, monkeypatch):
