@@ -157,3 +157,31 @@ def test_dense_targets_give_back_the_pose_by_pnp(tmp_path):
 def config_diameter(dataset) -> float:
     from discopose.datasets.reader import open_dataset
     return float(open_dataset(str(dataset)).manifest["object"]["diameter_m"])
+
+
+def test_training_and_inference_prepare_a_view_the_same_way():
+    """The loader's evaluation view and the estimator's view come from the same functions; an image already on
+    the model's camera is passed through untouched (a resample would blur it), a distorted one is not."""
+    from discopose.datasets.loader import model_view
+    from discopose.decoding import PoseNetSpec, stage_camera, stage_view
+    rng = np.random.default_rng(3)
+    K = np.array([[160.0, 0, 63.5], [0, 160.0, 47.5], [0, 0, 1]])
+    image = rng.integers(0, 256, (96, 128, 3), np.uint8)
+    locator = PoseNetSpec(stage="locator", input_size_px=(96, 128), camera_K=K.tolist(), object_diameter_m=0.1)
+    on_model = CameraModel("cam", 128, 96, K)
+    model_camera, rotation = stage_camera(locator)
+    assert stage_view(image, on_model, model_camera, rotation) is image
+    distorted = CameraModel("cam", 128, 96, K, dist_coeffs=[-0.2, 0.05, 0, 0, 0])
+    assert np.abs(stage_view(image, distorted, model_camera, rotation).astype(int) - image).mean() > 5
+    # A crop of a full frame, as evaluation cuts it: the camera the estimator aims at that position,
+    # with the object on its optical axis.
+    crop = PoseNetSpec(stage="crop", input_size_px=(64, 64), object_diameter_m=0.1)
+    camera_from_object = np.eye(4)
+    camera_from_object[:3, 3] = [0.05, -0.03, 0.5]
+    labels = {"width_px": 128, "height_px": 96, "K": K, "camera_from_object": camera_from_object}
+    view, view_K, crop_from_object, remapped = model_view(image, labels, crop)
+    aimed, crop_from_camera = stage_camera(crop, aim_m=camera_from_object[:3, 3])
+    assert remapped and view.shape == (64, 64, 3)
+    np.testing.assert_allclose(view_K, aimed.K)
+    np.testing.assert_array_equal(view, stage_view(image, on_model, aimed, crop_from_camera))
+    np.testing.assert_allclose(crop_from_object[:2, 3], 0, atol=1e-12)

@@ -180,9 +180,6 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 
 def test_missing_opengl_platform_says_what_to_install(tmp_path):
-    code = ("from discopose.render.config import RenderConfig\n"
-            "from discopose.render.renderer import DiscoRenderer\n"
-            "DiscoRenderer(RenderConfig()).render_index(0)\n")
     env = {**os.environ, "PYOPENGL_PLATFORM": "egl", "EGL_PLATFORM": "surfaceless",
            "__EGL_VENDOR_LIBRARY_FILENAMES": str(tmp_path / "none.json"), "LIBGL_ALWAYS_SOFTWARE": "1"}
     result = subprocess.run([sys.executable, "-c", "from discopose.cli import main\n"

@@ -2,7 +2,6 @@
 node started by the test) writing to a shared fsspec target (the localhost S3 server): a worker
 process killed mid-run is restarted, its shard retried, and the dataset is still exact."""
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -1,4 +1,6 @@
-"""What the pose networks' outputs mean, and their decoding into poses, in numpy and OpenCV only.
+"""The pose networks' interface: what goes in (:func:`stage_view`, :func:`network_batch`), what comes out
+and its decoding into poses, in numpy and OpenCV only. Training (``datasets.loader``) and inference (both
+estimator backends) prepare images through the same two functions.
 
 Below both the network modules (``models/``, which produce the outputs) and the estimator (which consumes
 them, with the torch or the ONNX Runtime backend): nothing here imports torch or pyrender, so a tracker-only
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from discopose.camera import dense_grid_px, position_covariance_from_uvz, position_from_uvz
+from discopose.camera import (CameraModel, aimed_camera, dense_grid_px, position_covariance_from_uvz,
+                              position_from_uvz, remap_image)
 
 STAGES = ("locator", "crop")
 
@@ -52,6 +55,35 @@ class PoseNetSpec:
 
     def __post_init__(self):
         self.input_size_px = tuple(int(v) for v in self.input_size_px)
+
+
+def stage_camera(spec: PoseNetSpec, aim_m=None) -> tuple[CameraModel, np.ndarray]:
+    """The camera a network of ``spec`` sees and the rotation from the source camera's axes to it: the
+    locator's fixed model camera (no rotation), or the crop camera aimed at ``aim_m`` (a point in the
+    source camera's frame, where the object is believed to be)."""
+    height, width = spec.input_size_px
+    if spec.stage == "locator":
+        return CameraModel.derived("model", width, height, np.asarray(spec.camera_K, float)), np.eye(3)
+    if aim_m is None:
+        raise ValueError("a crop network's view needs aim_m, the point it is aimed at")
+    return aimed_camera(aim_m, spec.object_diameter_m, width, spec.fill_frac)
+
+
+def stage_view(image: np.ndarray, source: CameraModel, target: CameraModel, target_from_source: np.ndarray
+               ) -> np.ndarray:
+    """``image`` (taken by ``source``) as ``target`` (from :func:`stage_camera`) sees it; unchanged when
+    the two cameras are the same."""
+    if (source.width_px, source.height_px) == (target.width_px, target.height_px) and \
+            np.allclose(target_from_source, np.eye(3)) and np.allclose(source.K, target.K) and \
+            not np.any(source.dist_coeffs):
+        return image
+    return remap_image(image, source, target, target_from_source)
+
+
+def network_batch(images: list[np.ndarray]) -> np.ndarray:
+    """HxWx3 uint8 images on a network's camera -> its (N, 3, H, W) float32 input in [0, 1] (the
+    ImageNet normalization is the network's first layer, so both backends and training share it)."""
+    return np.stack([np.asarray(image).transpose(2, 0, 1) for image in images]).astype(np.float32) / np.float32(255)
 
 
 def pose_from_dense(mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray, spec: PoseNetSpec,

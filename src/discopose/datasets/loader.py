@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from discopose._errors import DatasetError
-from discopose.camera import (CameraModel, aimed_camera, dense_grid_px, jittered_aim, remap_image,
-                              uvz_from_position)
+from discopose.camera import CameraModel, dense_grid_px, jittered_aim, uvz_from_position
 from discopose.datasets.format import FORMAT_VERSION, decode_sample
 from discopose.datasets.reader import DatasetInfo
+from discopose.decoding import network_batch, stage_camera, stage_view
 
 
 def check_compatible(info: DatasetInfo, meta: dict) -> None:
@@ -78,24 +78,20 @@ def model_view(rgb: np.ndarray, labels: dict, spec, rng: np.random.Generator | N
     height, width = spec.input_size_px
     source = CameraModel("image", int(labels["width_px"]), int(labels["height_px"]), labels["K"])
     camera_from_object = np.asarray(labels["camera_from_object"], float)
-    if spec.stage == "locator":
-        target, rotation = CameraModel("model", width, height, spec.camera_K), np.eye(3)
-    elif _is_crop(source, width, height):
+    if spec.stage == "crop" and _is_crop(source, width, height):
         return rgb, source.K, camera_from_object, False
-    elif rng is not None:
+    if spec.stage == "crop" and rng is not None:
         jitter = jitter or CropJitter()
         target, rotation = jittered_aim(camera_from_object[:3, 3], spec.object_diameter_m, width, spec.fill_frac,
                                         jitter.offset_frac, jitter.scale_jitter_frac, rng)
     else:
-        target, rotation = aimed_camera(camera_from_object[:3, 3], spec.object_diameter_m, width, spec.fill_frac)
-    if np.allclose(rotation, np.eye(3)) and np.allclose(target.K, source.K) and \
-            (source.width_px, source.height_px) == (width, height):
+        target, rotation = stage_camera(spec, aim_m=camera_from_object[:3, 3])
+    image = stage_view(rgb, source, target, rotation)
+    if image is rgb:
         return rgb, source.K, camera_from_object, False
-    image = remap_image(rgb, source, target, rotation)
     rotate = np.eye(4)
     rotate[:3, :3] = rotation
     return image, target.K, rotate @ camera_from_object, True
-
 
 def dense_targets(view: dict, K: np.ndarray, camera_from_object: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
     """Per dense-grid cell: object there (1), not (0) or unknown (-1), and the object-frame surface
@@ -158,7 +154,7 @@ class SampleToTensors:
                 # Remapped views have no depth of their own: their dense cells count as unknown.
                 mask, coordinates = dense_targets({} if remapped else view, K, camera_from_object, self.spec)
                 target.update(dense_mask=torch.from_numpy(mask), dense_coordinates=torch.from_numpy(coordinates))
-            image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255.0
+            image = torch.from_numpy(network_batch([rgb])[0])
             out.append((image, target))
         return out
 

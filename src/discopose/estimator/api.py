@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from discopose._errors import DiscoposeError
-from discopose.camera import CameraModel, aimed_camera, remap_image
+from discopose.camera import CameraModel
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, recover_folder
 from discopose.estimator.trust import TrustModel
 from discopose.geometry.symmetry import Symmetry
-from discopose.decoding import PoseNetSpec, decode_position, dense_consistency
+from discopose.decoding import (PoseNetSpec, decode_position, dense_consistency, network_batch, stage_camera,
+                                stage_view)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class _Network:
 
     def __call__(self, images: list[np.ndarray]) -> dict:
         """Raw outputs for HxWx3 uint8 images already on this network's camera, as numpy arrays."""
-        batch = np.stack([image.transpose(2, 0, 1) for image in images]).astype(np.float32) / np.float32(255)
+        batch = network_batch(images)
         if self.backend == "onnx":
             names = [o.name for o in self.session.get_outputs()]
             return dict(zip(names, self.session.run(None, {"images": batch})))
@@ -147,9 +148,7 @@ class PoseEstimator:
                                      "object; load the estimator folder that holds both (a run's best/)")
         self.backend = backend
         self.refine_steps = refine_steps if self.crop is not None else 0
-        spec = self.locator.spec
-        height, width = spec.input_size_px
-        self.model_camera = CameraModel("model", width, height, spec.camera_K)
+        self.model_camera, _ = stage_camera(self.locator.spec)
         self._surface_points = np.asarray(self.object["surface_points_m"], float)
         # The object's own symmetry (the lettered cube has none: its markings break the shape's 24).
         self.symmetries = Symmetry.from_dict(self.object["symmetry"]).matrices()
@@ -257,7 +256,7 @@ class PoseEstimator:
         if priors is not None and spec is not None and all(p is not None for p in priors):
             estimates = [(np.asarray(p, float), None, None, None) for p in priors]
         else:
-            located = self.locator([remap_image(image, cam, self.model_camera) for image, cam in views])
+            located = self.locator([stage_view(image, cam, self.model_camera, np.eye(3)) for image, cam in views])
             estimates = [self.locator.decode(located, i, self.model_camera.K) for i in range(len(views))]
         checks = [None] * len(views)
         for step in range(self.refine_steps):
@@ -265,8 +264,8 @@ class PoseEstimator:
             # consistency check (RANSAC PnP, silhouette) is computed once, on the last pass.
             last = step == self.refine_steps - 1
             aims = [estimate[0] for estimate in estimates]
-            crops = [aimed_camera(aim, spec.object_diameter_m, spec.input_size_px[1], spec.fill_frac) for aim in aims]
-            out = self.crop([remap_image(image, cam, crop, crop_from_camera)
+            crops = [stage_camera(spec, aim_m=aim) for aim in aims]
+            out = self.crop([stage_view(image, cam, crop, crop_from_camera)
                              for (image, cam), (crop, crop_from_camera) in zip(views, crops)])
             estimates, checks = [], []
             for i, (crop, crop_from_camera) in enumerate(crops):

@@ -7,6 +7,7 @@ symmetric under an in-plane rotation, so all 24 orientations of the cube are dis
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,15 @@ class ObjectModel:
         """Points sampled uniformly on the surface (for ADD metrics), deterministic for ``seed``."""
         import trimesh
         mesh = trimesh.Trimesh(self.positions, self.indices, process=False)
-        points, _ = trimesh.sample.sample_surface_even(mesh, count, seed=seed)
+        # Even sampling rejects points closer than its radius and may come up short; that case is handled
+        # below, so trimesh's warning about it would only alarm the user.
+        sample_log = logging.getLogger("trimesh.sample")
+        level = sample_log.level
+        sample_log.setLevel(logging.ERROR)
+        try:
+            points, _ = trimesh.sample.sample_surface_even(mesh, count, seed=seed)
+        finally:
+            sample_log.setLevel(level)
         if len(points) < count:
             points, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
         return np.asarray(points, dtype=float)
