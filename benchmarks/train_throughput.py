@@ -1,10 +1,13 @@
-"""Training throughput: the data loader alone vs the full training step, images/s.
+"""Training throughput: the data loader alone vs the full training step, images/s, and the step's variants.
 
     python benchmarks/train_throughput.py [--data DATA] [--backbones mobilenet_v2,resnet18] [--steps 20]
+                                          [--variants fp32,channels_last,bf16,compile]
 
 Renders a small crop dataset (camera.aim=object, with depth for the dense head) if none is given. The
-baseline, in the same process, is the training step on tensors already in memory: the loader is a
-bottleneck when its rate is below the step's.
+baseline, in the same process, is the fp32 training step on tensors already in memory: the loader is a
+bottleneck when its rate is below the step's; each variant (channels-last memory format, bf16 autocast,
+``torch.compile``) is reported as a ratio to that baseline. bf16 pays on CPUs with avx512_bf16 or AMX
+(the flags are printed); elsewhere oneDNN emulates it.
 """
 from __future__ import annotations
 
@@ -35,23 +38,29 @@ def loader_rate(info, spec, batch_size, workers, batches):
     return count / (time.perf_counter() - start)
 
 
-def step_rate(spec, batch_size, steps, device, amp):
+def step_rate(spec, batch_size, steps, device, variant: str = "fp32"):
+    """Images/s of the full training step (forward, losses, backward, AdamW) for one variant."""
     model = PoseNet(spec, pretrained="none").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     images = torch.rand(batch_size, 3, *spec.input_size_px, device=device)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if variant == "compile" else model
     uvz = torch.zeros(batch_size, 3, device=device)
     rotation = torch.eye(3, device=device).expand(batch_size, 3, 3)
     symmetries = torch.eye(3, device=device)[None]
     grid = (-(-spec.input_size_px[0] // spec.dense_stride), -(-spec.input_size_px[1] // spec.dense_stride))
     mask = torch.ones(batch_size, *grid, device=device)
     coordinates = torch.zeros(batch_size, 3, *grid, device=device)
-    for i in range(steps + 2):
-        if i == 2:
+    warmup = 3  # compile traces and autotunes in the first steps
+    for i in range(steps + warmup):
+        if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(images)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "bf16"):
+            out = forward(images)
         out = {k: v.float() for k, v in out.items()}
         loss, _ = pose_loss(out, uvz, rotation, symmetries)
         if spec.dense:
@@ -64,6 +73,15 @@ def step_rate(spec, batch_size, steps, device, amp):
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def cpu_flags() -> str:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni"]
+    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data")
@@ -71,6 +89,8 @@ def main():
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--variants", default="fp32,channels_last,bf16,compile",
+                        help="comma-separated: fp32 (the baseline), channels_last, bf16, compile")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = None
@@ -83,19 +103,28 @@ def main():
                                                                       "output.samples_per_shard=100"]), progress=False)
     info = open_dataset(args.data)
     size = (info.manifest["cameras"][0]["height_px"], info.manifest["cameras"][0]["width_px"])
-    print(f"# training throughput on {device} ({os.cpu_count()} CPU cores), images {size[1]}x{size[0]}, "
-          f"batch {args.batch_size}\n")
-    print("| what | images/s |")
-    print("|---|---|")
+    print(f"# training throughput on {device} ({os.cpu_count()} CPU cores; {cpu_flags()}), torch {torch.__version__}, "
+          f"images {size[1]}x{size[0]}, batch {args.batch_size}\n")
+    print("| what | images/s | vs fp32 step |")
+    print("|---|---|---|")
     spec = PoseNetSpec(input_size_px=size)
     for workers in sorted({0, min(2, os.cpu_count() or 1), os.cpu_count() or 1}):
         rate = loader_rate(info, spec, args.batch_size, workers, batches=8)
-        print(f"| loader alone, {workers} workers (decode + augment) | {rate:.0f} |", flush=True)
+        print(f"| loader alone, {workers} workers (decode + augment) | {rate:.0f} | |", flush=True)
+    variants = ["fp32"] + [v for v in args.variants.split(",") if v != "fp32"]
     for backbone in args.backbones.split(","):
         spec = PoseNetSpec(backbone=backbone, input_size_px=size)
-        for amp in ([False, True] if device.type == "cuda" else [False]):
-            rate = step_rate(spec, args.batch_size, args.steps, device, amp)
-            print(f"| train step {backbone}{' AMP bf16' if amp else ''} (tensors in memory) | {rate:.0f} |", flush=True)
+        baseline = None
+        for variant in variants:
+            try:
+                rate = step_rate(spec, args.batch_size, args.steps, device, variant)
+            except Exception as error:  # a variant this machine cannot run (e.g. no compiler for compile)
+                print(f"| train step {backbone} {variant} | failed: {type(error).__name__}: "
+                      f"{str(error).splitlines()[0][:80]} | |", flush=True)
+                continue
+            baseline = baseline or rate
+            print(f"| train step {backbone} {variant} (tensors in memory) | {rate:.0f} | {rate / baseline:.2f}x |",
+                  flush=True)
     if tmp:
         tmp.cleanup()
 

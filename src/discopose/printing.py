@@ -16,7 +16,7 @@ import numpy as np
 
 from discopose._errors import ConfigError
 from discopose._io import atomic_write_bytes
-from discopose.render.objects import CUBE_FACE_RGB, CUBE_FACES, CUBE_MARK_RGB, face_marking
+from discopose.render.objects import CUBE_FACE_RGB, CUBE_FACES, CUBE_MARK_RGB, face_marking, paint_markings
 
 PAPER_MM = {"a4": (210.0, 297.0), "letter": (215.9, 279.4)}  # (width, height), portrait
 MARGIN_MM = 7.0       # most printers cannot print closer to the edge
@@ -68,9 +68,7 @@ def face_image(letter: str, px: int = PRINT_FACE_PX) -> np.ndarray:
     """One face as printed: (px, px, 3) uint8 RGB, the renderer's default colours and markings."""
     if letter not in {face[0] for face in CUBE_FACES}:
         raise ConfigError(f"face {letter!r} is not one of the cube's faces {[face[0] for face in CUBE_FACES]}")
-    mask = face_marking(letter, px).astype(np.float32)[..., None] / 255.0
-    face, mark = np.asarray(CUBE_FACE_RGB, np.float32) * 255, np.asarray(CUBE_MARK_RGB, np.float32) * 255
-    return np.clip(face + mask * (mark - face), 0, 255).round().astype(np.uint8)
+    return paint_markings(CUBE_FACE_RGB, CUBE_MARK_RGB, face_marking(letter, px).astype(np.float32) / 255.0)
 
 
 def _page(width_mm: float, height_mm: float):

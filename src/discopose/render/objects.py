@@ -150,10 +150,16 @@ def make_marked_cube(size_m: float = 0.057, symmetry: Symmetry | None = None) ->
 
 def colorize_cube(model: ObjectModel, face_colors: np.ndarray, mark_colors: np.ndarray) -> np.ndarray:
     """Atlas texture with each face's background and marking colours (RGB in [0, 1], shape (6, 3))."""
-    mask = model.marking_mask[..., None]
-    marks = np.asarray(mark_colors, np.float32)[model.face_index] * 255
-    faces = np.asarray(face_colors, np.float32)[model.face_index] * 255
-    return np.clip(faces + mask * (marks - faces), 0, 255).astype(np.uint8)
+    return paint_markings(np.asarray(face_colors, np.float32)[model.face_index],
+                          np.asarray(mark_colors, np.float32)[model.face_index], model.marking_mask)
+
+
+def paint_markings(face_rgb: np.ndarray, mark_rgb: np.ndarray, marking: np.ndarray) -> np.ndarray:
+    """uint8 RGB of a face painted ``face_rgb`` with its markings in ``mark_rgb`` (RGB in [0, 1], one colour
+    or one per pixel) where ``marking`` (float in [0, 1], antialiased) covers it; the renderer's texture
+    and the printed cube are both painted here."""
+    face, mark = np.asarray(face_rgb, np.float32) * 255, np.asarray(mark_rgb, np.float32) * 255
+    return np.clip(face + marking[..., None] * (mark - face), 0, 255).astype(np.uint8)
 
 
 def load_mesh_object(path: str, scale_to_m: float = 1.0, symmetry: Symmetry | None = None) -> ObjectModel:
