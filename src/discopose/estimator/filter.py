@@ -1,4 +1,5 @@
-"""Temporal filter: constant-velocity Kalman filter on position and an error-state filter on SO(3).
+"""Temporal filter: a Kalman filter on position and an error-state filter on SO(3), each with a velocity
+that decays towards zero while unobserved (constant velocity over a frame, settling over a gap).
 
 State: position p (m), velocity v (m/s), orientation R (3x3), angular velocity w (rad/s, world frame).
 Orientation uncertainty lives in the tangent space: R_true = exp([d]x) R_est with d ~ N(0, P_rot).
@@ -51,6 +52,10 @@ class FilterConfig:
     gate_chi2: float = CHI2_6DOF_999
     # Consecutive rejected measurements after which the filter trusts the data again (re-initialises).
     max_rejections: int = 5
+    # Velocities decay towards zero with this time constant (s) while nothing corrects them: across a gap in
+    # valid measurements the pose settles near the last fused one instead of extrapolating a noisy velocity
+    # without bound (a hand-held object reverses within a second). Over one frame it is a constant-velocity model.
+    velocity_decay_s: float = 0.5
 
 
 @dataclass
@@ -86,11 +91,13 @@ class PoseFilter:
         self.initialized = True
         self.rejections = 0
 
-    @staticmethod
-    def _transition(dt: float, q: float):
+    def _transition(self, dt: float, q: float):
+        tau = self.config.velocity_decay_s
+        decay = np.exp(-dt / tau)
         F = np.eye(6)
-        F[:3, 3:] = np.eye(3) * dt
-        # Discretised white-acceleration model.
+        F[:3, 3:] = np.eye(3) * tau * (1 - decay)  # the decaying velocity's integral (dt for small dt)
+        F[3:, 3:] = np.eye(3) * decay
+        # Discretised white-acceleration noise (the undamped model's: a little conservative over long gaps).
         Q = np.zeros((6, 6))
         Q[:3, :3] = np.eye(3) * dt ** 3 / 3
         Q[:3, 3:] = Q[3:, :3] = np.eye(3) * dt ** 2 / 2
@@ -106,9 +113,15 @@ class PoseFilter:
         self.p, self.v = state[:3], state[3:]
         self.P_pos = F @ self.P_pos @ F.T + Q
         F, Q = self._transition(dt, self.config.angular_acceleration_std)
-        self.R = _exp(self.w * dt) @ self.R
+        self.R = _exp(self.w * F[0, 3]) @ self.R
+        self.w = self.w * F[3, 3]
         self.P_rot = F @ self.P_rot @ F.T + Q
         self.time_s = time_s
+
+    def predicted_position(self, time_s: float) -> np.ndarray:
+        """Where the motion model expects the object at ``time_s``, without changing the state."""
+        F, _ = self._transition(max(time_s - self.time_s, 0.0), self.config.acceleration_std)
+        return self.p + F[0, 3] * self.v
 
     def closest_equivalent(self, rotation: np.ndarray) -> np.ndarray:
         """The symmetric equivalent of ``rotation`` nearest the current estimate."""

@@ -139,7 +139,7 @@ class Tracker:
                 capture_time_s - f.last_measurement_s < config.reuse_track_max_age_s and
                 np.sqrt(np.trace(f.P_pos[:3, :3])) < config.reuse_track_max_sigma_m):
             return None
-        position = f.p + f.v * max(capture_time_s - f.time_s, 0.0)
+        position = f.predicted_position(capture_time_s)
         priors = []
         for camera in cameras:
             camera_from_frame = self._camera_from_frame(camera)
