@@ -369,15 +369,15 @@ def describe_user_object(mesh: str, scale_to_m: float | None = None, symmetry: s
                                   "is a valid mesh") from None
             if 5 < raw <= 5000:
                 scale_to_m = 0.001
-                notes.append(f"{path.name} is {raw:.4g} units across: read as millimetres "
+                notes.append(f"{path.name} is {raw:.4g} units along its longest side: read as millimetres "
                              "(--object-scale 1 if they are metres)")
             elif 0.005 <= raw <= 2:
                 scale_to_m = 1.0
-                notes.append(f"{path.name} is {raw:.4g} units across: read as metres "
+                notes.append(f"{path.name} is {raw:.4g} units along its longest side: read as metres "
                              "(--object-scale 0.001 if they are millimetres)")
             else:
-                raise ConfigError(f"--object {mesh} is {raw:.4g} units across: metres or millimetres? give "
-                                  "--object-scale (1 for metres, 0.001 for millimetres, 0.01 for centimetres)")
+                raise ConfigError(f"--object {mesh} is {raw:.4g} units along its longest side: metres or millimetres? "
+                                  "give --object-scale (1 for metres, 0.001 for millimetres, 0.01 for centimetres)")
     if symmetry is None:
         if bop is not None:
             group = Symmetry.from_bop(bop[0], name=path.name)
