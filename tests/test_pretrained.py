@@ -66,10 +66,10 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     # The graph carries the outputs inference decodes; torch also returns training-only ones (rotation_shape).
     torch_outputs = half.crop(list(np.load(tmp_path / "crop_input.npy")))
     assert {"position_uvz", "rotation"} <= set(onnx_side["outputs"]) <= set(torch_outputs)
-    # ONNX Runtime fuses and reorders the float32 arithmetic: log-variances near -7 differ by up to 8e-4 relative
-    # (measured), a wrong or missing weight by orders of magnitude more.
+    # ONNX Runtime fuses and reorders the float32 arithmetic: log-variances near -7 differ by up to 8e-4 relative,
+    # mask logits of order 1 by up to 1.8e-3 (measured); a wrong or missing weight by orders of magnitude more.
     for name, value in onnx_side["outputs"].items():
-        np.testing.assert_allclose(np.array(value), torch_outputs[name], rtol=2e-3, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(np.array(value), torch_outputs[name], rtol=2e-3, atol=5e-3, err_msg=name)
 
 
 def test_packing_over_the_size_cap_writes_nothing(trained_run, tmp_path, monkeypatch):
