@@ -93,6 +93,7 @@ def model_view(rgb: np.ndarray, labels: dict, spec, rng: np.random.Generator | N
     rotate[:3, :3] = rotation
     return image, target.K, rotate @ camera_from_object, True
 
+
 def dense_targets(view: dict, K: np.ndarray, camera_from_object: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray]:
     """Per dense-grid cell: object there (1), not (0) or unknown (-1), and the object-frame surface
     point it shows over half the diameter, from the view's rendered depth and visible mask."""
