@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from discopose._hardware import describe_cpu
 from discopose.datasets.generate import generate_dataset
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import open_dataset
@@ -39,14 +40,16 @@ def loader_rate(info, spec, batch_size, workers, batches):
 
 
 def step_rate(spec, batch_size, steps, device, variant: str = "fp32"):
-    """Images/s of the full training step (forward, losses, backward, AdamW) for one variant."""
+    """Images/s of the full training step (forward, losses, backward, AdamW) for one variant (its knobs
+    joined by '+', e.g. ``channels_last+bf16``)."""
+    knobs = set(variant.split("+"))
     model = PoseNet(spec, pretrained="none").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     images = torch.rand(batch_size, 3, *spec.input_size_px, device=device)
-    if variant == "channels_last":
+    if "channels_last" in knobs:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(model) if variant == "compile" else model
+    forward = torch.compile(model) if "compile" in knobs else model
     uvz = torch.zeros(batch_size, 3, device=device)
     rotation = torch.eye(3, device=device).expand(batch_size, 3, 3)
     symmetries = torch.eye(3, device=device)[None]
@@ -59,7 +62,7 @@ def step_rate(spec, batch_size, steps, device, variant: str = "fp32"):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in knobs):
             out = forward(images)
         out = {k: v.float() for k, v in out.items()}
         loss, _ = pose_loss(out, uvz, rotation, symmetries)
@@ -73,15 +76,6 @@ def step_rate(spec, batch_size, steps, device, variant: str = "fp32"):
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni"]
-    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in wanted)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data")
@@ -89,8 +83,8 @@ def main():
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--variants", default="fp32,channels_last,bf16,compile",
-                        help="comma-separated: fp32 (the baseline), channels_last, bf16, compile")
+    parser.add_argument("--variants", default="fp32,channels_last,bf16,channels_last+bf16,compile",
+                        help="comma-separated: fp32 (the baseline), channels_last, bf16, compile, or knobs joined by +")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = None
@@ -103,7 +97,7 @@ def main():
                                                                       "output.samples_per_shard=100"]), progress=False)
     info = open_dataset(args.data)
     size = (info.manifest["cameras"][0]["height_px"], info.manifest["cameras"][0]["width_px"])
-    print(f"# training throughput on {device} ({os.cpu_count()} CPU cores; {cpu_flags()}), torch {torch.__version__}, "
+    print(f"# training throughput on {device} ({os.cpu_count()} CPU cores; {describe_cpu()}), torch {torch.__version__}, "
           f"images {size[1]}x{size[0]}, batch {args.batch_size}\n")
     print("| what | images/s | vs fp32 step |")
     print("|---|---|---|")

@@ -411,3 +411,17 @@ def test_the_held_out_test_differs_from_training_in_looks_only():
     for part in ("clutter", "hand", "limbs", "table", "camera", "pose", "noise"):
         assert getattr(train_world, part) == getattr(held_out, part), part
     assert train_world.textures.kinds != held_out.textures.kinds
+
+
+def test_training_knobs_are_checked_with_what_to_use():
+    from discopose.decoding import PoseNetSpec
+    from discopose.models.train import TrainConfig, rotation_head_for
+    with pytest.raises(ConfigError, match="rotation_head='quaternion'; use auto, 6d, patch_pnp"):
+        TrainConfig(rotation_head="quaternion")
+    with pytest.raises(ConfigError, match="dense_stride=5; use 4, 8 or 16"):
+        TrainConfig(dense_stride=5)
+    # Patch-PnP reads the dense maps, which the locator does not have.
+    with pytest.raises(ConfigError, match="only the crop stage has"):
+        rotation_head_for(TrainConfig(stage="locator", rotation_head="patch_pnp"), PoseNetSpec(stage="locator", dense=False))
+    assert rotation_head_for(TrainConfig(), PoseNetSpec(stage="crop", dense=True)) == "patch_pnp"
+    assert rotation_head_for(TrainConfig(), PoseNetSpec(stage="locator", dense=False)) == "6d"

@@ -116,11 +116,13 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     from discopose.models.losses import dense_loss
     from discopose.decoding import pose_from_dense, reported_rotation
     from discopose.models.pose_net import PoseNet
-    from discopose.models.train import TrainConfig, classified_rotations, network_spec
+    from discopose.models.train import TrainConfig, classified_rotations, network_spec, rotation_head_for
     torch.manual_seed(0)
     info = open_dataset(pose_datasets["crops"])
-    spec = network_spec(info, TrainConfig(stage="crop", hidden=128))
+    config = TrainConfig(stage="crop", hidden=128)
+    spec = network_spec(info, config)
     spec.shape_rotations = classified_rotations(info.manifest["object"]).tolist()
+    spec.rotation_head = rotation_head_for(config, spec)
     assert len(spec.shape_rotations) == 24
     images, target = next(iter(make_loader(info, spec, 32, train=False, num_workers=0)))
     model = PoseNet(spec, pretrained="imagenet")
@@ -156,6 +158,62 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
         reported_angles.append(rotation_angle_deg(reported, target["rotation"][i].numpy()))
     assert len(dense_angles) >= 24 and np.median(dense_angles) < 10.0, dense_angles
     assert np.median(reported_angles) < 5.0 and np.mean(np.array(reported_angles) < 30) >= 0.9, reported_angles
+
+
+@pytest.fixture(scope="module")
+def head_check_crops(tmp_path_factory):
+    """A small fixed crop set to train on and held-out crops of the same world (64 px, without the hand)."""
+    from discopose.datasets.generate import generate_dataset
+    from discopose.render.config import RenderConfig
+    from tests.conftest import CROPS
+    root = tmp_path_factory.mktemp("head-check")
+    for name, count, seed in (("train", HEAD_CHECK_CROPS, 21), ("held_out", 64, 22)):
+        generate_dataset(str(root / name), count, RenderConfig.load(overrides=CROPS + [f"seed={seed}"]), workers=2,
+                         progress=False)
+    return {name: str(root / name) for name in ("train", "held_out")}
+
+
+HEAD_CHECK_CROPS = 256
+HEAD_CHECK_EPOCHS = 30
+
+
+def test_every_head_beats_chance_in_the_real_training_loop(head_check_crops, tmp_path):
+    """The real loop (its loss weights, one-cycle schedule, augmentation, channels-last) on 256 crops, 30
+    passes: every head ends far below chance on its own training crops, and each logs its error per epoch.
+    The overfit test above passed for releases while the 6D rotation head stayed near chance in every real
+    training. With rotation_head=6d this fails on the regressed rotation (measured: 71 deg of chance's 129
+    on its training crops, the letters' class read for only 55% of them; Patch-PnP 28, PnP 23). Held-out
+    crops: position and mask generalize at this budget; rotation needs ~25k crop views (measured, 2.5x
+    this test), so it is checked by every training's validation line (benchmarks/rotation_heads.py)."""
+    from discopose.datasets.reader import open_dataset
+    from discopose.models.checkpoint import load_checkpoint, read_meta
+    from discopose.models.evaluate import head_errors, predict_dataset
+    from discopose.models.train import TrainConfig, train
+    train(head_check_crops["train"], str(tmp_path / "run"), val=head_check_crops["held_out"], progress=False,
+          config=TrainConfig(stage="crop", epochs=HEAD_CHECK_EPOCHS, num_workers=2, seed=0))
+    model, meta = load_checkpoint(tmp_path / "run" / "last")
+    logged = read_meta(tmp_path / "run" / "last")["val_metrics"]["heads"]
+    assert {"regressed", "pnp", "reported", "class_accuracy", "mask_iou", "coordinates_mm"} <= set(logged)
+    measured = {}
+    for name, path in head_check_crops.items():
+        predictions = predict_dataset(model, open_dataset(path))
+        truth = predictions["true_position_m"]
+        chance_mm = 1000 * np.median(np.linalg.norm(truth - truth.mean(0), axis=1))
+        measured[name] = (head_errors(predictions, meta), chance_mm)
+    report = {name: heads for name, (heads, _) in measured.items()}
+    # Far below chance on the crops the network trained on (measured with Patch-PnP: position 0.15 of
+    # chance, rotations 0.18-0.22 in full and 0.54-0.64 up to the cube's symmetry, class 14x chance).
+    heads, chance_mm = measured["train"]
+    chance = heads["chance"]
+    assert heads["position_te_mm"] < 0.5 * chance_mm, report
+    for rotation in ("regressed", "pnp", "reported"):
+        assert heads[rotation]["re_deg"] < 0.4 * chance["re_deg"], (rotation, report)
+        assert heads[rotation]["re_shape_deg"] < 0.85 * chance["re_shape_deg"], (rotation, report)
+    assert heads["class_accuracy"] > 5 * chance["class_accuracy"], report
+    assert heads["mask_iou"] > 0.6 and heads["coordinates_mm"] < 20, report
+    # Held out: position and mask (0.53 of chance and IoU 0.80 measured).
+    heads, chance_mm = measured["held_out"]
+    assert heads["position_te_mm"] < 0.8 * chance_mm and heads["mask_iou"] > 0.6, report
 
 
 def test_missing_imagenet_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
@@ -199,6 +257,10 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     for image in ("errors_hist.png", "errors_cdf.png", "errors_vs_conditions.png", "worst_cases.png"):
         assert image in report and (run / "eval" / image).stat().st_size > 1000
     saved = json.loads((run / "eval" / "metrics.json").read_text())
+    # Each rotation head is judged alone too, in metrics.json and the report.
+    heads = saved["summary"]["heads"]
+    assert {"regressed", "pnp", "reported", "chance"} <= set(heads) and "Rotation per head" in report
+    assert heads["reported"]["re_deg"] == pytest.approx(summary["re_deg"]["median"], abs=1e-6)
     uncertainty = saved["summary"]["uncertainty"]
     # Stated sigmas are neither zero nor vacuous: they cover some errors but not all.
     assert 0.2 < uncertainty["position_within_2sigma"] < 1.0

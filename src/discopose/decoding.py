@@ -29,6 +29,7 @@ from discopose.camera import (CameraModel, aimed_camera, dense_grid_px, position
                               position_from_uvz, remap_image)
 
 STAGES = ("locator", "crop")
+ROTATION_HEADS = ("6d", "patch_pnp")
 
 
 @dataclass
@@ -52,9 +53,21 @@ class PoseNetSpec:
     dense_stride: int = 8
     # Rotations of the geometry's symmetry group to classify among (empty: plain regression).
     shape_rotations: list = field(default_factory=list)
+    # How the rotation is regressed: "6d" (Zhou et al.'s 6D from the global features; up to the shape's
+    # group, nearest equivalent as the target, with the markings' class) or "patch_pnp" (GDR-Net's
+    # Patch-PnP: the full rotation, 6D, from the dense head's surface-coordinate and mask maps; README:
+    # the 6D head sat at chance up to the cube's symmetry). Checkpoints without the field are 6d.
+    rotation_head: str = "6d"
 
     def __post_init__(self):
         self.input_size_px = tuple(int(v) for v in self.input_size_px)
+        if self.rotation_head not in ROTATION_HEADS:
+            raise ValueError(f"rotation_head={self.rotation_head!r}; use one of {', '.join(ROTATION_HEADS)}")
+
+    @property
+    def rotation_size(self) -> int:
+        """How many numbers the global head regresses for the rotation."""
+        return 6 if self.rotation_head == "6d" else 0
 
 
 def stage_camera(spec: PoseNetSpec, aim_m=None) -> tuple[CameraModel, np.ndarray]:

@@ -81,6 +81,8 @@ def _headline(result: dict) -> dict:
         row["uncertainty"] = s["uncertainty"]
     if "validity" in s:
         row["validity"] = s["validity"]
+    if "heads" in s:
+        row["heads"] = s["heads"]
     return row
 
 
@@ -284,6 +286,11 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{'':28s} 1 sigma covers {axes} (x/y/z), rotation within 2 sigma {pct(u['rotation_within_2sigma'])}; "
                          f"valid {pct(v['valid_frac'])}: good ones valid {pct(v['good_valid_frac'])}, "
                          f"gross ones invalid {pct(v['gross_invalid_frac'])} ({v['gross_count']} gross)")
+        if "heads" in row:
+            heads = row["heads"]
+            lines.append(f"{'':28s} rotation per head: " + ", ".join(
+                f"{name} {heads[name]['re_deg']:.1f} deg ({heads[name]['re_shape_deg']:.1f} up to the shape)"
+                for name in ("regressed", "pnp", "reported", "chance") if name in heads))
     lines += [
         f"tracking: {track['hz']:.1f} Hz, latency p50 {track['latency_ms_p50']:.1f} ms p99 {track['latency_ms_p99']:.1f} ms, "
         f"{track['messages']} poses published, {track['subscriber_received']} received by a localhost subscriber",

@@ -13,7 +13,7 @@ from discopose._errors import DiscoposeError
 from discopose._io import atomic_write_text
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
-from discopose.models.evaluate import chance_levels, compute_metrics
+from discopose.models.evaluate import chance_levels, compute_metrics, head_errors
 
 
 def _bop_scene_image(labels: dict) -> tuple[int, int]:
@@ -72,6 +72,10 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
         out["bop_scene_image"].append(_bop_scene_image(labels))
         out["position_m"].append(pose.position_m)
         out["rotation"].append(pose.rotation)
+        heads = pose.extra.get("head_rotations")
+        if heads is not None:  # one camera's pose: each rotation head alone, for per-head errors
+            out.setdefault("regressed_rotation", []).append(heads["regressed"])
+            out.setdefault("pnp_rotation", []).append(np.full((3, 3), np.nan) if heads["pnp"] is None else heads["pnp"])
         out["position_sigma_m"].append(pose.position_sigma_m)
         out["rotation_sigma_rad"].append(np.radians(pose.rotation_sigma_deg))
         out["valid"].append(bool(pose.valid))
@@ -140,6 +144,9 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     symmetries = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
     points = np.asarray(meta["object"]["surface_points_m"])
     errors, summary = compute_metrics(predictions, meta, points, symmetries)
+    if "pnp_rotation" in predictions and len(predictions["pnp_rotation"]) == len(predictions["rotation"]):
+        summary["heads"] = head_errors({**predictions, "rotation": predictions["regressed_rotation"],
+                                        "dense_rotation": predictions["rotation"]}, meta)
     train_mean = meta.get("train_world_position_m_mean" if multi else "train_camera_position_m_mean")
     baseline = chance_levels(predictions, meta, points, symmetries,
                              train_mean if train_mean is not None else predictions["true_position_m"].mean(0))

@@ -274,6 +274,7 @@ class PoseEstimator:
                 if spec.dense and last:
                     check = dense_consistency(out["mask_logits"][i], out["coordinates"][i], crop.K, spec, position,
                                               rotation, self._surface_points)
+                    check["regressed_rotation"] = rotation
                     rotation = check["rotation"]
                     check["class_prob"] = _class_probability(out, i)
                 camera_from_crop = crop_from_camera.T
@@ -302,8 +303,11 @@ class PoseEstimator:
             if check["pnp_position_m"] is not None:
                 position_disagreement = camera_from_crop @ check["pnp_position_m"] - position
                 rotation_disagreement = float(np.radians(signals["pnp_rotation_deg"]))
+            # Each rotation head alone, in the camera frame: for evaluation per head (discopose eval).
+            head_rotations = {"regressed": camera_from_crop @ check["regressed_rotation"],
+                              "pnp": None if check["pnp_rotation"] is None else camera_from_crop @ check["pnp_rotation"]}
             extra.update(signals=signals, position_disagreement_m=position_disagreement,
-                         rotation_disagreement_rad=rotation_disagreement)
+                         rotation_disagreement_rad=rotation_disagreement, head_rotations=head_rotations)
         confidence = trust.confidence(signals)
         return Pose(position_m=position, rotation=rotation,
                     position_covariance_m2=trust.position_covariance(covariance, position_disagreement),

@@ -8,7 +8,7 @@ import torch
 
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
-from discopose.decoding import decode_position, reported_rotation
+from discopose.decoding import combined_rotation, decode_position, pose_from_dense
 from discopose.models.metrics import pose_errors, summarize
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
@@ -26,7 +26,9 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
     loader = make_loader(info, spec, batch_size, train=False, num_workers=num_workers)
     out: dict = {k: [] for k in ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad",
                                  "true_position_m", "true_rotation", "index", "visible_fraction", "distance_m",
-                                 "dense_rotation", "dense_position_m")}
+                                 "dense_rotation", "dense_position_m", "pnp_rotation", "class_correct",
+                                 "mask_iou", "coordinates_mm")}
+    group = np.asarray(spec.shape_rotations, float)
     seen = 0
     for images, target in loader:
         prediction = {k: v.float().cpu().numpy() for k, v in model(images.to(device)).items()}
@@ -37,10 +39,19 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
             out["position_sigma_m"].append(np.sqrt(np.diag(covariance)))
             if spec.dense:
                 # What the estimator reports: the position above, the rotation with the dense head's PnP.
-                out["dense_rotation"].append(reported_rotation(prediction["rotation"][i].astype(float),
-                                                               prediction["mask_logits"][i],
-                                                               prediction["coordinates"][i], K, spec))
+                pnp, _ = pose_from_dense(prediction["mask_logits"][i], prediction["coordinates"][i], K, spec)
+                pnp_rotation = None if pnp is None else pnp[:3, :3]
+                out["dense_rotation"].append(combined_rotation(prediction["rotation"][i].astype(float), pnp_rotation))
                 out["dense_position_m"].append(position)
+                out["pnp_rotation"].append(np.full((3, 3), np.nan) if pnp is None else pnp_rotation)
+                out["mask_iou"].append(_mask_iou(prediction["mask_logits"][i], target["dense_mask"][i].numpy()))
+                out["coordinates_mm"].append(_coordinates_error_mm(prediction["coordinates"][i],
+                                                                   target["dense_coordinates"][i].numpy(),
+                                                                   target["dense_mask"][i].numpy(), spec))
+            if len(group):
+                # The markings' class, labelled as training labels it (pose_net.canonical_index).
+                label = int(np.argmax(np.einsum("ij,mji->m", target["rotation"][i].numpy().astype(float), group)))
+                out["class_correct"].append(int(prediction["symmetry_logits"][i].argmax()) == label)
         out["rotation"].append(prediction["rotation"])
         out["rotation_sigma_rad"].append(np.exp(0.5 * prediction["rotation_log_var"]))
         out["true_position_m"].append(target["position_m"].numpy())
@@ -50,9 +61,84 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
         seen += len(images)
         if limit and seen >= limit:
             break
-    stacked = {k: np.stack(v) if k in ("position_m", "position_sigma_m", "dense_rotation", "dense_position_m")
+    stacked = {k: np.asarray(v) if k in ("class_correct", "mask_iou", "coordinates_mm")
+               else np.stack(v) if k in ("position_m", "position_sigma_m", "dense_rotation", "dense_position_m",
+                                         "pnp_rotation")
                else np.concatenate(v) for k, v in out.items() if v}
     return {k: v[:limit] for k, v in stacked.items()}
+
+
+def _mask_iou(mask_logits: np.ndarray, mask: np.ndarray) -> float:
+    """IoU of the predicted object cells with the true ones, over cells whose truth is known."""
+    known = mask >= 0
+    predicted, true = (mask_logits > 0) & known, (mask > 0.5) & known
+    union = (predicted | true).sum()
+    return float((predicted & true).sum() / union) if union else 1.0
+
+
+def _coordinates_error_mm(coordinates: np.ndarray, true_coordinates: np.ndarray, mask: np.ndarray, spec) -> float:
+    """Mean distance (mm) between the predicted and true surface points over the true object cells (NaN
+    without any). Plain, not symmetry-aware: for objects whose markings break the shape's symmetry."""
+    cells = mask > 0.5
+    if not cells.any():
+        return float("nan")
+    distance = np.linalg.norm(coordinates[:, cells] - true_coordinates[:, cells], axis=0)
+    return float(distance.mean() * spec.object_diameter_m / 2 * 1000)
+
+
+def head_errors(predictions: dict, meta: dict) -> dict:
+    """Each head of a network judged alone on ``predictions`` (from :func:`predict_dataset`), beside chance:
+    position; the regressed rotation, the dense head's PnP rotation and the reported one (their
+    combination), each in full and up to the shape's symmetry (what the geometry alone tells); the
+    markings' class; the dense mask (IoU) and surface coordinates (mm). A PnP that finds no pose counts as
+    an infinite error, so a head that fails shows in its median. Medians; degrees and millimetres."""
+    from discopose.geometry.symmetry import Symmetry
+    from discopose.models.metrics import re
+    own = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
+    shape_description = meta["object"].get("shape_symmetry") or meta["object"]["symmetry"]
+    shape = Symmetry.from_dict(shape_description).matrices()
+    truth = predictions["true_rotation"]
+
+    def rotation_medians(rotations: np.ndarray) -> dict:
+        found = ~np.isnan(rotations).any(axis=(1, 2))
+        full = np.full(len(truth), np.inf)
+        up_to_shape = np.full(len(truth), np.inf)
+        full[found] = [re(r, g, own) for r, g in zip(rotations[found], truth[found])]
+        up_to_shape[found] = [re(r, g, shape) for r, g in zip(rotations[found], truth[found])]
+        return {"re_deg": float(np.median(full)), "re_shape_deg": float(np.median(up_to_shape)),
+                "found_frac": float(found.mean())}
+
+    identity = np.repeat(np.eye(3)[None], len(truth), 0)
+    heads = {"position_te_mm": float(np.median(np.linalg.norm(predictions["position_m"] -
+                                                              predictions["true_position_m"], axis=1)) * 1000),
+             "regressed": rotation_medians(predictions["rotation"]), "chance": rotation_medians(identity)}
+    if "pnp_rotation" in predictions:
+        heads["pnp"] = rotation_medians(predictions["pnp_rotation"])
+        heads["reported"] = rotation_medians(predictions["dense_rotation"])
+    if "mask_iou" in predictions:
+        heads["mask_iou"] = float(np.median(predictions["mask_iou"]))
+        heads["coordinates_mm"] = float(np.nanmedian(predictions["coordinates_mm"]))
+    if "class_correct" in predictions:
+        heads["class_accuracy"] = float(np.mean(predictions["class_correct"]))
+        heads["chance"]["class_accuracy"] = 1.0 / len(shape)
+    return heads
+
+
+def format_head_errors(heads: dict) -> str:
+    """One line: every head's error, chance in brackets."""
+    chance = heads["chance"]
+    parts = [f"position {heads['position_te_mm']:.1f} mm"]
+    for name in ("regressed", "pnp", "reported"):
+        if name in heads:
+            parts.append(f"{name} {heads[name]['re_deg']:.1f} deg ({heads[name]['re_shape_deg']:.1f} up to shape)")
+    parts[-1] += f" [chance {chance['re_deg']:.0f} ({chance['re_shape_deg']:.0f})]"
+    if "class_accuracy" in heads:
+        parts.append(f"class {100 * heads['class_accuracy']:.0f}% [chance {100 * chance['class_accuracy']:.0f}%]")
+    if "mask_iou" in heads:
+        parts.append(f"mask IoU {heads['mask_iou']:.2f}, surface points {heads['coordinates_mm']:.1f} mm")
+    if "pnp" in heads:
+        parts.append(f"PnP found {100 * heads['pnp']['found_frac']:.0f}%")
+    return ", ".join(parts)
 
 
 def mean_pose_baseline(train_positions: np.ndarray, count: int) -> dict:

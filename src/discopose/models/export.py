@@ -20,7 +20,10 @@ PARITY_ROTATION_DEG = 0.05
 
 
 def output_names(spec) -> tuple[str, ...]:
-    return OUTPUTS + (DENSE_OUTPUTS if spec.dense else ())
+    # The markings' class probability is a trust signal: without it in the graph, the ONNX backend's
+    # validity would differ from the torch backend's.
+    classes = ("symmetry_logits",) if spec.shape_rotations else ()
+    return OUTPUTS + classes + (DENSE_OUTPUTS if spec.dense else ())
 
 
 class _TupleOutputs(torch.nn.Module):

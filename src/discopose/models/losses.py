@@ -34,24 +34,28 @@ def pose_loss(prediction: dict, position_uvz: torch.Tensor, rotation: torch.Tens
     ``reported_rotation_error`` (radians, for the first samples of the batch): the error of the rotation
     the estimator will report, when that is not this head's own (the dense head's PnP), for the
     rotation uncertainty to describe."""
-    angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
     log_var_r = prediction["rotation_log_var"]
     if reported_rotation_error is not None:  # given for the first samples of the batch
         angle = reported_rotation_error
         log_var_r = log_var_r[:len(angle)]
+    else:
+        angle, _ = symmetric_geodesic_angle(prediction["rotation"], rotation, symmetries)
     classify = "symmetry_logits" in prediction
-    regressed = prediction["rotation_shape"] if classify else prediction["rotation"]
     group = shape_rotations if classify else symmetries
+    # A 6D head regresses up to the shape's group (with the class); Patch-PnP regresses the full rotation.
+    shape_head = "rotation_shape" in prediction
+    regressed = prediction["rotation_shape"] if shape_head else prediction["rotation"]
+    equivalents = shape_rotations if shape_head else symmetries
     # Geodesic angle to the nearest equivalent under the group (exact, constant pull to the optimum)
     # plus the chordal distance, whose smooth gradient keeps early training off the geodesic's plateaus.
-    regressed_angle, nearest_index = symmetric_geodesic_angle(regressed, rotation, group)
-    nearest = rotation @ group[nearest_index]
+    regressed_angle, nearest_index = symmetric_geodesic_angle(regressed, rotation, equivalents)
+    nearest = rotation @ equivalents[nearest_index]
     chordal = ((regressed - nearest) ** 2).sum((-1, -2))
+    rotation_term = regressed_angle.mean() + 0.25 * chordal.mean()
     position_error = prediction["position_uvz"] - position_uvz
     # Smooth L1: robust early, quadratic near the optimum.
     position_term = torch.nn.functional.smooth_l1_loss(position_error / POSITION_SCALE,
                                                        torch.zeros_like(position_error), beta=0.1)
-    rotation_term = regressed_angle.mean() + 0.25 * chordal.mean()
     log_var_p = prediction["position_log_var"]
     nll_position = 0.5 * (position_error.detach() ** 2 * torch.exp(-log_var_p) + log_var_p).sum(-1).mean()
     # Rotation error as a 3-dof isotropic Gaussian on the axis-angle vector.

@@ -96,6 +96,7 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
     atomic_write_json(out_dir / "metrics.json", metrics)
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['median']:.2f}</td><td>{v['mean']:.2f}</td>"
                    f"<td>{v['p90']:.2f}</td></tr>" for k, v in summary.items() if isinstance(v, dict) and "median" in v)
+    head_rows = _head_table(summary["heads"]) if "heads" in summary else ""
     extra = json.dumps({k: summary[k] for k in ("success", "uncertainty", "validity", "add_s_rel_diameter_median")
                         if k in summary},
                        indent=1)
@@ -103,11 +104,25 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px}}img{{max-width:100%}}</style>
 </head><body><h1>{html.escape(title)}</h1><p>{summary['count']} samples.</p>
 <table><tr><th>error</th><th>median</th><th>mean</th><th>p90</th></tr>{rows}</table>
+{head_rows}
 <pre>{html.escape(extra)}</pre>
 {f"<p>Mean-pose baseline: {html.escape(json.dumps(baseline))}</p>" if baseline else ""}
 {''.join(f'<h2>{html.escape(t)}</h2><img src="{src}">' for t, src in plots)}
 </body></html>"""
     return atomic_write_text(out_dir / "report.html", page)
+
+
+def _head_table(heads: dict) -> str:
+    """Each rotation head alone beside chance: a head that learns nothing shows here."""
+    rows = []
+    for name in ("regressed", "pnp", "reported", "chance"):
+        if name in heads:
+            head = heads[name]
+            found = "" if name == "chance" else f"found {100 * head['found_frac']:.0f}%"
+            rows.append(f"<tr><td>{name}</td><td>{head['re_deg']:.1f}</td><td>{head['re_shape_deg']:.1f}</td>"
+                        f"<td>{found}</td></tr>")
+    return ("<h2>Rotation per head</h2><table><tr><th>head</th><th>median deg</th>"
+            "<th>up to the shape's symmetry</th><th></th></tr>" + "".join(rows) + "</table>")
 
 
 def overlay_prediction(rgb: np.ndarray, camera_labels: dict, predicted_camera_from_object: np.ndarray,

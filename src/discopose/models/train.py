@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from discopose._errors import ConfigError, DatasetError, DiscoposeError
+from discopose._hardware import describe_cpu, has_native_bf16
 from discopose.config import check_range
 from discopose.datasets.format import FORMAT_VERSION, decode_labels
 from discopose.datasets.reader import DatasetInfo, check_shards, iter_raw_samples, open_dataset
@@ -20,10 +21,10 @@ from discopose.camera import CameraModel
 from discopose.datasets.loader import check_compatible, make_loader
 from discopose.models.backbones import BACKBONES, preprocessing
 from discopose.models.checkpoint import assemble_estimator, load_checkpoint, load_train_state, save_checkpoint
-from discopose.models.evaluate import compute_metrics, predict_dataset
+from discopose.models.evaluate import compute_metrics, format_head_errors, head_errors, predict_dataset
 from discopose.models.losses import dense_loss, pose_loss
 from discopose.geometry.rotations_torch import symmetric_geodesic_angle
-from discopose.decoding import STAGES, PoseNetSpec, reported_rotation
+from discopose.decoding import ROTATION_HEADS, STAGES, PoseNetSpec, reported_rotation
 from discopose.models.pose_net import PoseNet
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,15 @@ class TrainConfig:
     # Square input size; 0 = the dataset's image size.
     input_px: int = 0
     hidden: int = 256
-    amp: str = "auto"            # auto = on for CUDA
-    channels_last: str = "auto"  # auto = on for CUDA
+    # auto = on for CUDA. On CPU, bf16 autocast gained nothing on the full step even with avx512_bf16 and
+    # AMX (1.03x alone, 1.20x with channels-last against its 1.31x; README), so auto leaves it off there.
+    amp: str = "auto"
+    # auto = on: NHWC convolutions are faster on CUDA and on CPU (1.31x on AMX, 1.33x on AVX2; README).
+    channels_last: str = "auto"
+    # auto: Patch-PnP for the crop stage, 6D for the locator (decoding.PoseNetSpec).
+    rotation_head: str = "auto"
+    # Crop stage: the dense head's cell size in input pixels (8: 12x12 cells on a 96 px crop; 4: 24x24).
+    dense_stride: int = 8
     seed: int = 0
     val_limit: int = 0           # 0 = the whole validation set
 
@@ -59,7 +67,11 @@ class TrainConfig:
             raise ConfigError(f"pretrained={self.pretrained!r}; use imagenet or none")
         if self.stage not in ("auto", *STAGES):
             raise ConfigError(f"stage={self.stage!r}; use auto, locator or crop")
+        if self.rotation_head not in ("auto", *ROTATION_HEADS):
+            raise ConfigError(f"rotation_head={self.rotation_head!r}; use auto, {', '.join(ROTATION_HEADS)}")
         check_range("input_px", self.input_px, 0, 4096)
+        if self.dense_stride not in (4, 8, 16):
+            raise ConfigError(f"dense_stride={self.dense_stride}; use 4, 8 or 16 (the backbone's feature strides)")
         for name in ("amp", "channels_last"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ConfigError(f"{name}={getattr(self, name)!r}; use auto, on or off")
@@ -96,7 +108,8 @@ def network_spec(info: DatasetInfo, config: "TrainConfig") -> PoseNetSpec:
     if stage == "crop":
         return PoseNetSpec(backbone=config.backbone, stage="crop", input_size_px=(size, size),
                            object_diameter_m=diameter, fill_frac=float(render.get("object_fill_frac", 0.75)),
-                           hidden=config.hidden, dense=True, **preprocessing(config.backbone))
+                           hidden=config.hidden, dense=True, dense_stride=config.dense_stride,
+                           **preprocessing(config.backbone))
     # The locator's camera: the dataset's first nominal camera, resampled to the input size.
     camera = nominal.scaled_to(round(nominal.width_px * size / min(nominal.width_px, nominal.height_px)),
                                round(nominal.height_px * size / min(nominal.width_px, nominal.height_px)))
@@ -139,6 +152,18 @@ def classified_rotations(object_description: dict) -> np.ndarray:
     return shape.matrices()
 
 
+def rotation_head_for(config: TrainConfig, spec: PoseNetSpec) -> str:
+    """The rotation head a network learns: ``config.rotation_head``, where ``auto`` is Patch-PnP for a crop
+    network (its dense maps carry the markings; the 6D head on global features sat at chance up to the
+    cube's symmetry, README) and 6D for the locator, whose rotation is a coarse guess."""
+    if config.rotation_head == "patch_pnp" and not spec.dense:
+        raise ConfigError("rotation_head=patch_pnp reads the dense head's maps, which only the crop stage has; "
+                          "use rotation_head=6d (or auto) for the locator")
+    if config.rotation_head != "auto":
+        return config.rotation_head
+    return "patch_pnp" if spec.dense else "6d"
+
+
 def reported_rotation_errors(prediction: dict, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor,
                              count: int = 8) -> torch.Tensor:
     """Rotation error (radians, symmetry-aware) of the rotation the estimator reports (see
@@ -152,6 +177,21 @@ def reported_rotation_errors(prediction: dict, target: dict, spec: PoseNetSpec, 
                  for i, K in enumerate(target["K"][:count].numpy().astype(float))]
     reported = torch.tensor(np.stack(rotations), dtype=torch.float32, device=symmetries.device)
     return symmetric_geodesic_angle(reported, target["rotation"][:count].to(symmetries.device), symmetries)[0]
+
+
+def _regressed_error_deg(prediction: dict, target: dict, group: torch.Tensor) -> float:
+    """Median error (degrees) of the regressed rotation head alone on a batch, up to ``group``."""
+    regressed = prediction["rotation"].detach().float().cpu()
+    angle, _ = symmetric_geodesic_angle(regressed, target["rotation"].float(), group.cpu())
+    return math.degrees(float(angle.median()))
+
+
+def _flat_scalars(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat_scalars(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", float(value)
 
 
 def _ddp() -> tuple[int, int, int]:
@@ -197,7 +237,11 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     world, rank, local_rank = _ddp()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     use_amp = config.amp == "on" or (config.amp == "auto" and device.type == "cuda")
-    channels_last = config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+    channels_last = config.channels_last in ("on", "auto")
+    if device.type == "cpu" and use_amp and not has_native_bf16():
+        log.warning("amp=on: this CPU has neither avx512_bf16 nor AMX, so bf16 is emulated and slower than fp32")
+    log.info("training on %s: channels-last %s, %s autocast %s (%s)", device, "on" if channels_last else "off",
+             "bf16" if device.type == "cpu" else "fp16", "on" if use_amp else "off", describe_cpu())
     torch.manual_seed(config.seed)
     out_dir = Path(out)
     train_info = open_dataset(data)
@@ -212,6 +256,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     spec = network_spec(train_info, config)
     check_dense_targets(train_info, spec, data)
     spec.shape_rotations = shape_rotations.tolist()
+    spec.rotation_head = rotation_head_for(config, spec)
     meta = {
         "dataset_format_version": FORMAT_VERSION, "cameras": train_info.manifest["cameras"],
         "object": train_info.manifest["object"], "train_config": asdict(config), "train_data": str(data),
@@ -276,6 +321,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                 prediction = net(images)
             prediction = {k: v.float() for k, v in prediction.items()}
             reported = reported_rotation_errors(prediction, target, spec, symmetries) if spec.dense else None
+            regressed_shape_deg = _regressed_error_deg(prediction, target,
+                                                       shape_group if shape_group is not None else symmetries)
             loss, parts = pose_loss(prediction, target["position_uvz"].to(device), target["rotation"].to(device),
                                     symmetries, shape_group, reported_rotation_error=reported)
             if "dense_mask" in target:
@@ -292,7 +339,9 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             step += 1
             images_seen += len(images) * world
             rate = images_seen / (time.perf_counter() - started)
+            # Every head's own error on its training batch: a head that learns nothing shows here first.
             bar.set_postfix(loss=f"{loss.item():.3f}", rot_deg=f"{math.degrees(parts['rotation_rad']):.1f}",
+                            reg_shape_deg=f"{regressed_shape_deg:.1f}",
                             **({"cls": f"{parts['class_accuracy']:.2f}"} if "class_accuracy" in parts else {}),
                             **({"xyz": f"{parts['coordinates']:.3f}"} if "coordinates" in parts else {}),
                             img_s=f"{rate:.0f}")
@@ -300,7 +349,10 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             if writer is not None and step % 10 == 0:
                 writer.add_scalar("train/loss", loss.item(), step)
                 writer.add_scalar("train/rotation_deg", math.degrees(parts["rotation_rad"]), step)
-                writer.add_scalar("train/position_norm", parts["position"].item(), step)
+                writer.add_scalar("train/regressed_rotation_shape_deg", regressed_shape_deg, step)
+                for name in ("position", "classification", "class_accuracy", "mask", "coordinates"):
+                    if name in parts:
+                        writer.add_scalar(f"train/{name}", float(parts[name]), step)
                 writer.add_scalar("train/images_per_s", rate, step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
         bar.close()
@@ -317,6 +369,11 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             log.info("epoch %d (%s): val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", epoch + 1, spec.stage,
                      summary["te_mm"]["median"], summary["re_deg"]["median"], shape,
                      summary["add_s_rel_diameter_median"])
+            summary["heads"] = head_errors(predictions, meta)
+            log.info("epoch %d (%s): val heads: %s", epoch + 1, spec.stage, format_head_errors(summary["heads"]))
+            for name, value in _flat_scalars(summary["heads"]):
+                if math.isfinite(value):
+                    writer.add_scalar(f"val_heads/{name}", value, step)
             if "dense_rotation" in predictions:
                 _, dense = compute_metrics({**predictions, "rotation": predictions["dense_rotation"],
                                             "position_m": predictions["dense_position_m"]}, meta, points,

@@ -1,0 +1,31 @@
+"""What the CPU can do, for choosing speed knobs and for printing beside every speed figure."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+# The flags that change which kernels torch/oneDNN and ONNX Runtime pick on x86.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            line = next(line for line in cpuinfo if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return frozenset()
+    return frozenset(line.split(":", 1)[1].split())
+
+
+def describe_cpu() -> str:
+    """``avx2 yes, avx512f no, ...`` for the flags in :data:`SPEED_FLAGS` (``unknown`` off Linux)."""
+    flags = cpu_flags()
+    if not flags:
+        return "CPU flags unknown"
+    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in SPEED_FLAGS)
+
+
+def has_native_bf16() -> bool:
+    """bf16 matrix units (avx512_bf16 or AMX): elsewhere oneDNN emulates bf16, several times slower."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
