@@ -1,5 +1,5 @@
 """discopose: domain-randomized synthetic data, pose estimators and live tracking for a cube."""
-__version__ = "0.1.0"
+from discopose._version import __version__  # noqa: F401 (the public version)
 
 
 def load(path, backend: str = "auto", device: str | None = None):

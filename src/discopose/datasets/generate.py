@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from discopose import __version__
+from discopose._version import __version__
 from discopose._errors import DatasetError, DiscoposeError
 from discopose.datasets.format import DEPTH_UNIT_M, FORMAT, FORMAT_VERSION, MANIFEST, encode_sample, shard_name
 from discopose.datasets.storage import Storage, disk_error, scan_shard, sha256_of

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from discopose import __version__
+from discopose._version import __version__
 from discopose._errors import DiscoposeError
 from discopose.decoding import PoseNetSpec
 

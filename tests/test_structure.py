@@ -1,0 +1,64 @@
+"""The package's shape: no two modules import each other, directly or around a loop."""
+import ast
+from pathlib import Path
+
+SOURCE = Path(__file__).parents[1] / "src"
+
+
+def _module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(SOURCE).with_suffix("").parts)
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _imports(path: Path) -> set[str]:
+    """Every discopose module ``path`` imports, at module level or inside functions (a lazy import is a
+    dependency too: it only hides the loop until the function runs)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("discopose"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("discopose"))
+    return found
+
+
+def _loops(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, loops = {}, {}, [], set(), []
+
+    def visit(module):
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for other in graph[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                component.append(other)
+                if other == module:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return loops
+
+
+def test_no_import_loops():
+    files = {_module_name(path): path for path in SOURCE.rglob("*.py")}
+    assert "discopose.estimator.api" in files and "discopose.models.checkpoint" in files
+    graph = {name: {other for other in _imports(path) if other in files and other != name}
+             for name, path in files.items()}
+    assert _loops(graph) == []
+    # The detector finds a loop when there is one.
+    assert _loops({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
