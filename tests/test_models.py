@@ -261,6 +261,7 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     heads = saved["summary"]["heads"]
     assert {"regressed", "pnp", "reported", "chance"} <= set(heads) and "Rotation per head" in report
     assert heads["reported"]["re_deg"] == pytest.approx(summary["re_deg"]["median"], abs=1e-6)
+    assert sum(row["count"] for row in saved["summary"]["by_distance"]) == summary["count"]
     uncertainty = saved["summary"]["uncertainty"]
     # Stated sigmas are neither zero nor vacuous: they cover some errors but not all.
     assert 0.2 < uncertainty["position_within_2sigma"] < 1.0
@@ -450,3 +451,27 @@ def test_a_crash_between_the_checkpoint_renames_loses_nothing(trained_run, tmp_p
     est = discopose.load(tmp_path / "best")
     assert (tmp_path / "best" / "estimator.json").is_file() and est.crop is not None
     assert not list(tmp_path.glob(".best.*.old"))
+
+
+def test_errors_validity_and_coverage_by_distance_bin():
+    """Each sample lands in its distance bin; medians, 1 sigma coverage and the flag's shares are per bin."""
+    from discopose.models.evaluate import by_distance
+    distance = np.array([0.22, 0.24, 0.26, 0.45, 0.46, 1.2])
+    te_mm = np.array([2.0, 4.0, 30.0, 8.0, 50.0, 5.0])
+    re_deg = np.array([3.0, 5.0, 7.0, 40.0, 2.0, 1.0])
+    errors = [{"te_mm": t, "re_deg": r} for t, r in zip(te_mm, re_deg)]
+    truth = np.zeros((6, 3))
+    estimate = truth + np.c_[te_mm / 1000, np.zeros(6), np.zeros(6)]  # the whole error along x
+    sigma = np.full((6, 3), 0.005)  # covers x for errors under 5 mm; y and z always
+    predictions = {"distance_m": distance, "position_m": estimate, "true_position_m": truth,
+                   "position_sigma_m": sigma, "valid": np.array([True, True, True, False, True, True])}
+    rows = by_distance(errors, predictions)
+    assert [row["distance_m"] for row in rows] == [[0.2, 0.3], [0.4, 0.5], [1.0, 1.5]]
+    assert [row["count"] for row in rows] == [3, 2, 1]
+    near, middle, far = rows
+    assert near["te_mm_median"] == 4.0 and near["re_deg_median"] == 5.0
+    assert near["position_within_1sigma"] == pytest.approx((2 + 3 + 3) / 9)
+    # Near: one gross error (30 mm) left valid; middle: two gross errors, one flagged (40 deg) one not (50 mm).
+    assert near["gross_count"] == 1 and near["gross_invalid_frac"] == 0.0 and near["good_valid_frac"] == 1.0
+    assert middle["gross_count"] == 2 and middle["gross_invalid_frac"] == 0.5 and middle["good_valid_frac"] is None
+    assert far["gross_invalid_frac"] is None and far["te_mm_median"] == 5.0

@@ -13,7 +13,7 @@ from discopose._errors import DiscoposeError
 from discopose._io import atomic_write_text
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
-from discopose.models.evaluate import chance_levels, compute_metrics, head_errors
+from discopose.models.evaluate import by_distance, chance_levels, compute_metrics, head_errors
 
 
 def _bop_scene_image(labels: dict) -> tuple[int, int]:
@@ -144,6 +144,7 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     symmetries = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
     points = np.asarray(meta["object"]["surface_points_m"])
     errors, summary = compute_metrics(predictions, meta, points, symmetries)
+    summary["by_distance"] = by_distance(errors, predictions)
     if "pnp_rotation" in predictions and len(predictions["pnp_rotation"]) == len(predictions["rotation"]):
         summary["heads"] = head_errors({**predictions, "rotation": predictions["regressed_rotation"],
                                         "dense_rotation": predictions["rotation"]}, meta)

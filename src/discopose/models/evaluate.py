@@ -189,6 +189,42 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
     return errors, summary
 
 
+# Camera-object distance bins (metres) for errors, validity and coverage by distance: the rig's 0.25 m and how
+# people and robot cells place webcams, out to beyond the 1 m a user might try.
+DISTANCE_BINS_M = (0.0, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, float("inf"))
+
+
+def by_distance(errors: list[dict], predictions: dict, bins_m=DISTANCE_BINS_M) -> list[dict]:
+    """Per non-empty distance bin (the first camera's distance to the object): count, median errors, and,
+    where the predictions carry them, how often the position 1 sigma covers the error (the three axes'
+    shares averaged) and the validity flag's shares (good poses kept valid, gross errors flagged)."""
+    from discopose.models.metrics import GOOD_POSITION_M, GOOD_ROTATION_DEG, GROSS_POSITION_M, GROSS_ROTATION_DEG
+    distance = np.asarray(predictions["distance_m"], float)
+    te_mm = np.array([e["te_mm"] for e in errors])
+    re_deg = np.array([e["re_deg"] for e in errors])
+    rows = []
+    for low, high in zip(bins_m[:-1], bins_m[1:]):
+        inside = (distance >= low) & (distance < high)
+        if not inside.any():
+            continue
+        row = {"distance_m": [low, None if np.isinf(high) else high], "count": int(inside.sum()),
+               "te_mm_median": float(np.median(te_mm[inside])), "re_deg_median": float(np.median(re_deg[inside])),
+               "te_mm_p90": float(np.percentile(te_mm[inside], 90))}
+        if "position_sigma_m" in predictions:
+            abs_error = np.abs(predictions["position_m"][inside] - predictions["true_position_m"][inside])
+            row["position_within_1sigma"] = float((abs_error < predictions["position_sigma_m"][inside]).mean())
+        if "valid" in predictions:
+            valid = np.asarray(predictions["valid"], bool)[inside]
+            good = (te_mm[inside] <= 1000 * GOOD_POSITION_M) & (re_deg[inside] <= GOOD_ROTATION_DEG)
+            gross = (te_mm[inside] > 1000 * GROSS_POSITION_M) | (re_deg[inside] > GROSS_ROTATION_DEG)
+            row.update(valid_frac=float(valid.mean()),
+                       good_valid_frac=float(valid[good].mean()) if good.any() else None,
+                       gross_invalid_frac=float((~valid[gross]).mean()) if gross.any() else None,
+                       gross_count=int(gross.sum()))
+        rows.append(row)
+    return rows
+
+
 def validity_summary(errors: list[dict], valid: np.ndarray, confidence: np.ndarray) -> dict:
     """How well ``valid`` separates good poses (<= 10 mm and <= 15 deg) from gross errors (> 25 mm or
     > 30 deg), and the errors of the poses it lets through."""

@@ -66,6 +66,28 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
     axes[1].legend()
     plots.append(("Error against visibility and distance", _save(fig, out_dir / "errors_vs_conditions.png")))
 
+    if len(summary.get("by_distance", [])) > 1:
+        rows = summary["by_distance"]
+        centres = [row["distance_m"][0] if row["distance_m"][1] is None else
+                   (row["distance_m"][0] + row["distance_m"][1]) / 2 for row in rows]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        axes[0].plot(centres, [row["te_mm_median"] for row in rows], "o-", label="translation (mm)")
+        axes[0].plot(centres, [row["re_deg_median"] for row in rows], "s-", label="rotation (deg)")
+        axes[0].set_ylabel("median error")
+        axes[0].legend()
+        for key, label in (("valid_frac", "valid"), ("gross_invalid_frac", "gross errors flagged"),
+                           ("position_within_1sigma", "position within 1 sigma")):
+            points = [(c, row[key]) for c, row in zip(centres, rows) if row.get(key) is not None]
+            if points:
+                axes[1].plot(*zip(*points), "o-", label=label)
+        axes[1].set_ylim(0, 1.05)
+        axes[1].legend(fontsize=7)
+        for ax in axes:
+            ax.set_xlabel("camera-object distance (m, bin centre)")
+            ax.grid(alpha=0.3)
+        plots.append(("By distance: error, validity and 1 sigma coverage per bin",
+                      _save(fig, out_dir / "by_distance.png")))
+
     if "uncertainty" in summary:
         sigma_mm = predictions["position_sigma_m"].mean(1) * 1000
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
