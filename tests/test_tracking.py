@@ -195,6 +195,28 @@ def test_camera_source_keeps_newest_frame_and_reconnects():
         source.close()
 
 
+class UnpluggedCapture(FlakyCapture):
+    """A USB camera pulled out: the backend raises on read (as some do) instead of returning False."""
+
+    def read(self):
+        if self.left <= 0:
+            raise RuntimeError("device /dev/video0 vanished")
+        return super().read()
+
+
+def test_a_live_camera_that_raises_is_reopened_not_ended():
+    FlakyCapture.opens = 0
+    source = CameraSource("cam0", "fake://", open_fn=lambda uri: (UnpluggedCapture(5), True), max_backoff_s=0.05)
+    try:
+        deadline = time.time() + 5
+        while FlakyCapture.opens < 3 and time.time() < deadline:
+            time.sleep(0.01)
+        assert FlakyCapture.opens >= 3 and source.reconnects >= 2, source.state
+        assert not source.ended and source.error is None and source.frames_read >= 10
+    finally:
+        source.close()
+
+
 def test_video_file_source_lockstep_delivers_every_frame(tmp_path):
     path = str(tmp_path / "clip.mp4")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (32, 24))

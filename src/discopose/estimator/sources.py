@@ -131,7 +131,13 @@ class CameraSource:
     def _grab_frames(self) -> None:
         backoff, index, next_time = 0.1, 0, time.monotonic()
         while not self._stop.is_set():
-            ok, image = self._capture.read()
+            try:
+                ok, image = self._capture.read()
+            except Exception as exc:  # noqa: BLE001 - some backends raise when a USB device vanishes
+                if not self.live:
+                    raise
+                log.warning("camera %s: read raised %s: %s", self.name, type(exc).__name__, exc)
+                ok, image = False, None
             if not ok:
                 if not self.live:
                     self.state = "ended"
