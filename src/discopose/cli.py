@@ -69,6 +69,9 @@ def cmd_inspect(args) -> None:
         print(f"wrote {len(tiles)} labelled views to {args.out}")
 
 
+CROP_ONLY = ("rotation_head", "dense_stride")
+
+
 def cmd_train(args) -> None:
     from discopose.config import apply_overrides, from_dict, load_mapping
     from discopose.models.train import TrainConfig, train, train_estimator
@@ -81,7 +84,9 @@ def cmd_train(args) -> None:
     data = apply_overrides(data, args.set or [])
     if args.crops:
         metas = train_estimator(args.data, args.crops, args.out, frames_val=args.val, crops_val=args.crops_val,
-                                locator_config=from_dict(TrainConfig, {**data, "stage": "locator"}),
+                                # The crop network's heads are the crop stage's knobs; the locator keeps its own.
+                                locator_config=from_dict(TrainConfig, {**{k: v for k, v in data.items()
+                                                                          if k not in CROP_ONLY}, "stage": "locator"}),
                                 crop_config=from_dict(TrainConfig, {**data, "stage": "crop"}),
                                 resume=args.resume, progress=not args.quiet)
         if args.calib or args.val:
