@@ -288,8 +288,9 @@ def format_summary(summary: dict) -> str:
                          f"gross ones invalid {pct(v['gross_invalid_frac'])} ({v['gross_count']} gross)")
         if "heads" in row:
             heads = row["heads"]
+            degrees = lambda value: "-" if value is None else f"{value:.1f}"  # noqa: E731
             lines.append(f"{'':28s} rotation per head: " + ", ".join(
-                f"{name} {heads[name]['re_deg']:.1f} deg ({heads[name]['re_shape_deg']:.1f} up to the shape)"
+                f"{name} {degrees(heads[name]['re_deg'])} deg ({degrees(heads[name]['re_shape_deg'])} up to the shape)"
                 for name in ("regressed", "pnp", "reported", "chance") if name in heads))
     lines += [
         f"tracking: {track['hz']:.1f} Hz, latency p50 {track['latency_ms_p50']:.1f} ms p99 {track['latency_ms_p99']:.1f} ms, "

@@ -105,7 +105,9 @@ def head_errors(predictions: dict, meta: dict) -> dict:
         up_to_shape = np.full(len(truth), np.inf)
         full[found] = [re(r, g, own) for r, g in zip(rotations[found], truth[found])]
         up_to_shape[found] = [re(r, g, shape) for r, g in zip(rotations[found], truth[found])]
-        return {"re_deg": float(np.median(full)), "re_shape_deg": float(np.median(up_to_shape)),
+        # More failures than successes: the median is no angle at all (None in JSON).
+        finite_or_none = lambda value: float(value) if np.isfinite(value) else None  # noqa: E731
+        return {"re_deg": finite_or_none(np.median(full)), "re_shape_deg": finite_or_none(np.median(up_to_shape)),
                 "found_frac": float(found.mean())}
 
     identity = np.repeat(np.eye(3)[None], len(truth), 0)
@@ -128,9 +130,11 @@ def format_head_errors(heads: dict) -> str:
     """One line: every head's error, chance in brackets."""
     chance = heads["chance"]
     parts = [f"position {heads['position_te_mm']:.1f} mm"]
+    degrees = lambda value: "none found" if value is None else f"{value:.1f}"  # noqa: E731
     for name in ("regressed", "pnp", "reported"):
         if name in heads:
-            parts.append(f"{name} {heads[name]['re_deg']:.1f} deg ({heads[name]['re_shape_deg']:.1f} up to shape)")
+            parts.append(f"{name} {degrees(heads[name]['re_deg'])} deg ({degrees(heads[name]['re_shape_deg'])} "
+                         "up to shape)")
     parts[-1] += f" [chance {chance['re_deg']:.0f} ({chance['re_shape_deg']:.0f})]"
     if "class_accuracy" in heads:
         parts.append(f"class {100 * heads['class_accuracy']:.0f}% [chance {100 * chance['class_accuracy']:.0f}%]")

@@ -141,8 +141,9 @@ def _head_table(heads: dict) -> str:
         if name in heads:
             head = heads[name]
             found = "" if name == "chance" else f"found {100 * head['found_frac']:.0f}%"
-            rows.append(f"<tr><td>{name}</td><td>{head['re_deg']:.1f}</td><td>{head['re_shape_deg']:.1f}</td>"
-                        f"<td>{found}</td></tr>")
+            cells = "".join(f"<td>{'none found' if head[key] is None else f'{head[key]:.1f}'}</td>"
+                            for key in ("re_deg", "re_shape_deg"))
+            rows.append(f"<tr><td>{name}</td>{cells}<td>{found}</td></tr>")
     return ("<h2>Rotation per head</h2><table><tr><th>head</th><th>median deg</th>"
             "<th>up to the shape's symmetry</th><th></th></tr>" + "".join(rows) + "</table>")
 

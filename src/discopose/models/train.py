@@ -191,7 +191,7 @@ def _flat_scalars(tree: dict, prefix: str = ""):
         if isinstance(value, dict):
             yield from _flat_scalars(value, f"{prefix}{key}/")
         else:
-            yield f"{prefix}{key}", float(value)
+            yield f"{prefix}{key}", None if value is None else float(value)
 
 
 def _ddp() -> tuple[int, int, int]:
@@ -372,7 +372,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             summary["heads"] = head_errors(predictions, meta)
             log.info("epoch %d (%s): val heads: %s", epoch + 1, spec.stage, format_head_errors(summary["heads"]))
             for name, value in _flat_scalars(summary["heads"]):
-                if math.isfinite(value):
+                if value is not None:
                     writer.add_scalar(f"val_heads/{name}", value, step)
             if "dense_rotation" in predictions:
                 _, dense = compute_metrics({**predictions, "rotation": predictions["dense_rotation"],
