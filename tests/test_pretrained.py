@@ -45,7 +45,7 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     # figures through fp16 equal its fp32 ones: README).
     assert max(moved_mm) < 2.0 and np.median(moved_mm) < 0.5, moved_mm
     # The packed ONNX networks run where neither torch nor pyrender can be imported, and agree with torch:
-    # the networks' outputs to float noise, the position to a tenth of a millimetre. (The reported rotation
+    # the networks' outputs to float noise, the position to millimetres. (The reported rotation
     # is not compared: near-tied RANSAC inlier sets can turn it by degrees on noise of 1e-5, on any backend.)
     rng = np.random.default_rng(0)
     np.save(tmp_path / "image.npy", image)
@@ -62,7 +62,10 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     onnx_side = json.loads(result.stdout.strip().splitlines()[-1])
-    assert np.linalg.norm(np.array(onnx_side["position"]) - half.predict(image, camera=camera.K).position_m) < 5e-4
+    # Position within 3 mm: the locator's outputs differ by ~1e-3 between the backends' float32 kernels and the
+    # crop is aimed from them (measured on this briefly trained model: 0.1-1.7 mm over 8 frames, median 0.6); a
+    # wrong or missing weight moves it by centimetres.
+    assert np.linalg.norm(np.array(onnx_side["position"]) - half.predict(image, camera=camera.K).position_m) < 3e-3
     # The graph carries the outputs inference decodes; torch also returns training-only ones (rotation_shape).
     torch_outputs = half.crop(list(np.load(tmp_path / "crop_input.npy")))
     assert {"position_uvz", "rotation"} <= set(onnx_side["outputs"]) <= set(torch_outputs)
