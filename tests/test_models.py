@@ -249,10 +249,11 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     result = evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(run / "eval"))
     summary, baseline = result["summary"], result["baseline"]
     assert baseline["positions_from"] == "training labels"
-    # Position is learned first; the full orientation of the lettered cube needs a larger budget than a
-    # test has (README: measured accuracy), so the orientation bar here is only "better than chance".
+    # Position is learned first. The full orientation of the lettered cube on unseen frames needs ~25k crop views,
+    # far more than this run's 8k: measured 110 deg with this CPU's kernels and 117 deg with oneDNN held to AVX2
+    # (ONEDNN_MAX_CPU_ISA=AVX2), chance 128, so any orientation bar here would pass or fail by the CPU. That the
+    # rotation heads learn is asserted where it holds on both: test_every_head_beats_chance_in_the_real_training_loop.
     assert summary["te_mm"]["median"] < 0.7 * baseline["te_mm_median"], (summary["te_mm"], baseline)
-    assert summary["re_deg"]["median"] < baseline["re_deg_median"] - 15, (summary["re_deg"], baseline)
     report = (run / "eval" / "report.html").read_text()
     for image in ("errors_hist.png", "errors_cdf.png", "errors_vs_conditions.png", "worst_cases.png"):
         assert image in report and (run / "eval" / image).stat().st_size > 1000
