@@ -178,13 +178,17 @@ class FlakyCapture:
         pass
 
 
+def _wait_for_opens(count: int, timeout_s: float = 5.0) -> None:
+    deadline = time.time() + timeout_s
+    while FlakyCapture.opens < count and time.time() < deadline:
+        time.sleep(0.01)
+
+
 def test_camera_source_keeps_newest_frame_and_reconnects():
     FlakyCapture.opens = 0
     source = CameraSource("cam0", "fake://", open_fn=lambda uri: (FlakyCapture(10), True), max_backoff_s=0.05)
     try:
-        deadline = time.time() + 5
-        while FlakyCapture.opens < 3 and time.time() < deadline:
-            time.sleep(0.01)
+        _wait_for_opens(3)
         assert FlakyCapture.opens >= 3 and source.reconnects >= 2
         time.sleep(0.1)
         frame = source.latest(wait_s=1.0)
@@ -208,9 +212,7 @@ def test_a_live_camera_that_raises_is_reopened_not_ended():
     FlakyCapture.opens = 0
     source = CameraSource("cam0", "fake://", open_fn=lambda uri: (UnpluggedCapture(5), True), max_backoff_s=0.05)
     try:
-        deadline = time.time() + 5
-        while FlakyCapture.opens < 3 and time.time() < deadline:
-            time.sleep(0.01)
+        _wait_for_opens(3)
         assert FlakyCapture.opens >= 3 and source.reconnects >= 2, source.state
         assert not source.ended and source.error is None and source.frames_read >= 10
     finally:

@@ -10,6 +10,7 @@ from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.decoding import combined_rotation, decode_position, pose_from_dense
 from discopose.models.metrics import pose_errors, summarize
+from discopose.models.pose_net import canonical_index
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}
@@ -28,10 +29,13 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
                                  "true_position_m", "true_rotation", "index", "visible_fraction", "distance_m",
                                  "dense_rotation", "dense_position_m", "pnp_rotation", "class_correct",
                                  "mask_iou", "coordinates_mm")}
-    group = np.asarray(spec.shape_rotations, float)
+    group = torch.tensor(spec.shape_rotations, dtype=torch.float32)
     seen = 0
     for images, target in loader:
         prediction = {k: v.float().cpu().numpy() for k, v in model(images.to(device)).items()}
+        if len(group):  # the markings' class, labelled as training labels it
+            out["class_correct"].extend((prediction["symmetry_logits"].argmax(1) ==
+                                         canonical_index(target["rotation"].float(), group).numpy()).tolist())
         for i, K in enumerate(target["K"].numpy().astype(float)):
             position, covariance = decode_position(prediction["position_uvz"][i], prediction["position_log_var"][i],
                                                    K, spec)
@@ -48,10 +52,6 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
                 out["coordinates_mm"].append(_coordinates_error_mm(prediction["coordinates"][i],
                                                                    target["dense_coordinates"][i].numpy(),
                                                                    target["dense_mask"][i].numpy(), spec))
-            if len(group):
-                # The markings' class, labelled as training labels it (pose_net.canonical_index).
-                label = int(np.argmax(np.einsum("ij,mji->m", target["rotation"][i].numpy().astype(float), group)))
-                out["class_correct"].append(int(prediction["symmetry_logits"][i].argmax()) == label)
         out["rotation"].append(prediction["rotation"])
         out["rotation_sigma_rad"].append(np.exp(0.5 * prediction["rotation_log_var"]))
         out["true_position_m"].append(target["position_m"].numpy())
