@@ -465,7 +465,8 @@ def test_errors_validity_and_coverage_by_distance_bin():
     estimate = truth + np.c_[te_mm / 1000, np.zeros(6), np.zeros(6)]  # the whole error along x
     sigma = np.full((6, 3), 0.005)  # covers x for errors under 5 mm; y and z always
     predictions = {"distance_m": distance, "position_m": estimate, "true_position_m": truth,
-                   "position_sigma_m": sigma, "valid": np.array([True, True, True, False, True, True])}
+                   "position_sigma_m": sigma, "valid": np.array([True, True, True, False, True, True]),
+                   "confidence": np.full(6, 0.5)}
     rows = by_distance(errors, predictions)
     assert [row["distance_m"] for row in rows] == [[0.2, 0.3], [0.4, 0.5], [1.0, 1.5]]
     assert [row["count"] for row in rows] == [3, 2, 1]

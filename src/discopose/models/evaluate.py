@@ -202,7 +202,6 @@ def by_distance(errors: list[dict], predictions: dict, bins_m=DISTANCE_BINS_M) -
     """Per non-empty distance bin (the first camera's distance to the object): count, median errors, and,
     where the predictions carry them, how often the position 1 sigma covers the error (the three axes'
     shares averaged) and the validity flag's shares (good poses kept valid, gross errors flagged)."""
-    from discopose.models.metrics import GOOD_POSITION_M, GOOD_ROTATION_DEG, GROSS_POSITION_M, GROSS_ROTATION_DEG
     distance = np.asarray(predictions["distance_m"], float)
     te_mm = np.array([e["te_mm"] for e in errors])
     re_deg = np.array([e["re_deg"] for e in errors])
@@ -218,13 +217,10 @@ def by_distance(errors: list[dict], predictions: dict, bins_m=DISTANCE_BINS_M) -
             abs_error = np.abs(predictions["position_m"][inside] - predictions["true_position_m"][inside])
             row["position_within_1sigma"] = float((abs_error < predictions["position_sigma_m"][inside]).mean())
         if "valid" in predictions:
-            valid = np.asarray(predictions["valid"], bool)[inside]
-            good = (te_mm[inside] <= 1000 * GOOD_POSITION_M) & (re_deg[inside] <= GOOD_ROTATION_DEG)
-            gross = (te_mm[inside] > 1000 * GROSS_POSITION_M) | (re_deg[inside] > GROSS_ROTATION_DEG)
-            row.update(valid_frac=float(valid.mean()),
-                       good_valid_frac=float(valid[good].mean()) if good.any() else None,
-                       gross_invalid_frac=float((~valid[gross]).mean()) if gross.any() else None,
-                       gross_count=int(gross.sum()))
+            validity = validity_summary([e for e, keep in zip(errors, inside) if keep],
+                                        np.asarray(predictions["valid"])[inside],
+                                        np.asarray(predictions["confidence"])[inside])
+            row.update({k: validity[k] for k in ("valid_frac", "good_valid_frac", "gross_invalid_frac", "gross_count")})
         rows.append(row)
     return rows
 
