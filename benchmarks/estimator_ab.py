@@ -1,0 +1,60 @@
+"""Estimator alone, one camera: model A (the baseline) against model B in one process, calls alternating.
+
+    python benchmarks/estimator_ab.py --a cube --b runs/demo/run/best [--backend onnx|torch] [--size 640x480]
+
+Renders 40 frames of the default world at the given size once, then times ``predict_views`` on one view per
+call, three passes, alternating A and B so that both see the same machine load; prints p50 / p99 ms and B's
+ratio to A beside the CPU's flags. A model without ``model.onnx`` needs ``discopose export`` first for onnx.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+import discopose
+from discopose._hardware import describe_cpu
+from discopose.datasets.format import camera_from_labels
+from discopose.datasets.generate import generate_dataset
+from discopose.datasets.reader import iter_samples, open_dataset
+from discopose.render.config import RenderConfig
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", default="cube", help="the baseline model")
+    parser.add_argument("--b", required=True)
+    parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
+    parser.add_argument("--size", default="640x480")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as data:
+        generate_dataset(data, 40, RenderConfig.load(overrides=[f"camera.width_px={width}",
+                                                                 f"camera.height_px={height}", "seed=5"]),
+                         progress=False)
+        views = []
+        for sample in iter_samples(open_dataset(data)):
+            name, labels = next(iter(sample["labels"]["cameras"].items()))
+            views.append((sample["views"][name]["rgb"], camera_from_labels(name, labels)))
+    models = {name: discopose.load(name, backend=args.backend) for name in (args.a, args.b)}
+    times = {name: [] for name in models}
+    for estimator in models.values():
+        estimator.predict_views([views[0]])  # warm-up
+    for _ in range(3):
+        for view in views:
+            for name, estimator in models.items():
+                start = time.perf_counter()
+                estimator.predict_views([view])
+                times[name].append(1000 * (time.perf_counter() - start))
+    print(f"# estimator alone, 1 camera {width}x{height}, {args.backend}, {os.cpu_count()} CPU cores ({describe_cpu()})")
+    baseline = np.percentile(times[args.a], 50)
+    for name, values in times.items():
+        p50 = np.percentile(values, 50)
+        print(f"{name}: p50 {p50:.1f} ms, p99 {np.percentile(values, 99):.1f} ms ({p50 / baseline:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
