@@ -149,8 +149,13 @@ class CameraSource:
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.max_backoff_s)
+                # Apart from the reopen: a pulled device's backend may raise on release() as on read(), and
+                # the old capture is dropped either way.
                 try:
                     self._capture.release()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("camera %s: release raised %s: %s", self.name, type(exc).__name__, exc)
+                try:
                     self._capture, _ = self._open_fn(self.uri)
                     self.reconnects += 1
                 except Exception as exc:  # a vanished device raises in some backends
@@ -198,4 +203,7 @@ class CameraSource:
         with self._lock:
             self._lock.notify_all()
         self._thread.join(timeout=2)
-        self._capture.release()
+        try:
+            self._capture.release()
+        except Exception as exc:  # noqa: BLE001 - a pulled device may raise here too; closing must not
+            log.warning("camera %s: release raised %s: %s", self.name, type(exc).__name__, exc)
