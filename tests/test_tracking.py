@@ -178,17 +178,28 @@ class FlakyCapture:
         pass
 
 
-def _wait_for_opens(count: int, timeout_s: float = 5.0) -> None:
+def _wait_for_reconnects(source: CameraSource, count: int, timeout_s: float = 5.0) -> None:
+    """Until the source has counted ``count`` reconnects: it counts one after its open function returns, so
+    waiting on the captures built instead would race the counter."""
     deadline = time.time() + timeout_s
-    while FlakyCapture.opens < count and time.time() < deadline:
+    while source.reconnects < count and time.time() < deadline:
         time.sleep(0.01)
+
+
+def _slow_open(capture_class, frames: int):
+    """An open function that, like a real camera's, takes a while after the capture exists (30 ms here)."""
+    def open_fn(uri):
+        capture = capture_class(frames)
+        time.sleep(0.03)
+        return capture, True
+    return open_fn
 
 
 def test_camera_source_keeps_newest_frame_and_reconnects():
     FlakyCapture.opens = 0
-    source = CameraSource("cam0", "fake://", open_fn=lambda uri: (FlakyCapture(10), True), max_backoff_s=0.05)
+    source = CameraSource("cam0", "fake://", open_fn=_slow_open(FlakyCapture, 10), max_backoff_s=0.05)
     try:
-        _wait_for_opens(3)
+        _wait_for_reconnects(source, 2)
         assert FlakyCapture.opens >= 3 and source.reconnects >= 2
         time.sleep(0.1)
         frame = source.latest(wait_s=1.0)
@@ -210,13 +221,32 @@ class UnpluggedCapture(FlakyCapture):
 
 def test_a_live_camera_that_raises_is_reopened_not_ended():
     FlakyCapture.opens = 0
-    source = CameraSource("cam0", "fake://", open_fn=lambda uri: (UnpluggedCapture(5), True), max_backoff_s=0.05)
+    source = CameraSource("cam0", "fake://", open_fn=_slow_open(UnpluggedCapture, 5), max_backoff_s=0.05)
     try:
-        _wait_for_opens(3)
+        _wait_for_reconnects(source, 2)
         assert FlakyCapture.opens >= 3 and source.reconnects >= 2, source.state
         assert not source.ended and source.error is None and source.frames_read >= 10
     finally:
         source.close()
+
+
+class ReleaseRaisesCapture(UnpluggedCapture):
+    """A pulled USB camera whose backend raises on release() too, not only on read()."""
+
+    def release(self):
+        raise RuntimeError("device /dev/video0 vanished")
+
+
+def test_a_live_camera_that_raises_on_release_is_still_reopened():
+    FlakyCapture.opens = 0
+    source = CameraSource("cam0", "fake://", open_fn=lambda uri: (ReleaseRaisesCapture(5), True),
+                          max_backoff_s=0.05)
+    try:
+        _wait_for_reconnects(source, 2)
+        assert FlakyCapture.opens >= 3 and source.reconnects >= 2, source.state
+        assert not source.ended and source.error is None and source.frames_read >= 10
+    finally:
+        source.close()  # releases the current capture, which raises: logged, not raised
 
 
 def test_video_file_source_lockstep_delivers_every_frame(tmp_path):
