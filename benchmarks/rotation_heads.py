@@ -35,7 +35,31 @@ def render_crops(root: Path, count: int, val: int) -> tuple[str, str]:
     return str(root / "crops"), str(root / "crops_val")
 
 
-def main():
+KNOBS = ("stride4",)
+
+
+def parse_variants(parser: argparse.ArgumentParser, args) -> dict[str, tuple[str, list[str]]]:
+    """``{variant: (rotation head, knobs)}`` from ``--variants``, with every argument checked before the first
+    training starts (``parser.error`` exits with the usage line), not after hours of it."""
+    from discopose.decoding import ROTATION_HEADS
+    if bool(args.crops) != bool(args.val):
+        parser.error("--crops and --val go together (the validation crops of the same world), or neither: "
+                     "both are then rendered")
+    variants = {}
+    for variant in args.variants.split(","):
+        head, *knobs = variant.split("+")
+        if head not in ROTATION_HEADS:
+            parser.error(f"variant {variant!r}: rotation head {head!r} is unknown; use one of "
+                         f"{', '.join(ROTATION_HEADS)}")
+        unknown = [knob for knob in knobs if knob not in KNOBS]
+        if unknown:
+            parser.error(f"variant {variant!r}: unknown knob(s) {', '.join('+' + k for k in unknown)}; "
+                         f"known: {', '.join('+' + k for k in KNOBS)}")
+        variants[variant] = (head, knobs)
+    return variants
+
+
+def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crops")
     parser.add_argument("--val")
@@ -43,7 +67,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--variants", default="6d,patch_pnp,patch_pnp+stride4")
     parser.add_argument("--out", default="runs/rotation_heads")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    variants = parse_variants(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
@@ -55,8 +80,7 @@ def main():
     crops, val = (args.crops, args.val) if args.crops else render_crops(out / "data", args.num, 300)
     print(f"# rotation heads: crop stage, {os.cpu_count()} CPU cores ({describe_cpu()}), torch {torch.__version__}")
     results = {}
-    for variant in args.variants.split(","):
-        head, *knobs = variant.split("+")
+    for variant, (head, knobs) in variants.items():
         config = TrainConfig(stage="crop", epochs=args.epochs, seed=0, rotation_head=head,
                              dense_stride=4 if "stride4" in knobs else 8)
         started = time.perf_counter()

@@ -477,3 +477,28 @@ def test_errors_validity_and_coverage_by_distance_bin():
     assert near["gross_count"] == 1 and near["gross_invalid_frac"] == 0.0 and near["good_valid_frac"] == 1.0
     assert middle["gross_count"] == 2 and middle["gross_invalid_frac"] == 0.5 and middle["good_valid_frac"] is None
     assert far["gross_invalid_frac"] is None and far["te_mm_median"] == 5.0
+
+
+def test_an_unknown_rotation_head_is_a_config_error():
+    from discopose._errors import ConfigError
+    from discopose.decoding import PoseNetSpec
+    with pytest.raises(ConfigError, match="rotation_head='6D'.*6d, patch_pnp"):
+        PoseNetSpec(rotation_head="6D")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--crops", "missing-crops"], "--crops and --val go together"),
+    (["--val", "missing-val"], "--crops and --val go together"),
+    (["--crops", "missing-crops", "--val", "missing-val", "--variants", "patch_pnp+strid4"],
+     r"unknown knob\(s\) \+strid4"),
+    (["--crops", "missing-crops", "--val", "missing-val", "--variants", "6d,pnp"], "rotation head 'pnp' is unknown"),
+])
+def test_rotation_heads_benchmark_checks_its_arguments_before_training(arguments, message, tmp_path):
+    """A bad argument stops the benchmark at once with its usage error, not after hours of training (a missing
+    --val crashed in open_dataset(None) once every variant had trained; a mistyped knob was ignored)."""
+    import re
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "rotation_heads.py")
+    result = subprocess.run([sys.executable, script, *arguments, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from discopose._errors import ConfigError
 from discopose.camera import (CameraModel, aimed_camera, dense_grid_px, position_covariance_from_uvz,
                               position_from_uvz, remap_image)
 
@@ -62,7 +63,7 @@ class PoseNetSpec:
     def __post_init__(self):
         self.input_size_px = tuple(int(v) for v in self.input_size_px)
         if self.rotation_head not in ROTATION_HEADS:
-            raise ValueError(f"rotation_head={self.rotation_head!r}; use one of {', '.join(ROTATION_HEADS)}")
+            raise ConfigError(f"rotation_head={self.rotation_head!r}; use one of {', '.join(ROTATION_HEADS)}")
 
     @property
     def rotation_size(self) -> int:

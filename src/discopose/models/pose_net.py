@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from discopose._errors import ConfigError
 from discopose.geometry.rotations_torch import matrix_from_rotation_6d
 from discopose.decoding import PoseNetSpec
 from discopose.models.backbones import build_backbone
@@ -38,7 +39,7 @@ class PoseNet(nn.Module):
             self.dense_out = nn.Conv2d(64, 4, kernel_size=1)  # mask logit, x, y, z
         if spec.rotation_head == "patch_pnp":
             if not spec.dense:
-                raise ValueError("rotation_head=patch_pnp reads the dense head's maps: it needs dense=True")
+                raise ConfigError("rotation_head=patch_pnp reads the dense head's maps: it needs dense=True")
             self.patch_pnp = PatchPnP(tuple(fine.shape[2:]))
         # Flattened reduced maps keep where things are on the object (which face is where), which
         # global pooling alone throws away; soft-argmax keypoints give sub-cell positions.
