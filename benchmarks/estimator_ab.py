@@ -3,8 +3,9 @@
     python benchmarks/estimator_ab.py --a cube --b runs/demo/run/best [--backend onnx|torch] [--size 640x480]
 
 Renders 40 frames of the default world at the given size once, then times ``predict_views`` on one view per
-call, three passes, alternating A and B so that both see the same machine load; prints p50 / p99 ms and B's
-ratio to A beside the CPU's flags. A model without ``model.onnx`` needs ``discopose export`` first for onnx.
+call, three passes, alternating A and B so that both see the same machine load, and which of them runs first on a
+view alternating too (the second reads an image the first has just brought into the caches); prints p50 / p99 ms
+and B's ratio to A beside the CPU's flags. A model without ``model.onnx`` needs ``discopose export`` first for onnx.
 """
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ from discopose.datasets.format import camera_from_labels
 from discopose.datasets.generate import generate_dataset
 from discopose.datasets.reader import iter_samples, open_dataset
 from discopose.render.config import RenderConfig
+
+
+def time_alternating(calls: dict, items: list, passes: int = 3, clock=time.perf_counter) -> dict[str, list[float]]:
+    """Milliseconds of each call in ``calls`` (name: function of one item) on every item, ``passes`` times. The
+    calls take turns on each item, and which goes first alternates from item to item and pass to pass, so
+    neither always finds the item warmed by the other."""
+    names = list(calls)
+    times = {name: [] for name in names}
+    for done in range(passes):
+        for i, item in enumerate(items):
+            for name in (names if (i + done) % 2 == 0 else names[::-1]):
+                start = clock()
+                calls[name](item)
+                times[name].append(1000 * (clock() - start))
+    return times
 
 
 def main():
@@ -40,15 +56,10 @@ def main():
             name, labels = next(iter(sample["labels"]["cameras"].items()))
             views.append((sample["views"][name]["rgb"], camera_from_labels(name, labels)))
     models = {name: discopose.load(name, backend=args.backend) for name in (args.a, args.b)}
-    times = {name: [] for name in models}
     for estimator in models.values():
         estimator.predict_views([views[0]])  # warm-up
-    for _ in range(3):
-        for view in views:
-            for name, estimator in models.items():
-                start = time.perf_counter()
-                estimator.predict_views([view])
-                times[name].append(1000 * (time.perf_counter() - start))
+    times = time_alternating({name: (lambda view, e=estimator: e.predict_views([view]))
+                              for name, estimator in models.items()}, views)
     print(f"# estimator alone, 1 camera {width}x{height}, {args.backend}, {os.cpu_count()} CPU cores ({describe_cpu()})")
     baseline = np.percentile(times[args.a], 50)
     for name, values in times.items():
