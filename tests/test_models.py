@@ -57,7 +57,8 @@ def test_symmetric_loss_is_zero_for_equivalent_poses():
 def test_marking_class_is_labelled_from_ground_truth_alone():
     """Whatever equivalent the geometry regression lands on, (its canonical form, the ground-truth
     class) gives back the true rotation; and the label does not depend on the prediction."""
-    from discopose.models.pose_net import canonical_index, rotation_from_shape_and_class
+    from discopose.geometry.rotations_torch import canonical_index
+    from discopose.models.pose_net import rotation_from_shape_and_class
     rng = np.random.default_rng(2)
     cube = torch.tensor(Symmetry("cube").matrices(), dtype=torch.float32)
     truth = torch.tensor(np.stack([random_rotation(rng) for _ in range(16)]), dtype=torch.float32)

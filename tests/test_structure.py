@@ -62,3 +62,17 @@ def test_no_import_loops():
     assert _loops(graph) == []
     # The detector finds a loop when there is one.
     assert _loops({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_evaluation_needs_neither_the_network_classes_nor_torchvision():
+    """Scoring predictions labels the markings' class with ``canonical_index``, which is geometry: it lives in
+    ``geometry/``, so evaluation imports neither the network module nor the torchvision backbones for it."""
+    import subprocess
+    import sys
+    for module in ("models/evaluate.py", "evaluation.py"):
+        imported = _imports(SOURCE / "discopose" / module)
+        assert not imported & {"discopose.models.pose_net", "discopose.models.backbones"}, (module, imported)
+    code = ("import sys, discopose.models.evaluate, discopose.evaluation\n"
+            "print(sorted(m for m in ('torchvision', 'discopose.models.pose_net') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr[-2000:])

@@ -43,3 +43,14 @@ def symmetric_geodesic_angle(predicted: torch.Tensor, target: torch.Tensor, symm
     angles = geodesic_angle(predicted[:, None].expand_as(candidates), candidates)
     best, index = angles.min(dim=1)
     return best, index
+
+
+def canonical_index(rotation: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Index k of the group element that brings ``rotation @ group[k]`` closest to the identity.
+
+    ``rotation @ group[k]`` is the one representative of the rotation's class under the group that
+    depends on the class alone (ties aside), so ``argmax_k`` is a label from ground truth only.
+    (B, 3, 3), (M, 3, 3) -> (B,) long.
+    """
+    traces = torch.einsum("bij,mji->bm", rotation, group)  # trace(R @ S_m)
+    return traces.argmax(dim=1)

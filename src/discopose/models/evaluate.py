@@ -9,8 +9,8 @@ import torch
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
 from discopose.decoding import combined_rotation, decode_position, pose_from_dense
+from discopose.geometry.rotations_torch import canonical_index
 from discopose.models.metrics import pose_errors, summarize
-from discopose.models.pose_net import canonical_index
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from discopose.geometry.rotations_torch import symmetric_geodesic_angle
-from discopose.models.pose_net import canonical_index
+from discopose.geometry.rotations_torch import canonical_index, symmetric_geodesic_angle
 
 # Scale of the position_uvz errors the smooth L1 works in: 2% of the image, or 2% of depth.
 POSITION_SCALE = 0.02

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from discopose._errors import ConfigError
-from discopose.geometry.rotations_torch import matrix_from_rotation_6d
+from discopose.geometry.rotations_torch import canonical_index, matrix_from_rotation_6d
 from discopose.decoding import PoseNetSpec
 from discopose.models.backbones import build_backbone
 
@@ -148,17 +148,6 @@ class PatchPnP(nn.Module):
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-
-
-def canonical_index(rotation: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """Index k of the group element that brings ``rotation @ group[k]`` closest to the identity.
-
-    ``rotation @ group[k]`` is the one representative of the rotation's class under the group that
-    depends on the class alone (ties aside), so ``argmax_k`` is a label from ground truth only.
-    (B, 3, 3), (M, 3, 3) -> (B,) long.
-    """
-    traces = torch.einsum("bij,mji->bm", rotation, group)  # trace(R @ S_m)
-    return traces.argmax(dim=1)
 
 
 def rotation_from_shape_and_class(rotation_shape: torch.Tensor, class_index: torch.Tensor,
