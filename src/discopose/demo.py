@@ -31,13 +31,17 @@ HELD_OUT_LOOKS = ["textures.kinds=[noise]", "lighting.types=[point]", "lighting.
 # they are fitted where the networks are unsure, not where they are already right.
 CALIBRATION_LOOKS = ["textures.kinds=[noise]", "lighting.types=[spot, directional]", "noise.gaussian_sigma=[2, 10]",
                      "noise.blur_prob=0.6", "noise.blur_sigma_px=[0.3, 1.5]", "output.jpeg_quality=70"]
+# Distances: training spans the render default (0.12-1.3 m); the test sets and the realistic proxy span the
+# stated working volume; the calibration family and the "beyond" test reach past it on both sides, so the
+# validity flag is fitted and measured where the estimator must say it does not know.
+BEYOND_VOLUME_M = (0.1, 1.5)
 
 
 @dataclass
 class DemoPlan:
-    frame_px: int        # locator training frames
+    frame_px: tuple      # (width, height) of the locator's training frames, a webcam's 4:3
     crop_px: int         # zoom-in crops
-    test_px: int         # test frames and the clip: what a camera delivers
+    test_px: tuple       # (width, height) of test frames and the clip: what a webcam delivers
     frames: int
     crops: int
     val: int
@@ -55,16 +59,16 @@ class DemoPlan:
 
 
 # About 25 minutes on 2 CPU cores (README: measured).
-FULL = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=3000, crops=12000, val=300, test=300,
-                locator_epochs=3, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
+FULL = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=3000, crops=12000, val=300, test=300,
+                locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
 # The long CPU recipe (the shipped model's): 2x the frames and 4x the crops, each crop seen once - more
 # distinct views for about the same crop-training time as the default (the crop network trains at ~33 images/s
 # on 2 cores). About 1.5 hours on 2 CPU cores.
-LONG = DemoPlan(frame_px=96, crop_px=96, test_px=224, frames=6000, crops=48000, val=300, test=300,
+LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000, crops=48000, val=300, test=300,
                 locator_epochs=4, crop_epochs=1, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
-QUICK = DemoPlan(frame_px=64, crop_px=64, test_px=96, frames=120, crops=160, val=24, test=24,
+QUICK = DemoPlan(frame_px=(64, 48), crop_px=64, test_px=(128, 96), frames=120, crops=160, val=24, test=24,
                  locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=24, realistic=3,
                  realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
 
@@ -83,6 +87,9 @@ def _headline(result: dict) -> dict:
         row["validity"] = s["validity"]
     if "heads" in s:
         row["heads"] = s["heads"]
+    for key in ("by_distance", "by_volume_third"):
+        if key in s:
+            row[key] = s[key]
     return row
 
 
@@ -120,7 +127,7 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     from discopose.geometry.symmetry import Symmetry
     from discopose.evaluation import evaluate_checkpoint
     from discopose.models.train import TrainConfig, train_estimator
-    from discopose.render.config import RenderConfig
+    from discopose.render.config import WORKING_VOLUME_M, RenderConfig
     from discopose.render.preview import render_preview
     from discopose.render.trajectory import render_trajectory_video
 
@@ -142,8 +149,14 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     obj = user_object.render_overrides() if user_object is not None else []
 
     def size(px):
-        return [f"camera.width_px={px}", f"camera.height_px={px}"] + obj
+        width, height = (px, px) if isinstance(px, int) else px
+        return [f"camera.width_px={width}", f"camera.height_px={height}"] + obj
 
+    def distances(volume_m):  # a user's object: distances scale with its size, as in render_overrides
+        ratio = user_object.size_ratio if user_object is not None else 1.0
+        return [f"camera.distance_range_m=[{ratio * volume_m[0]:.5f}, {ratio * volume_m[1]:.5f}]"]
+
+    volume, beyond = distances(WORKING_VOLUME_M), distances(BEYOND_VOLUME_M)
     crop = ["camera.aim=object", "output.depth=true"] + size(plan.crop_px)  # depth: the dense head's targets
     # Every dataset derives its seed from the demo seed, so `--seed` reruns the whole demo independently.
     sets = {
@@ -152,12 +165,13 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
         "frames_val": (plan.val, size(plan.test_px) + TRAIN_LOOKS),
         "crops": (plan.crops, crop + TRAIN_LOOKS),
         "crops_val": (plan.val, crop + TRAIN_LOOKS),
-        "test": (plan.test, size(plan.test_px) + TRAIN_LOOKS),
-        "test_no_hand": (plan.test, size(plan.test_px) + TRAIN_LOOKS + NO_HAND),
-        "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS),
+        "test": (plan.test, size(plan.test_px) + TRAIN_LOOKS + volume),
+        "test_no_hand": (plan.test, size(plan.test_px) + TRAIN_LOOKS + NO_HAND + volume),
+        "test_held_out": (plan.test, size(plan.test_px) + HELD_OUT_LOOKS + volume),
         # Dactyl's setting: three cameras around the workspace, calibrated (each sample's labels).
-        "test_rig3": (plan.test, size(plan.test_px) + TRAIN_LOOKS + ["camera.count=3"]),
-        "calibration": (plan.calibration, size(plan.test_px) + CALIBRATION_LOOKS),
+        "test_rig3": (plan.test, size(plan.test_px) + TRAIN_LOOKS + ["camera.count=3"] + volume),
+        "calibration": (plan.calibration, size(plan.test_px) + CALIBRATION_LOOKS + beyond),
+        "test_beyond": (plan.test, size(plan.test_px) + TRAIN_LOOKS + beyond),
     }
     stage("render")
     for offset, (split, (count, overrides)) in enumerate(sets.items()):
@@ -176,7 +190,7 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
         realistic = {}
     for offset, (split, kwargs) in enumerate(realistic.items()):
         render_realistic_dataset(str(root / "data" / split), seed=plan.seed * 100 + 70 + offset, width_px=width,
-                                 height_px=height, progress=progress, overrides=obj, **kwargs)
+                                 height_px=height, progress=progress, overrides=obj + volume, **kwargs)
     render_preview(RenderConfig.load(overrides=size(160) + TRAIN_LOOKS), 16, root / "disco_samples.png",
                    overlay=False)
     render_preview(RenderConfig.load(overrides=crop + TRAIN_LOOKS), 16, root / "crop_samples.png", overlay=False)
@@ -197,6 +211,7 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
         "test": evaluate_checkpoint(str(model), str(data / "test"), str(root / "report")),
         "test_no_hand": evaluate_checkpoint(str(model), str(data / "test_no_hand"), str(root / "report_no_hand")),
         "test_held_out": evaluate_checkpoint(str(model), str(data / "test_held_out"), str(root / "report_held_out")),
+        "test_beyond": evaluate_checkpoint(str(model), str(data / "test_beyond"), str(root / "report_beyond")),
         "rig3_fused": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3")),
         "rig3_first_camera": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3_cam0"),
                                                  fuse=False),
@@ -267,6 +282,19 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     return summary
 
 
+def format_distance_bands(rows: list[dict]) -> str:
+    """One line: per camera-distance bin, the median position error (mm and % of the distance), rotation
+    error, and the share of gross errors flagged invalid where there were any."""
+    def band(row):
+        low, high = row["distance_m"]
+        text = (f"{low:g}-{'' if high is None else f'{high:g}'} m {row['te_mm_median']:.0f} mm "
+                f"({100 * row['te_rel_median']:.1f}%) {row['re_deg_median']:.0f} deg")
+        if row.get("gross_count"):
+            text += f", {100 * row['gross_invalid_frac']:.0f}% of {row['gross_count']} gross flagged"
+        return text + f" [n={row['count']}]"
+    return "; ".join(band(row) for row in rows)
+
+
 def format_summary(summary: dict) -> str:
     track = summary["tracking"]
     quality = track["quality"]
@@ -287,11 +315,10 @@ def format_summary(summary: dict) -> str:
                          f"valid {pct(v['valid_frac'])}: good ones valid {pct(v['good_valid_frac'])}, "
                          f"gross ones invalid {pct(v['gross_invalid_frac'])} ({v['gross_count']} gross)")
         if "heads" in row:
-            heads = row["heads"]
-            degrees = lambda value: "-" if value is None else f"{value:.1f}"  # noqa: E731
-            lines.append(f"{'':28s} rotation per head: " + ", ".join(
-                f"{name} {degrees(heads[name]['re_deg'])} deg ({degrees(heads[name]['re_shape_deg'])} up to the shape)"
-                for name in ("regressed", "pnp", "reported", "chance") if name in heads))
+            from discopose.models.report import format_rotation_heads
+            lines.append(f"{'':28s} rotation per head: " + format_rotation_heads(row["heads"]))
+        if row.get("by_distance"):
+            lines.append(f"{'':28s} by distance: " + format_distance_bands(row["by_distance"]))
     lines += [
         f"tracking: {track['hz']:.1f} Hz, latency p50 {track['latency_ms_p50']:.1f} ms p99 {track['latency_ms_p99']:.1f} ms, "
         f"{track['messages']} poses published, {track['subscriber_received']} received by a localhost subscriber",

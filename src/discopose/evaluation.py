@@ -13,7 +13,7 @@ from discopose._errors import DiscoposeError
 from discopose._io import atomic_write_text
 from discopose.datasets.reader import DatasetInfo
 from discopose.geometry.transforms import make_transform
-from discopose.models.evaluate import by_distance, chance_levels, compute_metrics, head_errors
+from discopose.models.evaluate import VOLUME_THIRDS_M, by_distance, chance_levels, compute_metrics, head_errors
 
 
 def _bop_scene_image(labels: dict) -> tuple[int, int]:
@@ -145,13 +145,14 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     points = np.asarray(meta["object"]["surface_points_m"])
     errors, summary = compute_metrics(predictions, meta, points, symmetries)
     summary["by_distance"] = by_distance(errors, predictions)
-    if "pnp_rotation" in predictions and len(predictions["pnp_rotation"]) == len(predictions["rotation"]):
-        summary["heads"] = head_errors({**predictions, "rotation": predictions["regressed_rotation"],
-                                        "dense_rotation": predictions["rotation"]}, meta)
+    summary["by_volume_third"] = by_distance(errors, predictions, VOLUME_THIRDS_M)
     train_mean = meta.get("train_world_position_m_mean" if multi else "train_camera_position_m_mean")
     baseline = chance_levels(predictions, meta, points, symmetries,
                              train_mean if train_mean is not None else predictions["true_position_m"].mean(0))
     baseline["positions_from"] = "training labels" if train_mean is not None else "this test set"
+    if "pnp_rotation" in predictions and len(predictions["pnp_rotation"]) == len(predictions["rotation"]):
+        summary["heads"] = head_errors({**predictions, "rotation": predictions["regressed_rotation"],
+                                        "dense_rotation": predictions["rotation"]}, meta, baseline)
 
     order = np.argsort([-e["adds_mm" if len(symmetries) > 1 else "add_mm"] for e in errors])[:worst]
     keypoints = np.asarray(meta["object"]["keypoints_m"])

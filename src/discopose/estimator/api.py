@@ -14,6 +14,7 @@ estimate). Several cameras are fused in the world frame with their calibrated ex
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, recover_folder
-from discopose.estimator.trust import TrustModel
+from discopose.estimator.trust import OUT_OF_VOLUME_SIGMA_GROWTH, TrustModel, out_of_volume
 from discopose.geometry.symmetry import Symmetry
 from discopose.decoding import (PoseNetSpec, decode_position, dense_consistency, network_batch, stage_camera,
                                 stage_view)
@@ -150,6 +151,9 @@ class PoseEstimator:
         self.refine_steps = refine_steps if self.crop is not None else 0
         self.model_camera, _ = stage_camera(self.locator.spec)
         self._surface_points = np.asarray(self.object["surface_points_m"], float)
+        # The camera distances the networks were trained on (None: older estimators, one distance).
+        trained = (self.locator.meta.get("train_render_config") or {}).get("camera", {}).get("distance_range_m")
+        self.volume_m = None if trained is None else (float(trained[0]), float(trained[1]))
         # The object's own symmetry (the lettered cube has none: its markings break the shape's 24).
         self.symmetries = Symmetry.from_dict(self.object["symmetry"]).matrices()
 
@@ -163,7 +167,11 @@ class PoseEstimator:
         None for checkpoints written before it was recorded. Render test clips in it (with another seed)."""
         from discopose.render.config import RenderConfig
         data = self.locator.meta.get("train_render_config")
-        return None if data is None else RenderConfig.from_dict(data)
+        if data is None:
+            return None
+        if "distance_range_m" not in data.get("camera", {}):  # trained before the working volume: one distance
+            data = {**data, "camera": {**data["camera"], "distance_range_m": None}}
+        return RenderConfig.from_dict(data)
 
     def camera_for(self, image: np.ndarray, camera=None, assume_nominal: bool = False,
                    name: str = "camera") -> CameraModel:
@@ -285,18 +293,21 @@ class PoseEstimator:
                     check["camera_from_crop"] = camera_from_crop
                     check["aim_m"] = aims[i]
                 checks.append(check)
-        return [self._trusted_pose(estimate, check, cam.name) for estimate, check, (_, cam) in
+        return [self._trusted_pose(estimate, check, cam) for estimate, check, (_, cam) in
                 zip(estimates, checks, views)]
 
-    def _trusted_pose(self, estimate: tuple, check: dict | None, camera_name: str) -> Pose:
+    def _trusted_pose(self, estimate: tuple, check: dict | None, camera: CameraModel) -> Pose:
         """A camera-frame :class:`Pose` with the uncertainty and validity the trust model gives it."""
         position, rotation, covariance, sigma_rad = estimate
         trust = self.trust
         extra = {"network_position_covariance_m2": covariance, "network_rotation_sigma_rad": sigma_rad}
         signals = position_disagreement = rotation_disagreement = None
+        distance_m = float(np.linalg.norm(position))
+        outside = out_of_volume(distance_m, self.volume_m)
         if check is not None:
             camera_from_crop = check["camera_from_crop"]
-            signals = dict(check["signals"], class_prob=check["class_prob"])
+            signals = dict(check["signals"], class_prob=check["class_prob"], out_of_volume=outside,
+                           object_px=float(camera.K[0, 0] * self.crop.spec.object_diameter_m / max(position[2], 1e-6)))
             signals["refine_shift_rel"] = float(np.linalg.norm(position - check["aim_m"]) / self.crop.spec.object_diameter_m)
             signals["position_sigma_rel"] = float(np.sqrt(np.trace(covariance)) / max(position[2], 1e-6))
             signals["rotation_sigma_deg"] = float(np.degrees(sigma_rad))
@@ -309,11 +320,14 @@ class PoseEstimator:
             extra.update(signals=signals, position_disagreement_m=position_disagreement,
                          rotation_disagreement_rad=rotation_disagreement, head_rotations=head_rotations)
         confidence = trust.confidence(signals)
+        # Outside the trained distances the networks extrapolate: never valid, and less precise the farther out.
+        growth = math.exp(OUT_OF_VOLUME_SIGMA_GROWTH * outside)
+        extra["out_of_volume"] = outside
         return Pose(position_m=position, rotation=rotation,
-                    position_covariance_m2=trust.position_covariance(covariance, position_disagreement),
-                    rotation_sigma_deg=float(np.degrees(trust.rotation_sigma_rad(sigma_rad, rotation_disagreement))),
-                    frame=f"camera:{camera_name}", cameras=[camera_name], valid=trust.is_valid(confidence),
-                    confidence=confidence, extra=extra)
+                    position_covariance_m2=growth ** 2 * trust.position_covariance(covariance, position_disagreement),
+                    rotation_sigma_deg=growth * float(np.degrees(trust.rotation_sigma_rad(sigma_rad, rotation_disagreement))),
+                    frame=f"camera:{camera.name}", cameras=[camera.name],
+                    valid=trust.is_valid(confidence) and outside == 0.0, confidence=confidence, extra=extra)
 
     @staticmethod
     def _check_image(image, name: str) -> None:

@@ -75,6 +75,14 @@ def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400) 
     estimator = load(folder)
     estimator.trust = TrustModel()  # what the networks state, uncalibrated
     views = collect_views(estimator, data, limit)
+    # Estimates outside the trained distances are invalid whatever the model says (PoseEstimator), so
+    # the fit is on the others: they would only teach the model what the distance gate already knows.
+    inside = np.array([s.get("out_of_volume", 0.0) == 0.0 for s in views["signals"]])
+    if inside.sum() < max(20, 0.25 * len(inside)):
+        raise DiscoposeError(f"{data}: only {int(inside.sum())} of {len(inside)} views are estimated within the "
+                             f"distances the estimator was trained on ({estimator.volume_m} m); render the "
+                             "calibration frames over those distances (camera.distance_range_m)")
+    views = {k: ([s for s, keep in zip(v, inside) if keep] if k == "signals" else v[inside]) for k, v in views.items()}
     trust = fit_trust(views["error_position_m"], views["network_covariance"], views["position_disagreement_m"],
                       views["error_rotation_rad"], views["network_rotation_sigma_rad"],
                       views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data))

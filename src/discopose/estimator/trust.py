@@ -31,7 +31,22 @@ import numpy as np
 from discopose.models.metrics import GOOD_POSITION_M, GOOD_ROTATION_DEG  # noqa: F401 (what "good" means)
 
 SIGNALS = ("pnp_found", "pnp_inlier_frac", "mask_outside_frac", "pnp_rotation_deg", "pnp_depth_log_ratio",
-           "pnp_lateral_rel", "refine_shift_rel", "class_prob", "position_sigma_rel", "rotation_sigma_deg")
+           "pnp_lateral_rel", "refine_shift_rel", "class_prob", "position_sigma_rel", "rotation_sigma_deg",
+           "object_px", "out_of_volume")
+# Trust models fitted before the working volume have the first ten features' weights only.
+_SIGNAL_DEFAULTS = {"object_px": 100.0, "out_of_volume": 0.0}
+# Out of the distances the networks were trained on, a pose is never valid and its stated sigmas grow
+# by exp(OUT_OF_VOLUME_SIGMA_GROWTH * how far out, in log distance): x2.2 at 1.5x the farthest.
+OUT_OF_VOLUME_SIGMA_GROWTH = 2.0
+
+
+def out_of_volume(distance_m: float, volume_m) -> float:
+    """How far ``distance_m`` lies outside ``volume_m`` (near, far), in natural log units; 0 inside or
+    without a volume."""
+    if volume_m is None:
+        return 0.0
+    near, far = volume_m
+    return max(0.0, math.log(distance_m / far), math.log(near / max(distance_m, 1e-6)))
 
 
 def features(signals: dict) -> np.ndarray:
@@ -47,6 +62,9 @@ def features(signals: dict) -> np.ndarray:
         float(signals["class_prob"]),
         math.log(max(signals["position_sigma_rel"], 1e-6)),
         math.log(max(signals["rotation_sigma_deg"], 1e-3)),
+        # Pixels across the object's diameter in the camera's own image: fewer, fewer readable markings.
+        math.log(max(signals.get("object_px", _SIGNAL_DEFAULTS["object_px"]), 1.0)),
+        signals.get("out_of_volume", _SIGNAL_DEFAULTS["out_of_volume"]),
     ])
 
 
@@ -93,7 +111,7 @@ class TrustModel:
         """Probability (0-1) that the pose is good, or 1.0 for an uncalibrated model or no signals."""
         if not self.calibrated or signals is None:
             return 1.0
-        x = (features(signals) - np.asarray(self.feature_mean)) / np.asarray(self.feature_std)
+        x = (features(signals)[:len(self.weights)] - np.asarray(self.feature_mean)) / np.asarray(self.feature_std)
         return float(_sigmoid(float(np.dot(self.weights, x)) + self.bias))
 
     def is_valid(self, confidence: float) -> bool:

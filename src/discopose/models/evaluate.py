@@ -8,9 +8,10 @@ import torch
 
 from discopose.datasets.loader import make_loader
 from discopose.datasets.reader import DatasetInfo
-from discopose.decoding import combined_rotation, decode_position, pose_from_dense
+from discopose.decoding import decode_position, reported_rotation
 from discopose.geometry.rotations_torch import canonical_index
-from discopose.models.metrics import pose_errors, summarize
+from discopose.models.metrics import pose_errors, rotation_errors_deg, summarize
+from discopose.render.config import WORKING_VOLUME_M
 
 # P(angle < k sigma) for the norm of a 3-dof isotropic Gaussian (chi distribution, 3 dof).
 CHI3_WITHIN = {1: 0.1987, 2: 0.7385}
@@ -30,6 +31,7 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
                                  "dense_rotation", "dense_position_m", "pnp_rotation", "class_correct",
                                  "mask_iou", "coordinates_mm")}
     group = torch.tensor(spec.shape_rotations, dtype=torch.float32)
+    symmetries = info.symmetry.matrices()  # the surface points' error is the minimum over them, as trained
     seen = 0
     for images, target in loader:
         prediction = {k: v.float().cpu().numpy() for k, v in model(images.to(device)).items()}
@@ -43,15 +45,16 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
             out["position_sigma_m"].append(np.sqrt(np.diag(covariance)))
             if spec.dense:
                 # What the estimator reports: the position above, the rotation with the dense head's PnP.
-                pnp, _ = pose_from_dense(prediction["mask_logits"][i], prediction["coordinates"][i], K, spec)
-                pnp_rotation = None if pnp is None else pnp[:3, :3]
-                out["dense_rotation"].append(combined_rotation(prediction["rotation"][i].astype(float), pnp_rotation))
+                rotation, pnp, _ = reported_rotation(prediction["rotation"][i].astype(float),
+                                                     prediction["mask_logits"][i], prediction["coordinates"][i],
+                                                     K, spec)
+                out["dense_rotation"].append(rotation)
                 out["dense_position_m"].append(position)
-                out["pnp_rotation"].append(np.full((3, 3), np.nan) if pnp is None else pnp_rotation)
+                out["pnp_rotation"].append(np.full((3, 3), np.nan) if pnp is None else pnp[:3, :3])
                 out["mask_iou"].append(_mask_iou(prediction["mask_logits"][i], target["dense_mask"][i].numpy()))
                 out["coordinates_mm"].append(_coordinates_error_mm(prediction["coordinates"][i],
                                                                    target["dense_coordinates"][i].numpy(),
-                                                                   target["dense_mask"][i].numpy(), spec))
+                                                                   target["dense_mask"][i].numpy(), spec, symmetries))
         out["rotation"].append(prediction["rotation"])
         out["rotation_sigma_rad"].append(np.exp(0.5 * prediction["rotation_log_var"]))
         out["true_position_m"].append(target["position_m"].numpy())
@@ -69,57 +72,68 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
 
 
 def _mask_iou(mask_logits: np.ndarray, mask: np.ndarray) -> float:
-    """IoU of the predicted object cells with the true ones, over cells whose truth is known."""
+    """IoU of the predicted object cells with the true ones, over cells whose truth is known; NaN (unknown)
+    when no cell's truth is known (crops rendered without depth, remapped views), never a score."""
     known = mask >= 0
+    if not known.any():
+        return float("nan")
     predicted, true = (mask_logits > 0) & known, (mask > 0.5) & known
     union = (predicted | true).sum()
     return float((predicted & true).sum() / union) if union else 1.0
 
 
-def _coordinates_error_mm(coordinates: np.ndarray, true_coordinates: np.ndarray, mask: np.ndarray, spec) -> float:
-    """Mean distance (mm) between the predicted and true surface points over the true object cells (NaN
-    without any). Plain, not symmetry-aware: for objects whose markings break the shape's symmetry."""
+def _coordinates_error_mm(coordinates: np.ndarray, true_coordinates: np.ndarray, mask: np.ndarray, spec,
+                          symmetries: np.ndarray) -> float:
+    """Mean distance (mm) between the predicted and true surface points over the true object cells, the
+    minimum over the object's ``symmetries`` (M, 3, 3) as :func:`discopose.models.losses.dense_loss` trains it
+    (under an equivalent pose R @ S a point p shows as S^T p); NaN (unknown) without any such cell."""
     cells = mask > 0.5
     if not cells.any():
         return float("nan")
-    distance = np.linalg.norm(coordinates[:, cells] - true_coordinates[:, cells], axis=0)
-    return float(distance.mean() * spec.object_diameter_m / 2 * 1000)
+    candidates = np.einsum("mji,jn->min", symmetries, true_coordinates[:, cells])  # S^T p for every S
+    distance = np.linalg.norm(coordinates[None, :, cells] - candidates, axis=1).mean(1).min()
+    return float(distance * spec.object_diameter_m / 2 * 1000)
 
 
-def head_errors(predictions: dict, meta: dict) -> dict:
-    """Each head of a network judged alone on ``predictions`` (from :func:`predict_dataset`), beside chance:
-    position; the regressed rotation, the dense head's PnP rotation and the reported one (their
-    combination), each in full and up to the shape's symmetry (what the geometry alone tells); the
-    markings' class; the dense mask (IoU) and surface coordinates (mm). A PnP that finds no pose counts as
-    an infinite error, so a head that fails shows in its median. Medians; degrees and millimetres."""
+def _known_median(values) -> float | None:
+    """Median of the known (finite) values; None when none is known."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else None
+
+
+def head_errors(predictions: dict, meta: dict, chance: dict) -> dict:
+    """Each head of a network judged alone on ``predictions`` (from :func:`predict_dataset`), beside ``chance``
+    (:func:`chance_levels` of the same samples): position; the regressed rotation, the dense head's PnP rotation
+    and the reported one (their combination), each in full and up to the shape's symmetry (what the geometry
+    alone tells); the markings' class; the dense mask (IoU) and surface coordinates (mm), None where no
+    sample's dense truth is known. A PnP that finds no pose counts as an infinite error, so a head that fails
+    shows in its median. Medians; degrees and millimetres."""
     from discopose.geometry.symmetry import Symmetry
-    from discopose.models.metrics import re
     own = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
     shape_description = meta["object"].get("shape_symmetry") or meta["object"]["symmetry"]
     shape = Symmetry.from_dict(shape_description).matrices()
     truth = predictions["true_rotation"]
 
     def rotation_medians(rotations: np.ndarray) -> dict:
-        found = ~np.isnan(rotations).any(axis=(1, 2))
-        full = np.full(len(truth), np.inf)
-        up_to_shape = np.full(len(truth), np.inf)
-        full[found] = [re(r, g, own) for r, g in zip(rotations[found], truth[found])]
-        up_to_shape[found] = [re(r, g, shape) for r, g in zip(rotations[found], truth[found])]
         # More failures than successes: the median is no angle at all (None in JSON).
         finite_or_none = lambda value: float(value) if np.isfinite(value) else None  # noqa: E731
-        return {"re_deg": finite_or_none(np.median(full)), "re_shape_deg": finite_or_none(np.median(up_to_shape)),
-                "found_frac": float(found.mean())}
+        return {"re_deg": finite_or_none(np.median(rotation_errors_deg(rotations, truth, own))),
+                "re_shape_deg": finite_or_none(np.median(rotation_errors_deg(rotations, truth, shape))),
+                "found_frac": float((~np.isnan(rotations).any(axis=(1, 2))).mean())}
 
-    identity = np.repeat(np.eye(3)[None], len(truth), 0)
     heads = {"position_te_mm": float(np.median(np.linalg.norm(predictions["position_m"] -
                                                               predictions["true_position_m"], axis=1)) * 1000),
-             "regressed": rotation_medians(predictions["rotation"]), "chance": rotation_medians(identity)}
+             "regressed": rotation_medians(predictions["rotation"]),
+             # A fixed rotation's error; up to the shape, that error under the shape's group where it differs.
+             "chance": {"re_deg": chance["re_deg_median"],
+                        "re_shape_deg": chance.get("re_shape_deg_median", chance["re_deg_median"])}}
     if "pnp_rotation" in predictions:
         heads["pnp"] = rotation_medians(predictions["pnp_rotation"])
         heads["reported"] = rotation_medians(predictions["dense_rotation"])
     if "mask_iou" in predictions:
-        heads["mask_iou"] = float(np.median(predictions["mask_iou"]))
-        heads["coordinates_mm"] = float(np.nanmedian(predictions["coordinates_mm"]))
+        heads["mask_iou"] = _known_median(predictions["mask_iou"])
+        heads["coordinates_mm"] = _known_median(predictions["coordinates_mm"])
     if "class_correct" in predictions:
         heads["class_accuracy"] = float(np.mean(predictions["class_correct"]))
         heads["chance"]["class_accuracy"] = 1.0 / len(shape)
@@ -128,18 +142,14 @@ def head_errors(predictions: dict, meta: dict) -> dict:
 
 def format_head_errors(heads: dict) -> str:
     """One line: every head's error, chance in brackets."""
+    from discopose.models.report import format_rotation_heads
     chance = heads["chance"]
-    parts = [f"position {heads['position_te_mm']:.1f} mm"]
-    degrees = lambda value: "none found" if value is None else f"{value:.1f}"  # noqa: E731
-    for name in ("regressed", "pnp", "reported"):
-        if name in heads:
-            parts.append(f"{name} {degrees(heads[name]['re_deg'])} deg ({degrees(heads[name]['re_shape_deg'])} "
-                         "up to shape)")
-    parts[-1] += f" [chance {chance['re_deg']:.0f} ({chance['re_shape_deg']:.0f})]"
+    parts = [f"position {heads['position_te_mm']:.1f} mm", format_rotation_heads(heads)]
     if "class_accuracy" in heads:
         parts.append(f"class {100 * heads['class_accuracy']:.0f}% [chance {100 * chance['class_accuracy']:.0f}%]")
     if "mask_iou" in heads:
-        parts.append(f"mask IoU {heads['mask_iou']:.2f}, surface points {heads['coordinates_mm']:.1f} mm")
+        known = lambda value, digits: "unknown" if value is None else f"{value:.{digits}f}"  # noqa: E731
+        parts.append(f"mask IoU {known(heads['mask_iou'], 2)}, surface points {known(heads['coordinates_mm'], 1)} mm")
     if "pnp" in heads:
         parts.append(f"PnP found {100 * heads['pnp']['found_frac']:.0f}%")
     return ", ".join(parts)
@@ -162,10 +172,9 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
     shape = meta["object"].get("shape_symmetry")
     if shape and shape["kind"] not in ("none", meta["object"]["symmetry"]["kind"]) and errors:
         from discopose.geometry.symmetry import Symmetry
-        from discopose.models.metrics import re
         group = Symmetry.from_dict(shape).matrices()
         # The error if the markings were ignored: how well the geometry alone was read.
-        shape_errors = np.array([re(r, g, group) for r, g in zip(predictions["rotation"], predictions["true_rotation"])])
+        shape_errors = rotation_errors_deg(predictions["rotation"], predictions["true_rotation"], group)
         summary["re_shape_deg"] = {"mean": float(shape_errors.mean()), "median": float(np.median(shape_errors)),
                                    "p90": float(np.percentile(shape_errors, 90))}
     if "position_sigma_m" in predictions and errors:
@@ -195,7 +204,10 @@ def compute_metrics(predictions: dict, meta: dict, points_m: np.ndarray, symmetr
 
 # Camera-object distance bins (metres) for errors, validity and coverage by distance: the rig's 0.25 m and how
 # people and robot cells place webcams, out to beyond the 1 m a user might try.
-DISTANCE_BINS_M = (0.0, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, float("inf"))
+# 0.25, 0.6 and 1.0 m each sit in a bin; 0.12-0.15 and 1.0-1.3 are trained on but outside the working volume.
+DISTANCE_BINS_M = (0.0, 0.12, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 0.85, 1.0, 1.3, float("inf"))
+# Near, middle and far thirds of the working volume, equal in log distance.
+VOLUME_THIRDS_M = tuple(float(v) for v in np.geomspace(*WORKING_VOLUME_M, 4))
 
 
 def by_distance(errors: list[dict], predictions: dict, bins_m=DISTANCE_BINS_M) -> list[dict]:
@@ -212,7 +224,9 @@ def by_distance(errors: list[dict], predictions: dict, bins_m=DISTANCE_BINS_M) -
             continue
         row = {"distance_m": [low, None if np.isinf(high) else high], "count": int(inside.sum()),
                "te_mm_median": float(np.median(te_mm[inside])), "re_deg_median": float(np.median(re_deg[inside])),
-               "te_mm_p90": float(np.percentile(te_mm[inside], 90))}
+               "te_mm_p90": float(np.percentile(te_mm[inside], 90)),
+               # Position error as a share of the distance: what a camera farther away can be asked for.
+               "te_rel_median": float(np.median(te_mm[inside] / (1000 * distance[inside])))}
         if "position_sigma_m" in predictions:
             abs_error = np.abs(predictions["position_m"][inside] - predictions["true_position_m"][inside])
             row["position_within_1sigma"] = float((abs_error < predictions["position_sigma_m"][inside]).mean())

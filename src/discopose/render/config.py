@@ -42,6 +42,11 @@ class ObjectConfig:
             raise ConfigError(f"object.mesh={self.mesh!r} does not exist; give a .ply/.obj/.glb file path")
 
 
+# The default world's working volume: the camera distances its accuracy is stated for. Training spans
+# CameraConfig.distance_range_m, a little wider, so the volume's edges are not the training's.
+WORKING_VOLUME_M = (0.15, 1.0)
+
+
 @dataclass
 class CameraConfig:
     """Cameras per sample. Either ``files`` (camera files written by ``discopose calibrate``) or
@@ -53,7 +58,15 @@ class CameraConfig:
     width_px: int = 224
     height_px: int = 224
     fov_deg: float = 40.0
+    # Nominal distance from the workspace centre, where the ring of cameras is placed.
     distance_m: float = 0.25
+    # The working volume: each sample moves every ring camera along its viewing direction to this
+    # distance from the object, drawn log-uniformly (equal share per factor of distance), and turns it
+    # so the object lands anywhere in the image where it fits (``view_offset_frac`` of that room; 0:
+    # the image centre). None: cameras stay at ``distance_m``, looking at the workspace centre. Calibrated
+    # cameras (``files``) are fixed and never moved.
+    distance_range_m: tuple[float, float] | None = (0.12, 1.3)
+    view_offset_frac: float = 1.0
     elevation_deg: float = 35.0
     # Per-sample jitter around the nominal camera.
     position_jitter_m: float = 0.02
@@ -74,6 +87,11 @@ class CameraConfig:
     object_fill_frac: float = 0.75
     aim_offset_frac: float = 0.08
     aim_scale_jitter_frac: float = 0.12
+    # aim "object": the focal lengths (pixels) of the cameras the crops are cut from, drawn log-uniformly
+    # (a 640x480 webcam of 70 to 40 degrees). A crop never holds more detail than its source camera gave
+    # the object: where that camera has fewer pixels on it than the crop (a distant object), the crop is
+    # rendered, blurred and noised at the source's resolution and enlarged, as the estimator's remap does.
+    source_focal_px: tuple[float, float] = (450.0, 900.0)
 
     def __post_init__(self):
         check_range("camera.count", self.count, 1, 16)
@@ -81,6 +99,10 @@ class CameraConfig:
         check_range("camera.height_px", self.height_px, 8, 8192)
         check_range("camera.fov_deg", self.fov_deg, 1.0, 170.0)
         check_range("camera.distance_m", self.distance_m, 0.01)
+        if self.distance_range_m is not None:
+            check_range("camera.distance_range_m", self.distance_range_m, 0.01)
+        check_range("camera.view_offset_frac", self.view_offset_frac, 0.0, 1.0)
+        check_range("camera.source_focal_px", self.source_focal_px, 1.0)
         check_range("camera.position_jitter_m", self.position_jitter_m, 0.0)
         check_range("camera.rotation_jitter_deg", self.rotation_jitter_deg, 0.0, 90.0)
         check_range("camera.focal_jitter_frac", self.focal_jitter_frac, 0.0, 0.5)

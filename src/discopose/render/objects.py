@@ -309,7 +309,7 @@ class UserObject:
         return self.diameter_m / CUBE_DIAMETER_M
 
     def render_overrides(self) -> list[str]:
-        """``KEY=VALUE`` render-config overrides: the object, and the cube's camera distance, camera jitter,
+        """``KEY=VALUE`` render-config overrides: the object, and the cube's camera distances, camera jitter,
         workspace and near plane scaled by the diameter ratio."""
         import json
 
@@ -319,6 +319,7 @@ class UserObject:
         return [f"object.mesh={self.mesh}", f"object.mesh_scale_to_m={self.scale_to_m}",
                 f"object.symmetry={json.dumps(self.symmetry.to_dict())}",
                 f"camera.distance_m={k * camera.distance_m:.5f}",
+                f"camera.distance_range_m=[{k * camera.distance_range_m[0]:.5f}, {k * camera.distance_range_m[1]:.5f}]",
                 f"camera.position_jitter_m={k * camera.position_jitter_m:.5f}",
                 f"pose.workspace_half_extent_m=[{half}]", f"camera.znear_m={min(camera.znear_m, 0.1 * k * camera.distance_m):.5f}"]
 

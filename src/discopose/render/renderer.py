@@ -390,7 +390,7 @@ class DiscoRenderer:
         world_from_object = np.asarray(params["world_from_object"])
         out = {}
         for camera, color, depth, object_depth in zip(params["cameras"], colors, depths, object_depths):
-            rgb = self._sensor_noise(color, params["noise"], noise_rng)
+            rgb = self._sensor_noise(color, params["noise"], noise_rng, camera.get("source_scale", 1.0))
             silhouette = object_depth > 0
             visible = silhouette & (np.abs(depth - object_depth) <= 1e-5 + 1e-4 * object_depth)
             out[camera["name"]] = {"rgb": rgb, "depth_m": depth.astype(np.float32), "mask": visible,
@@ -399,13 +399,21 @@ class DiscoRenderer:
         return out
 
     @staticmethod
-    def _sensor_noise(color: np.ndarray, noise: dict, rng: np.random.Generator) -> np.ndarray:
-        image = color
+    def _sensor_noise(color: np.ndarray, noise: dict, rng: np.random.Generator, source_scale: float = 1.0
+                      ) -> np.ndarray:
+        """Blur and noise as the camera's sensor adds them. ``source_scale`` < 1: the image stands for a
+        camera with that many pixels per pixel of it (a crop of a distant object), so it is averaged down
+        to that resolution, blurred and noised there, and enlarged back bilinearly, as a remap would."""
+        height, width = color.shape[:2]
+        size = (max(1, round(width * source_scale)), max(1, round(height * source_scale)))
+        image = cv2.resize(color, size, interpolation=cv2.INTER_AREA) if source_scale < 1.0 else color
         if noise["blur_sigma_px"] > 0:
             image = cv2.GaussianBlur(image, (0, 0), noise["blur_sigma_px"])
         if noise["gaussian_sigma"] > 0:
             noisy = image + rng.standard_normal(image.shape, dtype=np.float32) * np.float32(noise["gaussian_sigma"])
             image = np.clip(noisy, 0, 255).astype(np.uint8)
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(image)
 
     def _labels(self, camera: dict, world_from_object: np.ndarray, silhouette: np.ndarray, visible: np.ndarray) -> dict:

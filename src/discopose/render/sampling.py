@@ -142,11 +142,45 @@ def _contrasting_colors(rng: np.random.Generator, count: int) -> tuple[np.ndarra
     return np.array(faces), np.array(marks)
 
 
-def _jitter_camera(camera: CameraModel, rng: np.random.Generator, config: RenderConfig) -> dict:
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A value whose logarithm is uniform in [log low, log high]: equal share per factor."""
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _in_volume(camera: CameraModel, object_position: np.ndarray, object_radius_m: float, rng: np.random.Generator,
+               config: RenderConfig) -> np.ndarray:
+    """``world_from_camera`` of a ring camera moved along its viewing direction to a log-uniform distance
+    from the object in ``camera.distance_range_m``, turned so the object lands at a uniform random image
+    point where its bounding sphere still fits (``view_offset_frac`` of that room), image "up" kept."""
     cam_cfg = config.camera
-    world_from_camera = camera.world_from_camera.copy()
-    offset = rng.normal(size=3)
-    world_from_camera[:3, 3] += cam_cfg.position_jitter_m * rng.random() ** (1 / 3) * offset / np.linalg.norm(offset)
+    center = np.asarray(config.pose.workspace_center_m, float)
+    direction = camera.world_from_camera[:3, 3] - center
+    direction /= np.linalg.norm(direction)
+    distance = log_uniform(rng, *cam_cfg.distance_range_m)
+    eye = object_position + distance * direction
+    # Half the field of view left for the object's centre once its angular radius is kept inside.
+    radius_rad = np.arcsin(min(object_radius_m / distance, 1.0))
+    half_fov = np.arctan(np.array([camera.width_px, camera.height_px]) / (2 * np.diag(camera.K)[:2]))
+    room = np.tan(np.maximum(half_fov - radius_rad, 0.0)) * cam_cfg.view_offset_frac
+    ray = np.append(rng.uniform(-1, 1, 2) * room, 1.0)
+    ray /= np.linalg.norm(ray)
+    world_from_camera = look_at(eye, object_position)
+    # The rotation that takes the optical axis onto `ray`; undoing it puts the object on `ray`.
+    axis = np.cross([0.0, 0.0, 1.0], ray)
+    if np.linalg.norm(axis) > 1e-12:
+        world_from_camera[:3, :3] = world_from_camera[:3, :3] @ rotation_about_axis(axis, np.arccos(ray[2])).T
+    return world_from_camera
+
+
+def _jitter_camera(camera: CameraModel, rng: np.random.Generator, config: RenderConfig,
+                   object_position: np.ndarray, object_radius_m: float) -> dict:
+    cam_cfg = config.camera
+    if cam_cfg.distance_range_m is not None and not cam_cfg.files:
+        world_from_camera = _in_volume(camera, object_position, object_radius_m, rng, config)
+    else:
+        world_from_camera = camera.world_from_camera.copy()
+        offset = rng.normal(size=3)
+        world_from_camera[:3, 3] += cam_cfg.position_jitter_m * rng.random() ** (1 / 3) * offset / np.linalg.norm(offset)
     world_from_camera[:3, :3] = world_from_camera[:3, :3] @ rotation_about_axis(
         rng.normal(size=3), np.radians(rng.uniform(0, cam_cfg.rotation_jitter_deg)))
     K = camera.K.copy()
@@ -168,8 +202,11 @@ def _aim_at_object(camera: dict, object_position: np.ndarray, diameter_m: float,
                                           cam_cfg.aim_offset_frac, cam_cfg.aim_scale_jitter_frac, rng)
     world_from_crop = world_from_camera.copy()
     world_from_crop[:3, :3] = world_from_camera[:3, :3] @ crop_from_camera.T
+    # Source pixels per crop pixel (same optical centre, so the ratio of focal lengths): below 1, the
+    # source camera saw the object with fewer pixels than the crop shows it.
+    source_scale = min(1.0, log_uniform(rng, *cam_cfg.source_focal_px) / crop.K[0, 0])
     return {**camera, "K": crop.K.tolist(), "width_px": crop.width_px, "height_px": crop.height_px,
-            "world_from_camera": world_from_crop.tolist()}
+            "world_from_camera": world_from_crop.tolist(), "source_scale": source_scale}
 
 
 def _light(rng: np.random.Generator, config: RenderConfig, light_type: str, target: np.ndarray) -> dict:
@@ -338,7 +375,8 @@ def sample_scene(config: RenderConfig, rng: np.random.Generator, cameras: list[C
                       roughness=float(rng.uniform(*config.textures.roughness)))
     params["object_appearance"] = appearance
 
-    params["cameras"] = [_jitter_camera(camera, rng, config) for camera in cameras]
+    params["cameras"] = [_jitter_camera(camera, rng, config, object_position, object_diameter_m / 2)
+                         for camera in cameras]
     if config.camera.aim == "object":
         params["cameras"] = [_aim_at_object(camera, object_position, object_diameter_m, rng, config)
                              for camera in params["cameras"]]
