@@ -22,6 +22,9 @@ def test_defaults_are_valid_and_round_trip():
     ("pose.workspace_half_extent_m=[1, 2]", "must have 3 elements"),
     ("output.image_format=bmp", "output.image_format='bmp'"),
     ("camera", "must look like section.key=value"),
+    ("camera.distance_range_m=[1.0, 0.2]", r"camera.distance_range_m=\[1.0, 0.2\] is reversed"),
+    ("camera.distance_range_m=[0.001, 1.0]", r"camera.distance_range_m=.* is out of range"),
+    ("camera.distance_range_m=[0.2]", "must have 2 elements"),
 ])
 def test_bad_values_name_the_field(override, message):
     with pytest.raises(ConfigError, match=message):

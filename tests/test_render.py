@@ -291,3 +291,70 @@ def test_image_textures_are_used_with_their_stated_probability(tmp_path):
             materials += params["room"]["walls"] if params["room"] else []
         share = np.mean([m["texture"] >= 6 for m in materials])
         assert abs(share - expected) < 0.1, (probability, share)
+
+
+def test_cameras_span_the_working_volume_log_uniformly_with_the_object_anywhere_in_view():
+    """Each sample's camera sits at a log-uniform distance in ``camera.distance_range_m`` from the object,
+    which lands anywhere in the image with its bounding sphere inside. Catches a uniform draw (median
+    0.71 m instead of 0.39), distances from the workspace centre instead of the object, a camera turned the
+    wrong way (object off the image) and the object pinned to the image centre."""
+    from discopose.render.sampling import nominal_cameras, sample_scene
+    config = RenderConfig.load(overrides=["camera.width_px=64", "camera.height_px=48", "camera.rotation_jitter_deg=0",
+                                          "camera.principal_point_jitter_px=0", "camera.focal_jitter_frac=0"])
+    near, far = config.camera.distance_range_m
+    cameras = nominal_cameras(config)
+    rng = np.random.default_rng(0)
+    diameter = 0.0987
+    distances, centres, inside = [], [], []
+    for _ in range(400):
+        params = sample_scene(config, rng, cameras, bank_size=4, object_diameter_m=diameter)
+        camera = params["cameras"][0]
+        camera_from_object = invert_transform(np.asarray(camera["world_from_camera"])) @ np.asarray(params["world_from_object"])
+        position = camera_from_object[:3, 3]
+        K = np.asarray(camera["K"])
+        distances.append(np.linalg.norm(position))
+        u, v = (K @ position / position[2])[:2]
+        centres.append((u, v))
+        # The bounding sphere's image radius (to first order) must fit between the centre and each border.
+        radius_px = K[0, 0] * (diameter / 2) / np.sqrt(position[2] ** 2 - (diameter / 2) ** 2)
+        if radius_px < 0.9 * 24:  # the sphere can fit in the 48-px height (near ones fill the image, centred)
+            inside.append(min(u, 63 - u, v, 47 - v) >= 0.9 * radius_px - 1.0)
+    distances, centres = np.array(distances), np.array(centres)
+    assert distances.min() >= near - 1e-9 and distances.max() <= far + 1e-9
+    assert np.median(distances) == pytest.approx(np.sqrt(near * far), rel=0.1)
+    # Equal shares per factor of distance: each third in log distance holds about a third.
+    thirds = np.histogram(np.log(distances), bins=np.linspace(np.log(near), np.log(far), 4))[0] / len(distances)
+    np.testing.assert_allclose(thirds, 1 / 3, atol=0.07)
+    assert len(inside) > 250 and np.mean(inside) > 0.98, (len(inside), np.mean(inside))
+    # Anywhere: the centres spread over the image, far from all sitting at its middle.
+    assert centres[:, 0].std() > 6 and centres[:, 1].std() > 4, centres.std(0)
+
+
+def test_crops_of_distant_objects_hold_only_their_source_cameras_pixels():
+    """A crop stands for a source camera (``camera.source_focal_px``): where that camera has fewer pixels on
+    the object than the crop, the crop is rendered at the source's resolution and enlarged, so it loses the
+    fine detail. Catches the focal ratio inverted (near crops blurred, far ones sharp) and the enlargement
+    skipped or left at the small size."""
+    import cv2
+    overrides = ["camera.aim=object", "camera.width_px=64", "camera.height_px=64", "noise.gaussian_sigma=[0, 0]",
+                 "noise.blur_prob=0", "hand.prob=0", "limbs.prob=0", "table.prob=0", "camera.source_focal_px=[450, 450]",
+                 "textures.bank_size=6", "textures.size_px=32"]
+    detail = {}
+    for name, volume in (("near", "[0.15, 0.16]"), ("far", "[1.25, 1.3]")):
+        config = RenderConfig.load(overrides=overrides + [f"camera.distance_range_m={volume}"])
+        renderer = DiscoRenderer(config)
+        try:
+            params = renderer.sample_params(0)
+            camera = params["cameras"][0]
+            # Same optical centre, so source pixels per crop pixel is the ratio of the focal lengths.
+            assert camera["source_scale"] == pytest.approx(min(1.0, 450 / camera["K"][0][0]), rel=1e-9)
+            rgb = renderer.render(params)["cam0"]["rgb"]
+            sharp = renderer.render({**params, "cameras": [{**camera, "source_scale": 1.0}]})["cam0"]["rgb"]
+        finally:
+            renderer.close()
+        assert rgb.shape == (64, 64, 3)
+        energy = lambda image: float(np.abs(cv2.Laplacian(image.astype(np.float32), cv2.CV_32F)).mean())  # noqa: E731
+        detail[name] = (camera["source_scale"], energy(rgb) / energy(sharp))
+    assert detail["near"][0] == 1.0 and detail["near"][1] == pytest.approx(1.0, abs=1e-6), detail
+    # Far: 450 px focal against the crop's ~600-700: two thirds of the pixels across, half the fine detail gone.
+    assert detail["far"][0] < 0.8 and detail["far"][1] < 0.7, detail

@@ -188,6 +188,41 @@ def test_calibrated_estimator_states_validity_and_keeps_it_on_reload(trained_run
     np.testing.assert_allclose(pose.position_covariance_m2, expected, rtol=1e-9)
 
 
+def test_out_of_volume_is_the_log_distance_past_the_nearer_edge():
+    from discopose.estimator.trust import out_of_volume
+    assert out_of_volume(0.5, (0.12, 1.3)) == 0.0 and out_of_volume(5.0, None) == 0.0
+    assert out_of_volume(2.6, (0.12, 1.3)) == pytest.approx(np.log(2), rel=1e-12)
+    assert out_of_volume(0.06, (0.12, 1.3)) == pytest.approx(np.log(2), rel=1e-12)
+
+
+def test_a_pose_outside_the_trained_distances_is_invalid_and_states_larger_sigmas(trained_run, pose_datasets):
+    """The estimator's distance gate: catches a gate that is not applied, applied on the wrong side, or
+    that leaves the stated sigmas as they were."""
+    import discopose
+    from discopose.camera import CameraModel
+    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.estimator.trust import OUT_OF_VOLUME_SIGMA_GROWTH
+    run, _ = trained_run
+    est = discopose.load(run / "best")
+    assert est.volume_m is None  # trained at one distance (ONE_DISTANCE): no gate
+    sample = next(iter_samples(open_dataset(pose_datasets["test"])))
+    labels = sample["labels"]["cameras"]["cam0"]
+    image, camera = sample["views"]["cam0"]["rgb"], CameraModel("cam0", 160, 120, labels["K"])
+    inside = est.predict(image, camera=camera)
+    distance = float(np.linalg.norm(inside.position_m))
+    for volume in ((2 * distance, 4 * distance), (distance / 4, distance / 2)):
+        est.volume_m = volume
+        outside = est.predict(image, camera=camera)
+        growth = np.exp(OUT_OF_VOLUME_SIGMA_GROWTH * np.log(2))
+        assert not outside.valid and outside.extra["out_of_volume"] == pytest.approx(np.log(2), rel=1e-9)
+        np.testing.assert_allclose(outside.position_sigma_m, growth * inside.position_sigma_m, rtol=1e-6)
+        assert outside.rotation_sigma_deg == pytest.approx(growth * inside.rotation_sigma_deg, rel=1e-6)
+    est.volume_m = (distance / 2, 2 * distance)
+    again = est.predict(image, camera=camera)
+    assert again.valid == inside.valid and again.extra["out_of_volume"] == 0.0
+    np.testing.assert_allclose(again.position_sigma_m, inside.position_sigma_m, rtol=1e-9)
+
+
 class _Corrupting:
     """The real estimator, except that every third view comes back 200 mm off and marked invalid (what a
     mask swollen onto the hand looks like to the tracker)."""
