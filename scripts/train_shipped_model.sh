@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train and pack the estimator shipped in the package (src/discopose/pretrained/cube): the long CPU recipe in
 # the default world (the cube in a hand), seed 0, then fp16 weights + fp16 ONNX graphs + a model card holding
-# every figure the demo measured, the command, the seed and the code version. About 2 h on 2 CPU cores.
+# every figure the demo measured, the command, the seed and the code version; the working volume (0.12-1.3 m trained,
+# 0.15-1.0 m stated) like the default demo. About 2 h on an avx512 2-core CPU, twice that on an AVX2-only one.
 #   scripts/train_shipped_model.sh [SEED] [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -62,11 +62,12 @@ class DemoPlan:
 FULL = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=3000, crops=12000, val=300, test=300,
                 locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
-# The long CPU recipe (the shipped model's): 2x the frames and 4x the crops, each crop seen once - more
-# distinct views for about the same crop-training time as the default (the crop network trains at ~33 images/s
-# on 2 cores). About 1.5 hours on 2 CPU cores.
-LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000, crops=48000, val=300, test=300,
-                locator_epochs=4, crop_epochs=1, batch_size=32, clip_frames=300, calibration=400, realistic=40,
+# The long CPU recipe (the shipped model's), over the same working volume: 2x the frames, 10x the crops, each
+# seen twice: 240,000 crop views (the floor; an earlier five-pass, 240k-view recipe reached 4.5 deg on
+# renders). About 2 h on an avx512 2-core CPU (crops render at ~120/s and train at ~95/s there), twice that on
+# an AVX2-only one.
+LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000, crops=120000, val=300, test=300,
+                locator_epochs=4, crop_epochs=2, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
 QUICK = DemoPlan(frame_px=(64, 48), crop_px=64, test_px=(128, 96), frames=120, crops=160, val=24, test=24,
                  locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=24, realistic=3,
