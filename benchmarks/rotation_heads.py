@@ -21,6 +21,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from discopose._hardware import describe_cpu
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None):
 
     from discopose.datasets.reader import open_dataset
     from discopose.models.checkpoint import load_checkpoint
-    from discopose.models.evaluate import format_head_errors, head_errors, predict_dataset
+    from discopose.models.evaluate import chance_levels, format_head_errors, head_errors, predict_dataset
     from discopose.models.train import TrainConfig, train
     out = Path(args.out)
     crops, val = (args.crops, args.val) if args.crops else render_crops(out / "data", args.num, 300)
@@ -89,7 +91,11 @@ def main(argv: list[str] | None = None):
         model, meta = load_checkpoint(out / variant / "last")
         row = {"minutes": minutes}
         for name, path in (("train", crops), ("val", val)):
-            row[name] = head_errors(predict_dataset(model, open_dataset(path), limit=300), meta)
+            info = open_dataset(path)
+            predictions = predict_dataset(model, info, limit=300)
+            chance = chance_levels(predictions, meta, np.asarray(meta["object"]["surface_points_m"]),
+                                   info.symmetry.matrices(), meta["train_camera_position_m_mean"])
+            row[name] = head_errors(predictions, meta, chance)
             print(f"{variant} ({minutes:.1f} min) on {name} crops: {format_head_errors(row[name])}", flush=True)
         results[variant] = row
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -154,8 +154,8 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
         pose, _ = pose_from_dense(out["mask_logits"][i].numpy(), out["coordinates"][i].numpy(), K, spec)
         if pose is not None:
             dense_angles.append(rotation_angle_deg(pose[:3, :3], target["rotation"][i].numpy()))
-        reported = reported_rotation(out["rotation"][i].numpy().astype(float), out["mask_logits"][i].numpy(),
-                                     out["coordinates"][i].numpy(), K, spec)
+        reported, _, _ = reported_rotation(out["rotation"][i].numpy().astype(float), out["mask_logits"][i].numpy(),
+                                           out["coordinates"][i].numpy(), K, spec)
         reported_angles.append(rotation_angle_deg(reported, target["rotation"][i].numpy()))
     assert len(dense_angles) >= 24 and np.median(dense_angles) < 10.0, dense_angles
     assert np.median(reported_angles) < 5.0 and np.mean(np.array(reported_angles) < 30) >= 0.9, reported_angles
@@ -188,7 +188,7 @@ def test_every_head_beats_chance_in_the_real_training_loop(head_check_crops, tmp
     this test), so it is checked by every training's validation line (benchmarks/rotation_heads.py)."""
     from discopose.datasets.reader import open_dataset
     from discopose.models.checkpoint import load_checkpoint, read_meta
-    from discopose.models.evaluate import head_errors, predict_dataset
+    from discopose.models.evaluate import chance_levels, head_errors, predict_dataset
     from discopose.models.train import TrainConfig, train
     train(head_check_crops["train"], str(tmp_path / "run"), val=head_check_crops["held_out"], progress=False,
           config=TrainConfig(stage="crop", epochs=HEAD_CHECK_EPOCHS, num_workers=2, seed=0))
@@ -197,10 +197,13 @@ def test_every_head_beats_chance_in_the_real_training_loop(head_check_crops, tmp
     assert {"regressed", "pnp", "reported", "class_accuracy", "mask_iou", "coordinates_mm"} <= set(logged)
     measured = {}
     for name, path in head_check_crops.items():
-        predictions = predict_dataset(model, open_dataset(path))
+        info = open_dataset(path)
+        predictions = predict_dataset(model, info)
         truth = predictions["true_position_m"]
         chance_mm = 1000 * np.median(np.linalg.norm(truth - truth.mean(0), axis=1))
-        measured[name] = (head_errors(predictions, meta), chance_mm)
+        chance = chance_levels(predictions, meta, np.asarray(meta["object"]["surface_points_m"]),
+                               info.symmetry.matrices(), meta["train_camera_position_m_mean"])
+        measured[name] = (head_errors(predictions, meta, chance), chance_mm)
     report = {name: heads for name, (heads, _) in measured.items()}
     # Far below chance on the crops the network trained on (measured with Patch-PnP: position 0.15 of
     # chance, rotations 0.18-0.22 in full and 0.54-0.64 up to the cube's symmetry, class 14x chance).
@@ -525,3 +528,99 @@ def test_estimator_ab_takes_turns_at_going_first():
     assert len(times["a"]) == len(times["b"]) == 120
     assert sorted(times["a"]) == pytest.approx(sorted(times["b"]))
     assert np.median(times["a"]) == pytest.approx(np.median(times["b"]))
+
+
+@pytest.fixture(scope="module")
+def small_crops(tmp_path_factory):
+    """Tiny crop sets (64 px, no hand): 40 with depth (the dense head's truth), 8 rendered without depth (its truth
+    unknown, which the compatibility check accepts) and 8 of the cube declared symmetric under its 24 turns."""
+    from discopose.datasets.generate import generate_dataset
+    from discopose.render.config import RenderConfig
+    from tests.conftest import CROPS
+    root = tmp_path_factory.mktemp("small-crops")
+    sets = {"depth": (40, [], 41), "no_depth": (8, ["output.depth=false"], 42),
+            "symmetric": (8, ["object.symmetry.kind=cube"], 43)}
+    for name, (count, extra, seed) in sets.items():
+        generate_dataset(str(root / name), count, RenderConfig.load(overrides=CROPS + extra + [f"seed={seed}"]),
+                         workers=2, progress=False)
+    return {name: str(root / name) for name in sets}
+
+
+class _ReplayNet(torch.nn.Module):
+    """Stands in for a crop network: returns the given outputs batch by batch, in the evaluation loader's order."""
+
+    def __init__(self, spec, batches: list[dict]):
+        super().__init__()
+        self.spec, self.batches = spec, list(batches)
+
+    def forward(self, images):
+        return self.batches.pop(0)
+
+
+def _truth_as_outputs(info, spec, batch_size: int, coordinates_from=lambda c: c) -> list[dict]:
+    """Network outputs equal to the truth of every batch (mask logits +-5, ``coordinates_from`` of the true
+    surface points), as predict_dataset's loader yields them."""
+    from discopose.datasets.loader import make_loader
+    outputs = []
+    for images, target in make_loader(info, spec, batch_size, train=False, num_workers=0):
+        count = len(images)
+        outputs.append({"position_uvz": target["position_uvz"].float(), "position_log_var": torch.zeros(count, 3),
+                        "rotation": target["rotation"].float(), "rotation_log_var": torch.zeros(count),
+                        "mask_logits": torch.where(target["dense_mask"] > 0.5, 5.0, -5.0),
+                        "coordinates": coordinates_from(target["dense_coordinates"].float())})
+    return outputs
+
+
+def test_dense_truth_unknown_is_reported_unknown_not_as_a_score(small_crops, tmp_path):
+    """Crops rendered without depth have no known mask cell: their mask IoU and surface-point error are unknown
+    (None in the heads, absent from TensorBoard, no NaN in meta.json), not a perfect 1.0 and a NaN."""
+    from discopose.datasets.reader import open_dataset
+    from discopose.models.evaluate import chance_levels, head_errors, predict_dataset
+    from discopose.models.train import TrainConfig, network_spec
+    info = open_dataset(small_crops["no_depth"])
+    spec = network_spec(info, TrainConfig(stage="crop"))
+    predictions = predict_dataset(_ReplayNet(spec, _truth_as_outputs(info, spec, 4)), info, batch_size=4)
+    meta = {"object": info.manifest["object"]}
+    chance = chance_levels(predictions, meta, np.asarray(meta["object"]["surface_points_m"]),
+                           info.symmetry.matrices(), predictions["true_position_m"].mean(0))
+    heads = head_errors(predictions, meta, chance)
+    assert heads["mask_iou"] is None and heads["coordinates_mm"] is None, heads
+    json.dumps(heads, allow_nan=False)
+    # Through the real training loop, validating on such crops.
+    from discopose.models.train import train
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def no_nan(value):
+        raise AssertionError(f"{value} in meta.json")
+    train(small_crops["depth"], str(tmp_path / "run"), val=small_crops["no_depth"], progress=False,
+          config=TrainConfig(stage="crop", epochs=1, batch_size=4, num_workers=0, pretrained="none"))
+    meta_json = json.loads((tmp_path / "run" / "last" / "meta.json").read_text(), parse_constant=no_nan)
+    logged = meta_json["val_metrics"]["heads"]
+    assert logged["mask_iou"] is None and logged["coordinates_mm"] is None, logged
+    tags = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload().Tags()["scalars"]
+    assert "val_heads/position_te_mm" in tags and not {"val_heads/mask_iou", "val_heads/coordinates_mm"} & set(tags)
+    # Every loss term has its own scalar (README: `train/*` per loss term).
+    assert {"train/position", "train/rotation", "train/nll_position", "train/nll_rotation", "train/classification",
+            "train/mask", "train/coordinates"} <= set(tags), tags
+
+
+def test_surface_point_error_takes_the_minimum_over_the_objects_symmetry(small_crops):
+    """For an object declared symmetric, surface points read under an equivalent pose (S^T p) are right, as
+    dense_loss trains them: their reported error is ~0, not the distance to the one labelled equivalent."""
+    from discopose.datasets.reader import open_dataset
+    from discopose.geometry.symmetry import Symmetry
+    from discopose.models.evaluate import predict_dataset
+    from discopose.models.train import TrainConfig, network_spec
+    info = open_dataset(small_crops["symmetric"])
+    assert info.symmetry.kind == "cube"
+    spec = network_spec(info, TrainConfig(stage="crop"))
+    turn = torch.tensor(Symmetry("cube").matrices()[7], dtype=torch.float32)
+    equivalent = lambda coordinates: torch.einsum("ji,bjhw->bihw", turn, coordinates)  # noqa: E731
+    predictions = predict_dataset(_ReplayNet(spec, _truth_as_outputs(info, spec, 4, equivalent)), info, batch_size=4)
+    assert np.max(predictions["coordinates_mm"]) < 0.01, predictions["coordinates_mm"]
+    # Against the labelled equivalent alone the same points are 43-62 mm off (what was reported before).
+    truth = _truth_as_outputs(info, spec, 8)[0]
+    cells = truth["mask_logits"] > 0
+    turned = equivalent(truth["coordinates"])
+    plain_mm = (turned - truth["coordinates"]).norm(dim=1)[cells].mean() * spec.object_diameter_m / 2 * 1000
+    assert plain_mm > 20, plain_mm

@@ -142,10 +142,12 @@ def combined_rotation(regressed: np.ndarray, dense: np.ndarray | None, agree_deg
 
 
 def reported_rotation(regressed: np.ndarray, mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray,
-                      spec: PoseNetSpec, agree_deg: float = 30.0) -> np.ndarray:
-    """:func:`combined_rotation` of the regressed rotation and the dense head's PnP pose."""
-    pose, _ = pose_from_dense(mask_logits, coordinates, K, spec)
-    return combined_rotation(regressed, None if pose is None else pose[:3, :3], agree_deg)
+                      spec: PoseNetSpec, agree_deg: float = 30.0) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The rotation a crop network reports, the one place it is computed (training's uncertainty target,
+    evaluation, the estimator): :func:`combined_rotation` of the regressed rotation and the dense head's PnP
+    pose. Returns ``(rotation, PnP camera_from_object or None, RANSAC inlier count)``."""
+    pnp, inliers = pose_from_dense(mask_logits, coordinates, K, spec)
+    return combined_rotation(regressed, None if pnp is None else pnp[:3, :3], agree_deg), pnp, inliers
 
 
 def dense_consistency(mask_logits: np.ndarray, coordinates: np.ndarray, K: np.ndarray, spec: PoseNetSpec,
@@ -160,8 +162,7 @@ def dense_consistency(mask_logits: np.ndarray, coordinates: np.ndarray, K: np.nd
     ``pnp_lateral_rel`` (their lateral offset over the object's diameter).
     """
     import cv2
-    pnp, inliers = pose_from_dense(mask_logits, coordinates, K, spec)
-    rotation = combined_rotation(regressed_rotation, None if pnp is None else pnp[:3, :3])
+    rotation, pnp, inliers = reported_rotation(regressed_rotation, mask_logits, coordinates, K, spec)
     cells = mask_logits > 0
     count = int(cells.sum())
     # The object's silhouette at the reported pose: the convex hull of its projected surface points

@@ -60,8 +60,9 @@ def pose_loss(prediction: dict, position_uvz: torch.Tensor, rotation: torch.Tens
     # Rotation error as a 3-dof isotropic Gaussian on the axis-angle vector.
     nll_rotation = (0.5 * angle.detach() ** 2 * torch.exp(-log_var_r) + 1.5 * log_var_r).mean()
     loss = position_term + rotation_term + 0.05 * (nll_position + nll_rotation)
-    parts = {"position": position_term.detach(), "rotation_rad": angle.mean().detach(),
-             "nll_position": nll_position.detach(), "nll_rotation": nll_rotation.detach()}
+    parts = {"position": position_term.detach(), "rotation": rotation_term.detach(),
+             "rotation_rad": angle.mean().detach(), "nll_position": nll_position.detach(),
+             "nll_rotation": nll_rotation.detach()}
     if classify:
         # Which canonical equivalent the markings show, from the ground truth alone.
         label = canonical_index(rotation, group)

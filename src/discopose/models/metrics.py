@@ -34,6 +34,17 @@ def re(r_est, r_gt, symmetries: np.ndarray | None = None) -> float:
     return min(rotation_angle_deg(r_est, r_gt @ s) for s in symmetries)
 
 
+def rotation_errors_deg(rotations: np.ndarray, true_rotations: np.ndarray, symmetries: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """Per-sample :func:`re` (degrees) of (N, 3, 3) rotations against the truth; inf where a rotation is
+    missing (NaN: a head that found no pose), so that a head failing on most samples has no finite median."""
+    errors = np.full(len(true_rotations), np.inf)
+    for i, (r_est, r_gt) in enumerate(zip(rotations, true_rotations)):
+        if not np.isnan(r_est).any():
+            errors[i] = re(r_est, r_gt, symmetries)
+    return errors
+
+
 def add(r_est, t_est, r_gt, t_gt, points) -> float:
     return float(np.linalg.norm(transform_points(r_est, t_est, points) - transform_points(r_gt, t_gt, points),
                                 axis=1).mean())

@@ -134,16 +134,32 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
     return atomic_write_text(out_dir / "report.html", page)
 
 
+ROTATION_HEADS_SHOWN = ("regressed", "pnp", "reported", "chance")
+
+
+def rotation_head_cells(heads: dict) -> list[tuple[str, str, str, str]]:
+    """The one rendering of the per-head rotation errors (:func:`discopose.models.evaluate.head_errors`), which
+    the validation line, the report and the demo's summary share: ``(head, median degrees, up to the shape's
+    symmetry, share with a PnP pose)`` for each head present, chance last; "none found" where most samples
+    had no pose."""
+    degrees = lambda value: "none found" if value is None else f"{value:.1f}"  # noqa: E731
+    return [(name, degrees(heads[name]["re_deg"]), degrees(heads[name]["re_shape_deg"]),
+             "" if name == "chance" else f"found {100 * heads[name]['found_frac']:.0f}%")
+            for name in ROTATION_HEADS_SHOWN if name in heads]
+
+
+def format_rotation_heads(heads: dict) -> str:
+    """Each rotation head's median error in one line, chance in brackets."""
+    cells = rotation_head_cells(heads)
+    text = ", ".join(f"{name} {full} deg ({shape} up to shape)" for name, full, shape, _ in cells if name != "chance")
+    chance = [(full, shape) for name, full, shape, _ in cells if name == "chance"]
+    return text + (f" [chance {chance[0][0]} ({chance[0][1]})]" if chance else "")
+
+
 def _head_table(heads: dict) -> str:
     """Each rotation head alone beside chance: a head that learns nothing shows here."""
-    rows = []
-    for name in ("regressed", "pnp", "reported", "chance"):
-        if name in heads:
-            head = heads[name]
-            found = "" if name == "chance" else f"found {100 * head['found_frac']:.0f}%"
-            cells = "".join(f"<td>{'none found' if head[key] is None else f'{head[key]:.1f}'}</td>"
-                            for key in ("re_deg", "re_shape_deg"))
-            rows.append(f"<tr><td>{name}</td>{cells}<td>{found}</td></tr>")
+    rows = [f"<tr><td>{name}</td><td>{full}</td><td>{shape}</td><td>{found}</td></tr>"
+            for name, full, shape, found in rotation_head_cells(heads)]
     return ("<h2>Rotation per head</h2><table><tr><th>head</th><th>median deg</th>"
             "<th>up to the shape's symmetry</th><th></th></tr>" + "".join(rows) + "</table>")
 

@@ -21,7 +21,7 @@ from discopose.camera import CameraModel
 from discopose.datasets.loader import check_compatible, make_loader
 from discopose.models.backbones import BACKBONES, preprocessing
 from discopose.models.checkpoint import assemble_estimator, load_checkpoint, load_train_state, save_checkpoint
-from discopose.models.evaluate import compute_metrics, format_head_errors, head_errors, predict_dataset
+from discopose.models.evaluate import chance_levels, compute_metrics, format_head_errors, head_errors, predict_dataset
 from discopose.models.losses import dense_loss, pose_loss
 from discopose.geometry.rotations_torch import symmetric_geodesic_angle
 from discopose.decoding import ROTATION_HEADS, STAGES, PoseNetSpec, reported_rotation
@@ -173,7 +173,7 @@ def reported_rotation_errors(prediction: dict, target: dict, spec: PoseNetSpec, 
     mask_logits = prediction["mask_logits"][:count].detach().float().cpu().numpy()
     coordinates = prediction["coordinates"][:count].detach().float().cpu().numpy()
     regressed = prediction["rotation"][:count].detach().float().cpu().numpy().astype(float)
-    rotations = [reported_rotation(regressed[i], mask_logits[i], coordinates[i], K, spec)
+    rotations = [reported_rotation(regressed[i], mask_logits[i], coordinates[i], K, spec)[0]
                  for i, K in enumerate(target["K"][:count].numpy().astype(float))]
     reported = torch.tensor(np.stack(rotations), dtype=torch.float32, device=symmetries.device)
     return symmetric_geodesic_angle(reported, target["rotation"][:count].to(symmetries.device), symmetries)[0]
@@ -350,7 +350,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                 writer.add_scalar("train/loss", loss.item(), step)
                 writer.add_scalar("train/rotation_deg", math.degrees(parts["rotation_rad"]), step)
                 writer.add_scalar("train/regressed_rotation_shape_deg", regressed_shape_deg, step)
-                for name in ("position", "classification", "class_accuracy", "mask", "coordinates"):
+                for name in ("position", "rotation", "nll_position", "nll_rotation", "classification",
+                             "class_accuracy", "mask", "coordinates"):
                     if name in parts:
                         writer.add_scalar(f"train/{name}", float(parts[name]), step)
                 writer.add_scalar("train/images_per_s", rate, step)
@@ -369,7 +370,9 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
             log.info("epoch %d (%s): val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", epoch + 1, spec.stage,
                      summary["te_mm"]["median"], summary["re_deg"]["median"], shape,
                      summary["add_s_rel_diameter_median"])
-            summary["heads"] = head_errors(predictions, meta)
+            chance = chance_levels(predictions, meta, points, train_info.symmetry.matrices(),
+                                   meta["train_camera_position_m_mean"])
+            summary["heads"] = head_errors(predictions, meta, chance)
             log.info("epoch %d (%s): val heads: %s", epoch + 1, spec.stage, format_head_errors(summary["heads"]))
             for name, value in _flat_scalars(summary["heads"]):
                 if value is not None:
