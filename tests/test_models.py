@@ -624,3 +624,29 @@ def test_surface_point_error_takes_the_minimum_over_the_objects_symmetry(small_c
     turned = equivalent(truth["coordinates"])
     plain_mm = (turned - truth["coordinates"]).norm(dim=1)[cells].mean() * spec.object_diameter_m / 2 * 1000
     assert plain_mm > 20, plain_mm
+
+
+def test_resuming_a_crop_run_started_before_patch_pnp_keeps_its_head(small_crops, tmp_path):
+    """A crop run whose checkpoint predates the rotation_head field (6D) resumes with ``auto`` (the demo's
+    --resume) on its own head, where ``auto`` now builds Patch-PnP and torch raised "Missing key(s)
+    ... patch_pnp"; asking to resume it with another head is a one-line error that says what to do."""
+    from discopose._errors import ConfigError
+    from discopose.models.checkpoint import read_meta
+    from discopose.models.train import TrainConfig, train
+    run = tmp_path / "run"
+    common = dict(stage="crop", batch_size=8, num_workers=0, pretrained="none")
+    train(small_crops["depth"], str(run), config=TrainConfig(epochs=1, rotation_head="6d", **common), progress=False)
+    meta_path = run / "last" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["spec"]["rotation_head"]  # as written before the head change
+    meta_path.write_text(json.dumps(meta, indent=1))
+    with pytest.raises(ConfigError, match="started with rotation_head=6d; resume it with rotation_head=6d"):
+        train(small_crops["depth"], str(run), config=TrainConfig(epochs=2, rotation_head="patch_pnp", **common),
+              resume=True, progress=False)
+    # Any other mismatch (here the dense head's stride) is one line too, not torch's list of keys.
+    with pytest.raises(DiscoposeError, match="holds another network than this configuration builds.*without --resume"):
+        train(small_crops["depth"], str(run), config=TrainConfig(epochs=2, dense_stride=4, **common), resume=True,
+              progress=False)
+    resumed = train(small_crops["depth"], str(run), config=TrainConfig(epochs=2, **common), resume=True,
+                    progress=False)
+    assert resumed["epoch"] == 2 and read_meta(run / "last")["spec"]["rotation_head"] == "6d"

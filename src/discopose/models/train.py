@@ -164,6 +164,22 @@ def rotation_head_for(config: TrainConfig, spec: PoseNetSpec) -> str:
     return "patch_pnp" if spec.dense else "6d"
 
 
+def resumed_rotation_head(last: Path, config: TrainConfig, head: str) -> str:
+    """The rotation head of the run ``--resume`` continues (its ``last/`` checkpoint; checkpoints without the
+    field are 6D): a crop run started before Patch-PnP became ``auto`` keeps its 6D head. ``head`` (what this
+    configuration would build) when there is no checkpoint to read; another head asked for explicitly is
+    refused, with what to do."""
+    from discopose.models.checkpoint import read_meta
+    if not (last / "meta.json").is_file():
+        return head
+    saved = PoseNetSpec(**read_meta(last)["spec"]).rotation_head
+    if config.rotation_head not in ("auto", saved):
+        raise ConfigError(f"--resume: {last.parent} was started with rotation_head={saved}; resume it with "
+                          f"rotation_head={saved} (or auto), or train rotation_head={config.rotation_head} in a new "
+                          "run (another --out, without --resume)")
+    return saved
+
+
 def reported_rotation_errors(prediction: dict, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor,
                              count: int = 8) -> torch.Tensor:
     """Rotation error (radians, symmetry-aware) of the rotation the estimator reports (see
@@ -257,6 +273,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     check_dense_targets(train_info, spec, data)
     spec.shape_rotations = shape_rotations.tolist()
     spec.rotation_head = rotation_head_for(config, spec)
+    if resume:
+        spec.rotation_head = resumed_rotation_head(out_dir / "last", config, spec.rotation_head)
     meta = {
         "dataset_format_version": FORMAT_VERSION, "cameras": train_info.manifest["cameras"],
         "object": train_info.manifest["object"], "train_config": asdict(config), "train_data": str(data),
@@ -285,7 +303,13 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         if not (last / "train_state.pt").is_file():
             raise DiscoposeError(f"--resume: {last} has no train_state.pt; start without --resume")
         loaded, _ = load_checkpoint(last)
-        model.load_state_dict(loaded.state_dict())
+        try:
+            model.load_state_dict(loaded.state_dict())
+        except RuntimeError as exc:  # another network than this configuration builds (size, stride, backbone)
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][-1][:200]
+            raise DiscoposeError(f"--resume: {last} holds another network than this configuration builds "
+                                 f"({detail}); resume with the settings the run started with, or start a new run "
+                                 "without --resume") from None
         state = load_train_state(last)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best_score, step = int(state["epoch"]) + 1, float(state["best_score"]), int(state["step"])
