@@ -1,0 +1,216 @@
+"""The refinement's basin: success and final error against the initial error, per look, with the time per frame.
+
+    python benchmarks/refine.py --out refine_basin.png [--frames 30] [--hypotheses 1 7]
+        [--realistic-hand DIR] [--realistic-no-hand DIR]
+
+Frames: the project's rasterizer at 640x480 in its default (domain-randomized) world and in a plain one (no
+hand, no occluders), and the realistic proxy (path traced, webcam lens and noise) with and without the hand,
+read from ``discopose realistic`` datasets (rendered here into a temporary folder when no folder is given:
+about 4 s a frame). Each frame's true ``camera_from_object`` is perturbed by each initial error (a random
+axis, the exact angle; a random direction, the exact distance) and refined from there with the built-in cube's
+model. Success: final error < 5 deg and < 5 mm (the letters matter: no symmetry is taken off); ``sym`` is the
+same with the cube's 24 shape symmetries taken off (the geometry was found, a wrong equivalent kept). Worse:
+the rotation error grew by more than 5 deg. Score: the refinement's own score of its result, median over
+successes and failures, and the ROC AUC with which it tells them apart. Times are wall-clock of one
+``refine_pose`` call (all hypotheses), on whatever else the machine is running: the load is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from discopose._hardware import describe_cpu
+from discopose.camera import CameraModel
+from discopose.geometry.symmetry import cube_rotations
+from discopose.geometry.transforms import rotation_about_axis, rotation_angle_deg
+from discopose.refine import RefineConfig, RefineModel, refine_pose
+
+INITIAL_ERRORS = ((5, 2), (10, 5), (20, 10), (30, 15), (45, 20), (60, 30))  # (deg, mm)
+PLAIN = ["hand.prob=0", "limbs.prob=0", "clutter.occluder_prob=0"]
+
+
+def rendered_frames(count: int, seed: int, extra: list[str]) -> list[dict]:
+    """``count`` rasterized 640x480 frames: image, camera, true pose, visible share."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    from discopose.render.config import RenderConfig
+    from discopose.render.renderer import DiscoRenderer
+    renderer = DiscoRenderer(RenderConfig.load(overrides=[f"seed={seed}", "camera.width_px=640",
+                                                          "camera.height_px=480"] + extra))
+    frames = []
+    try:
+        for index in range(count):
+            _, views = renderer.render_index(index)
+            for name, view in views.items():
+                labels = view["labels"]
+                frames.append({"rgb": view["rgb"], "camera": CameraModel(name, 640, 480, labels["K"]),
+                               "pose": np.asarray(labels["camera_from_object"]),
+                               "visible": labels["visible_fraction"]})
+    finally:
+        renderer.close()
+    return frames
+
+
+def realistic_frames(folder: str | None, count: int, seed: int, hand: bool, scratch: str) -> list[dict]:
+    """Frames of a ``discopose realistic`` dataset (rendered into ``scratch`` when ``folder`` is None)."""
+    from discopose.datasets.format import camera_from_labels
+    from discopose.datasets.reader import iter_samples, open_dataset
+    if folder is None:
+        from discopose.render.pathtraced import render_realistic_dataset
+        folder = os.path.join(scratch, f"realistic_{'hand' if hand else 'no_hand'}")
+        render_realistic_dataset(folder, count, seed=seed, hand=hand, progress=False)
+    frames = []
+    for sample in iter_samples(open_dataset(folder), limit=count):
+        for name, view in sample["views"].items():
+            labels = sample["labels"]["cameras"][name]
+            frames.append({"rgb": view["rgb"], "camera": camera_from_labels(name, labels),
+                           "pose": np.asarray(labels["camera_from_object"]),
+                           "visible": labels.get("visible_fraction", 1.0)})
+    return frames
+
+
+def perturbed(pose: np.ndarray, deg: float, mm: float, rng: np.random.Generator) -> np.ndarray:
+    direction = rng.normal(size=3)
+    out = pose.copy()
+    out[:3, :3] = rotation_about_axis(rng.normal(size=3), np.radians(deg)) @ pose[:3, :3]
+    out[:3, 3] += direction / np.linalg.norm(direction) * mm / 1000
+    return out
+
+
+def errors(pose: np.ndarray, truth: np.ndarray, symmetries: np.ndarray) -> tuple[float, float, float]:
+    """(rotation deg, position mm, rotation deg with the shape symmetries taken off)."""
+    rotation = rotation_angle_deg(pose[:3, :3], truth[:3, :3])
+    traces = np.einsum("nij,ij->n", truth[:3, :3] @ symmetries, pose[:3, :3])
+    symmetric = float(np.degrees(np.arccos(np.clip((traces.max() - 1) / 2, -1, 1))))
+    return rotation, 1000 * float(np.linalg.norm(pose[:3, 3] - truth[:3, 3])), symmetric
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    if len(positive) == 0 or len(negative) == 0:
+        return None
+    greater = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def evaluate(frames: list[dict], config: RefineConfig, seed: int) -> list[dict]:
+    model = RefineModel.cube()
+    symmetries = cube_rotations()
+    rows = []
+    for deg, mm in INITIAL_ERRORS:
+        rng = np.random.default_rng([seed, deg, mm])
+        for frame in frames:
+            start = perturbed(frame["pose"], deg, mm, rng)
+            result = refine_pose(frame["rgb"], frame["camera"], model, start, config)
+            rotation, position, symmetric = errors(result.camera_from_object, frame["pose"], symmetries)
+            rows.append({"deg": deg, "mm": mm, "rotation": rotation, "position": position, "symmetric": symmetric,
+                         "score": result.score, "ms": result.time_ms})
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    rotation = np.array([r["rotation"] for r in rows])
+    position = np.array([r["position"] for r in rows])
+    symmetric = np.array([r["symmetric"] for r in rows])
+    score = np.array([r["score"] for r in rows])
+    initial = np.array([r["deg"] for r in rows])
+    success = (rotation < 5) & (position < 5)
+    return {"n": len(rows), "success": success.mean(), "sym": ((symmetric < 5) & (position < 5)).mean(),
+            "rot": np.median(rotation), "pos": np.median(position), "worse": (rotation > initial + 5).mean(),
+            "score_ok": np.median(score[success]) if success.any() else None,
+            "score_bad": np.median(score[~success]) if (~success).any() else None,
+            "auc": auc(score[success], score[~success]), "ms": np.median([r["ms"] for r in rows]),
+            "ms90": np.percentile([r["ms"] for r in rows], 90)}
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="PNG path of the basin plot")
+    parser.add_argument("--frames", type=int, default=30, help="frames per look (default 30)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hypotheses", type=int, nargs="+", default=[1, 7],
+                        help="RefineConfig.hypotheses settings to measure (default 1 7)")
+    parser.add_argument("--realistic-hand", help="a `discopose realistic` dataset (default: render one here)")
+    parser.add_argument("--realistic-no-hand", help="a `discopose realistic --no-hand` dataset (default: render)")
+    parser.add_argument("--skip-realistic", action="store_true", help="rasterized looks only")
+    args = parser.parse_args()
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    print(f"# {cpu}, {os.cpu_count()} CPUs, {describe_cpu()}; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"# {args.frames} frames per look, seed {args.seed}; success = final < 5 deg and < 5 mm; "
+          f"worse = rotation error grew by > 5 deg\n")
+    started = time.perf_counter()
+    looks = {"rendered": lambda: rendered_frames(args.frames, 1000 + args.seed, []),
+             "rendered plain": lambda: rendered_frames(args.frames, 2000 + args.seed, PLAIN)}
+    with tempfile.TemporaryDirectory() as scratch:
+        if not args.skip_realistic:
+            looks["realistic, hand"] = lambda: realistic_frames(args.realistic_hand, args.frames, 3000 + args.seed,
+                                                                True, scratch)
+            looks["realistic, no hand"] = lambda: realistic_frames(args.realistic_no_hand, args.frames,
+                                                                   4000 + args.seed, False, scratch)
+        frames = {name: make() for name, make in looks.items()}
+    print(f"# frames ready in {time.perf_counter() - started:.0f} s\n")
+
+    results = {}
+    header = (f"{'look':<20} {'hyp':>3} {'init':>9} {'n':>4} {'success':>7} {'sym':>5} {'rot med':>8} "
+              f"{'pos med':>8} {'worse':>6} {'score ok/bad':>13} {'auc':>5} {'ms p50/p90':>12}")
+    print(header)
+    print("-" * len(header))
+    for hypotheses in args.hypotheses:
+        config = RefineConfig(hypotheses=hypotheses)
+        for name, look in frames.items():
+            rows = evaluate(look, config, args.seed)
+            results[(name, hypotheses)] = rows
+            for deg, mm in INITIAL_ERRORS + ((None, None),):
+                part = rows if deg is None else [r for r in rows if r["deg"] == deg]
+                s = summarize(part)
+                label = "all" if deg is None else f"{deg}d/{mm}mm"
+                print(f"{name:<20} {hypotheses:>3} {label:>9} {s['n']:>4} {s['success']:>7.2f} {s['sym']:>5.2f} "
+                      f"{s['rot']:>7.1f}d {s['pos']:>6.1f}mm {s['worse']:>6.2f} "
+                      f"{fmt(s['score_ok'], '.2f'):>6}/{fmt(s['score_bad'], '.2f'):<6} {fmt(s['auc'], '.2f'):>5} "
+                      f"{s['ms']:>5.1f}/{s['ms90']:<5.1f}")
+            print()
+    plot(results, args.out, args.frames)
+    print(f"# basin plot: {args.out}; total {time.perf_counter() - started:.0f} s")
+
+
+def plot(results: dict, path: str, frames: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    degrees = [deg for deg, _ in INITIAL_ERRORS]
+    labels = [f"{deg}°\n{mm} mm" for deg, mm in INITIAL_ERRORS]
+    for (name, hypotheses), rows in results.items():
+        style = "-" if hypotheses == 1 else "--"
+        success = [summarize([r for r in rows if r["deg"] == deg])["success"] for deg in degrees]
+        median = [summarize([r for r in rows if r["deg"] == deg])["rot"] for deg in degrees]
+        line, = left.plot(degrees, success, style, marker="o", label=f"{name}, {hypotheses} start"
+                          + ("s" if hypotheses > 1 else ""))
+        right.plot(degrees, median, style, marker="o", color=line.get_color())
+    right.plot(degrees, degrees, ":", color="grey", label="no change")
+    left.set(xlabel="initial error", ylabel="success (< 5° and < 5 mm)", ylim=(0, 1.02),
+             title=f"Refinement basin ({frames} frames per look)")
+    right.set(xlabel="initial error", ylabel="final rotation error, median (°)", yscale="log",
+              title="Final rotation error")
+    for axis in (left, right):
+        axis.set_xticks(degrees, labels)
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
