@@ -24,7 +24,7 @@ class RefineConfig:
     reference_diameter_px: float = 200.0
     iterations: tuple[int, ...] = (3, 2, 2, 2)
     # Region modality (silhouette): correspondence lines across the projected contour.
-    lines: int = 120
+    lines: int = 100
     distribution_half: int = 6          # contour positions considered: -h..h segments
     function_segments: int = 8          # segments each position's smoothed step function reads
     pixels_per_segment: int = 3         # pixels read per segment (evenly spread): coarse segments need not read all
@@ -60,6 +60,8 @@ class RefineConfig:
     # (through the object's centre), up to this many in all; the best-scoring alignment wins.
     hypotheses: int = 1
     hypothesis_deg: float = 25.0
+    # Return the start unchanged when it scores better than every refined hypothesis (hypothesis -1).
+    keep_better_start: bool = True
     # Among the shape's symmetric equivalents keep the one nearest the start (the letters are the network's).
     keep_start_equivalent: bool = True
 

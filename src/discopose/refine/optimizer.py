@@ -92,6 +92,12 @@ def _refine(views: list[ViewImage], cameras_from_frame: list[np.ndarray], model:
     scores = [a.score for a in alignments]
     chosen = int(np.argmax(scores))
     best = alignments[chosen]
+    if config.keep_better_start:
+        # The start itself, scored the same way: a refinement that walked off a good start is not taken.
+        histograms = [ColorHistograms(config.histogram_bins) for _ in views]
+        unrefined = _score(views, cameras_from_frame, histograms, model, frame_from_object, 0, config)
+        if unrefined.score > best.score:
+            best, chosen = unrefined, -1
     pose = best.frame_from_object
     if config.keep_start_equivalent and len(model.shape_symmetries) > 1:
         pose = _nearest_equivalent(pose, frame_from_object[:3, :3], model.shape_symmetries)
