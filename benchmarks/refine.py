@@ -26,21 +26,25 @@ import numpy as np
 
 from discopose._hardware import describe_cpu
 from discopose.camera import CameraModel
-from discopose.geometry.symmetry import cube_rotations
 from discopose.geometry.transforms import rotation_about_axis, rotation_angle_deg
 from discopose.refine import RefineConfig, RefineModel, refine_pose
 
 INITIAL_ERRORS = ((5, 2), (10, 5), (20, 10), (30, 15), (45, 20), (60, 30))  # (deg, mm)
+SCORE_FLAG = 0.6  # a refined pose scoring below this is flagged (the trust model's threshold to be calibrated)
 PLAIN = ["hand.prob=0", "limbs.prob=0", "clutter.occluder_prob=0"]
 
 
 def rendered_frames(count: int, seed: int, extra: list[str]) -> list[dict]:
-    """``count`` rasterized 640x480 frames: image, camera, true pose, visible share."""
+    """``count`` rasterized 640x480 frames: image, camera, true pose, visible share, the object's refine model."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     from discopose.render.config import RenderConfig
     from discopose.render.renderer import DiscoRenderer
-    renderer = DiscoRenderer(RenderConfig.load(overrides=[f"seed={seed}", "camera.width_px=640",
-                                                          "camera.height_px=480"] + extra))
+    from discopose.render.objects import build_object
+    config = RenderConfig.load(overrides=[f"seed={seed}", "camera.width_px=640", "camera.height_px=480"] + extra)
+    renderer = DiscoRenderer(config)
+    obj = build_object(config.object)
+    model = RefineModel.cube(config.object.cube_size_m) if config.object.mesh is None else \
+        RefineModel.from_mesh(obj.positions, obj.indices, name=obj.name)
     frames = []
     try:
         for index in range(count):
@@ -49,7 +53,7 @@ def rendered_frames(count: int, seed: int, extra: list[str]) -> list[dict]:
                 labels = view["labels"]
                 frames.append({"rgb": view["rgb"], "camera": CameraModel(name, 640, 480, labels["K"]),
                                "pose": np.asarray(labels["camera_from_object"]),
-                               "visible": labels["visible_fraction"]})
+                               "visible": labels["visible_fraction"], "model": model})
     finally:
         renderer.close()
     return frames
@@ -99,15 +103,15 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
 
 
 def evaluate(frames: list[dict], config: RefineConfig, seed: int) -> list[dict]:
-    model = RefineModel.cube()
-    symmetries = cube_rotations()
+    cube = RefineModel.cube()
     rows = []
     for deg, mm in INITIAL_ERRORS:
         rng = np.random.default_rng([seed, deg, mm])
         for frame in frames:
+            model = frame.get("model", cube)
             start = perturbed(frame["pose"], deg, mm, rng)
             result = refine_pose(frame["rgb"], frame["camera"], model, start, config)
-            rotation, position, symmetric = errors(result.camera_from_object, frame["pose"], symmetries)
+            rotation, position, symmetric = errors(result.camera_from_object, frame["pose"], model.shape_symmetries)
             rows.append({"deg": deg, "mm": mm, "rotation": rotation, "position": position, "symmetric": symmetric,
                          "score": result.score, "ms": result.time_ms})
     return rows
@@ -120,8 +124,12 @@ def summarize(rows: list[dict]) -> dict:
     score = np.array([r["score"] for r in rows])
     initial = np.array([r["deg"] for r in rows])
     success = (rotation < 5) & (position < 5)
+    worse = rotation > initial + 5
+    flagged = score < SCORE_FLAG
     return {"n": len(rows), "success": success.mean(), "sym": ((symmetric < 5) & (position < 5)).mean(),
-            "rot": np.median(rotation), "pos": np.median(position), "worse": (rotation > initial + 5).mean(),
+            "rot": np.median(rotation), "pos": np.median(position), "worse": worse.mean(),
+            "worse_flagged": flagged[worse].mean() if worse.any() else None,
+            "good_kept": (~flagged[success]).mean() if success.any() else None,
             "score_ok": np.median(score[success]) if success.any() else None,
             "score_bad": np.median(score[~success]) if (~success).any() else None,
             "auc": auc(score[success], score[~success]), "ms": np.median([r["ms"] for r in rows]),
@@ -142,17 +150,24 @@ def main():
     parser.add_argument("--realistic-hand", help="a `discopose realistic` dataset (default: render one here)")
     parser.add_argument("--realistic-no-hand", help="a `discopose realistic --no-hand` dataset (default: render)")
     parser.add_argument("--skip-realistic", action="store_true", help="rasterized looks only")
+    parser.add_argument("--no-drill", action="store_true", help="leave out the user-mesh look (the example drill)")
     args = parser.parse_args()
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"# {cpu}, {os.cpu_count()} CPUs, {describe_cpu()}; load average {os.getloadavg()[0]:.2f} at start")
     print(f"# {args.frames} frames per look, seed {args.seed}; success = final < 5 deg and < 5 mm; "
-          f"worse = rotation error grew by > 5 deg\n")
+          f"worse = rotation error grew by > 5 deg; flagged: share of the worse with score < {SCORE_FLAG}; "
+          f"kept: share of the successes with score >= {SCORE_FLAG}\n")
     started = time.perf_counter()
     looks = {"rendered": lambda: rendered_frames(args.frames, 1000 + args.seed, []),
              "rendered plain": lambda: rendered_frames(args.frames, 2000 + args.seed, PLAIN)}
     with tempfile.TemporaryDirectory() as scratch:
+        if not args.no_drill:
+            from discopose.render.example_objects import make_example_object
+            drill = make_example_object("drill", os.path.join(scratch, "drill.glb"))
+            looks["drill, plain"] = lambda: rendered_frames(args.frames, 5000 + args.seed, PLAIN + [
+                f"object.mesh={drill}", "object.mesh_scale_to_m=0.001"])
         if not args.skip_realistic:
             looks["realistic, hand"] = lambda: realistic_frames(args.realistic_hand, args.frames, 3000 + args.seed,
                                                                 True, scratch)
@@ -163,7 +178,8 @@ def main():
 
     results = {}
     header = (f"{'look':<20} {'hyp':>3} {'init':>9} {'n':>4} {'success':>7} {'sym':>5} {'rot med':>8} "
-              f"{'pos med':>8} {'worse':>6} {'score ok/bad':>13} {'auc':>5} {'ms p50/p90':>12}")
+              f"{'pos med':>8} {'worse':>6} {'flagged':>7} {'score ok/bad':>13} {'auc':>5} {'kept':>5} "
+              f"{'ms p50/p90':>12}")
     print(header)
     print("-" * len(header))
     for hypotheses in args.hypotheses:
@@ -176,8 +192,9 @@ def main():
                 s = summarize(part)
                 label = "all" if deg is None else f"{deg}d/{mm}mm"
                 print(f"{name:<20} {hypotheses:>3} {label:>9} {s['n']:>4} {s['success']:>7.2f} {s['sym']:>5.2f} "
-                      f"{s['rot']:>7.1f}d {s['pos']:>6.1f}mm {s['worse']:>6.2f} "
+                      f"{s['rot']:>7.1f}d {s['pos']:>6.1f}mm {s['worse']:>6.2f} {fmt(s['worse_flagged'], '.2f'):>7} "
                       f"{fmt(s['score_ok'], '.2f'):>6}/{fmt(s['score_bad'], '.2f'):<6} {fmt(s['auc'], '.2f'):>5} "
+                      f"{fmt(s['good_kept'], '.2f'):>5} "
                       f"{s['ms']:>5.1f}/{s['ms90']:<5.1f}")
             print()
     plot(results, args.out, args.frames)
@@ -190,21 +207,22 @@ def plot(results: dict, path: str, frames: int) -> None:
     import matplotlib.pyplot as plt
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     degrees = [deg for deg, _ in INITIAL_ERRORS]
+    positions = np.arange(len(degrees))
     labels = [f"{deg}°\n{mm} mm" for deg, mm in INITIAL_ERRORS]
     for (name, hypotheses), rows in results.items():
         style = "-" if hypotheses == 1 else "--"
         success = [summarize([r for r in rows if r["deg"] == deg])["success"] for deg in degrees]
         median = [summarize([r for r in rows if r["deg"] == deg])["rot"] for deg in degrees]
-        line, = left.plot(degrees, success, style, marker="o", label=f"{name}, {hypotheses} start"
+        line, = left.plot(positions, success, style, marker="o", label=f"{name}, {hypotheses} start"
                           + ("s" if hypotheses > 1 else ""))
-        right.plot(degrees, median, style, marker="o", color=line.get_color())
-    right.plot(degrees, degrees, ":", color="grey", label="no change")
+        right.plot(positions, median, style, marker="o", color=line.get_color())
+    right.plot(positions, degrees, ":", color="grey", label="no change")
     left.set(xlabel="initial error", ylabel="success (< 5° and < 5 mm)", ylim=(0, 1.02),
              title=f"Refinement basin ({frames} frames per look)")
     right.set(xlabel="initial error", ylabel="final rotation error, median (°)", yscale="log",
               title="Final rotation error")
     for axis in (left, right):
-        axis.set_xticks(degrees, labels)
+        axis.set_xticks(positions, labels)
         axis.grid(alpha=0.3)
     left.legend(fontsize=7)
     right.legend(fontsize=7)

@@ -15,7 +15,7 @@ import numpy as np
 
 from discopose.refine.config import RefineConfig
 from discopose.refine.image import ViewImage
-from discopose.refine.model import RefineModel, VisibleEdges, sample_along_edges
+from discopose.refine.model import FaceRaster, RefineModel, VisibleEdges, sample_along_edges
 from discopose.refine.projection import line_jacobian
 
 TUKEY_C = 4.685
@@ -38,9 +38,11 @@ class EdgeTerms:
 
 
 def crease_samples(model: RefineModel, edges: VisibleEdges, camera_from_object: np.ndarray, K: np.ndarray,
-                   config: RefineConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   config: RefineConfig, raster: FaceRaster | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample points on the visible creases (and the silhouette with ``config.edge_silhouette``): object-frame
-    points (N, 3), ideal pixels (N, 2), unit image normals (N, 2)."""
+    points (N, 3), ideal pixels (N, 2), unit image normals (N, 2). With a ``raster`` (non-convex meshes) the
+    crease samples that another part of the mesh hides are dropped."""
     pairs = np.concatenate([edges.crease, edges.silhouette]) if config.edge_silhouette else edges.crease
     points, pixels, edge = sample_along_edges(model, pairs, camera_from_object, K,
                                               spacing_px=config.edge_spacing_px, end_margin=config.edge_end_margin)
@@ -53,13 +55,20 @@ def crease_samples(model: RefineModel, edges: VisibleEdges, camera_from_object: 
     direction = ends_px[1] - ends_px[0]
     normal = np.stack([-direction[:, 1], direction[:, 0]], 1)
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    return points, pixels, normal[edge]
+    normals = normal[edge]
+    if raster is not None:
+        is_crease = edge < len(edges.crease)
+        keep = ~is_crease
+        keep[is_crease] = raster.on_crease(pixels[is_crease], normals[is_crease],
+                                           edges.crease_faces[edge[is_crease]])
+        points, pixels, normals = points[keep], pixels[keep], normals[keep]
+    return points, pixels, normals
 
 
 def edge_terms(view: ViewImage, model: RefineModel, edges: VisibleEdges, camera_from_object: np.ndarray,
-               search_px: float, config: RefineConfig) -> EdgeTerms:
+               search_px: float, config: RefineConfig, raster: FaceRaster | None = None) -> EdgeTerms:
     """Search each crease sample's normal within ``search_px`` for the image edge."""
-    points, pixels, normals = crease_samples(model, edges, camera_from_object, view.K, config)
+    points, pixels, normals = crease_samples(model, edges, camera_from_object, view.K, config, raster)
     if len(points) == 0:
         return EdgeTerms(np.zeros((0, 6)), np.zeros(0), np.zeros(0, bool), np.zeros(0))
     reach = int(np.ceil(search_px))

@@ -44,14 +44,17 @@ class RefineModel:
     crease: np.ndarray
     convex: bool
     shape_symmetries: np.ndarray = field(default_factory=lambda: np.eye(3)[None])
+    _diameter_m: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def diameter_m(self) -> float:
-        """Largest distance between two vertices."""
-        v = self.vertices_m
-        if len(v) > 3000:  # only the hull's vertices can be the farthest pair
-            v = v[_hull_vertex_indices(v)]
-        return float(np.sqrt(((v[:, None] - v[None]) ** 2).sum(-1)).max())
+        """Largest distance between two vertices (computed once)."""
+        if self._diameter_m is None:
+            v = self.vertices_m
+            if len(v) > 3000:  # only the hull's vertices can be the farthest pair
+                v = v[_hull_vertex_indices(v)]
+            self._diameter_m = float(np.sqrt(((v[:, None] - v[None]) ** 2).sum(-1)).max())
+        return self._diameter_m
 
     @property
     def face_centers_m(self) -> np.ndarray:
@@ -171,12 +174,13 @@ class VisibleEdges:
 
     ``silhouette``: (A, 2) vertex indices ordered so that ``inside`` (A,) the image side of the object is
     known: ``outward_px`` (A, 2) unit normals pointing from the object into the background. ``crease``: (B, 2)
-    vertex indices of the visible sharp edges between two front faces.
+    vertex indices of the visible sharp edges between two front faces, ``crease_faces`` (B, 2) those faces.
     """
 
     silhouette: np.ndarray
     outward_px: np.ndarray
     crease: np.ndarray
+    crease_faces: np.ndarray
 
 
 def visible_edges(model: RefineModel, camera_from_object: np.ndarray, K: np.ndarray,
@@ -211,8 +215,9 @@ def visible_edges(model: RefineModel, camera_from_object: np.ndarray, K: np.ndar
     normal = np.where(side[:, None] > 0, -normal, normal)
     keep = length[:, 0] > 1e-6
     open_face = facing > crease_min_cos
-    creases = model.edges[model.crease & open_face[f0] & np.where(f1 >= 0, open_face[np.maximum(f1, 0)], False)]
-    return VisibleEdges(silhouette=edges[keep], outward_px=normal[keep], crease=creases)
+    seen = model.crease & open_face[f0] & np.where(f1 >= 0, open_face[np.maximum(f1, 0)], False)
+    return VisibleEdges(silhouette=edges[keep], outward_px=normal[keep], crease=model.edges[seen],
+                        crease_faces=model.edge_faces[seen])
 
 
 def face_raster(model: RefineModel, camera_from_object: np.ndarray, K: np.ndarray, size_px: tuple[int, int],
@@ -232,6 +237,39 @@ def face_raster(model: RefineModel, camera_from_object: np.ndarray, K: np.ndarra
     for face in np.flatnonzero(front)[np.argsort(-centers[front, 2])]:
         cv2.fillConvexPoly(raster, fixed[model.faces[face]], int(face), lineType=cv2.LINE_8, shift=4)
     return raster
+
+
+class FaceRaster:
+    """:func:`face_raster` of one pose with the look-ups the modalities need to drop what a non-convex mesh hides
+    from itself."""
+
+    def __init__(self, model: RefineModel, camera_from_object: np.ndarray, K: np.ndarray, size_px: tuple[int, int],
+                 scale: float = 0.5):
+        self.scale = scale
+        self.faces = face_raster(model, camera_from_object, K, size_px, scale)
+
+    def face_at(self, pixels: np.ndarray) -> np.ndarray:
+        """Face index at ideal full-resolution pixels (..., 2); -1 for none or outside the raster."""
+        height, width = self.faces.shape
+        u = np.rint((pixels[..., 0] + 0.5) * self.scale - 0.5).astype(np.int64)
+        v = np.rint((pixels[..., 1] + 0.5) * self.scale - 0.5).astype(np.int64)
+        inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        return np.where(inside, self.faces[np.clip(v, 0, height - 1), np.clip(u, 0, width - 1)], -1)
+
+    def on_contour(self, pixels: np.ndarray, outward_px: np.ndarray) -> np.ndarray:
+        """Whether each silhouette sample has the object just inside and nothing of it just outside (an occluding
+        contour in front of another part of the object, or one hidden behind it, has not)."""
+        step = 1.5 / self.scale
+        return (self.face_at(pixels - step * outward_px) >= 0) & (self.face_at(pixels + step * outward_px) < 0)
+
+    def on_crease(self, pixels: np.ndarray, normals_px: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """Whether each crease sample is seen: one of its two faces (N, 2) is what the raster shows beside it."""
+        step = 1.0 / self.scale
+        seen = np.zeros(len(pixels), bool)
+        for side in (-step, 0.0, step):
+            face = self.face_at(pixels + side * normals_px)
+            seen |= (face == faces[:, 0]) | (face == faces[:, 1])
+        return seen
 
 
 def sample_along_edges(model: RefineModel, edges: np.ndarray, camera_from_object: np.ndarray, K: np.ndarray,

@@ -13,7 +13,7 @@ from discopose.geometry.transforms import invert_transform, rotation_about_axis
 from discopose.refine.config import RefineConfig, RefineResult
 from discopose.refine.edges import MAD_TO_SIGMA, TUKEY_C, EdgeTerms, edge_terms
 from discopose.refine.image import ViewImage
-from discopose.refine.model import RefineModel, visible_edges
+from discopose.refine.model import FaceRaster, RefineModel, visible_edges
 from discopose.refine.projection import object_delta_transform
 from discopose.refine.region import ColorHistograms, RegionTerms, region_terms
 
@@ -134,17 +134,26 @@ def _nearest_equivalent(frame_from_object: np.ndarray, start_rotation: np.ndarra
     return pose
 
 
+def _rasters(views, cameras_from_frame, model: RefineModel, frame_from_object: np.ndarray) -> list:
+    """Per camera, the face raster a non-convex mesh needs to drop what it hides from itself (None if convex).
+    Drawn once per scale: within one the pose moves by a few pixels."""
+    if model.convex:
+        return [None] * len(views)
+    return [FaceRaster(model, camera_from_frame @ frame_from_object, view.K, (view.height, view.width))
+            for view, camera_from_frame in zip(views, cameras_from_frame)]
+
+
 def _measure(views, cameras_from_frame, histograms, model, frame_from_object, scale: int, search_px: float,
-             config: RefineConfig, learn_colors: bool) -> list[tuple[RegionTerms, EdgeTerms | None]]:
+             config: RefineConfig, learn_colors: bool, rasters: list) -> list[tuple[RegionTerms, EdgeTerms | None]]:
     terms = []
-    for view, camera_from_frame, hist in zip(views, cameras_from_frame, histograms):
+    for view, camera_from_frame, hist, raster in zip(views, cameras_from_frame, histograms, rasters):
         camera_from_object = camera_from_frame @ frame_from_object
         if camera_from_object[2, 3] <= 0.5 * model.diameter_m:  # walked behind the camera: no evidence
             terms.append((RegionTerms(np.zeros((0, 6)), np.zeros(0), np.zeros(0)), None))
             continue
         edges = visible_edges(model, camera_from_object, view.K, config.edge_min_facing)
-        region = region_terms(view, hist, model, edges, camera_from_object, scale, config, learn_colors)
-        edge = edge_terms(view, model, edges, camera_from_object, search_px, config) \
+        region = region_terms(view, hist, model, edges, camera_from_object, scale, config, learn_colors, raster)
+        edge = edge_terms(view, model, edges, camera_from_object, search_px, config, raster) \
             if config.edges and search_px > 0 else None
         terms.append((region, edge))
     return terms
@@ -182,10 +191,11 @@ def _align(views, cameras_from_frame, model: RefineModel, frame_from_object: np.
         scale = int(np.clip(round(nominal * apparent), 1, 2 * nominal))
         nominal_search = config.edge_search_px[level]
         search_px = float(np.clip(nominal_search * apparent, 3.0, 2 * nominal_search)) if nominal_search else 0.0
+        rasters = _rasters(views, cameras_from_frame, model, frame_from_object) if count else []
         for step in range(count):
             # Colours are learned at the first step of each scale (the pose has moved most since the last).
             terms = _measure(views, cameras_from_frame, histograms, model, frame_from_object, scale, search_px,
-                             config, learn_colors=step == 0)
+                             config, step == 0, rasters)
             hessian, gradient = _normal_equations(terms, scale, config)
             diagonal = np.diag(hessian).copy()
             if diagonal.max() <= 0:
@@ -217,7 +227,7 @@ def _score(views, cameras_from_frame, histograms, model, frame_from_object, iter
     """How well the image supports ``frame_from_object``: the finest scale's lines and crease samples that put
     the contour/edge within ``agree_px`` of the projection."""
     terms = _measure(views, cameras_from_frame, histograms, model, frame_from_object, 1, 2 * config.agree_px,
-                     config, learn_colors=True)
+                     config, True, _rasters(views, cameras_from_frame, model, frame_from_object))
     region_agree = region_count = edge_agree = edge_count = 0
     residuals = []
     for region, edge in terms:

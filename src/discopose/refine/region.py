@@ -19,7 +19,7 @@ import numpy as np
 
 from discopose.refine.config import RefineConfig
 from discopose.refine.image import ViewImage
-from discopose.refine.model import RefineModel, VisibleEdges, sample_along_edges
+from discopose.refine.model import FaceRaster, RefineModel, VisibleEdges, sample_along_edges
 from discopose.refine.projection import line_jacobian
 
 
@@ -84,18 +84,23 @@ def _step_tables(config: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def contour_lines(model: RefineModel, edges: VisibleEdges, camera_from_object: np.ndarray, K: np.ndarray,
-                  count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  count: int, raster: FaceRaster | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``count`` line centres spread evenly over the projected silhouette: object-frame points (N, 3), ideal
-    pixels (N, 2) and outward image normals (N, 2)."""
+    pixels (N, 2) and outward image normals (N, 2). With a ``raster`` (non-convex meshes) only the samples on
+    the outer contour are kept."""
     points, pixels, edge = sample_along_edges(model, edges.silhouette, camera_from_object, K, count=count)
-    return points, pixels, edges.outward_px[edge]
+    normals = edges.outward_px[edge]
+    if raster is not None:
+        keep = raster.on_contour(pixels, normals)
+        points, pixels, normals = points[keep], pixels[keep], normals[keep]
+    return points, pixels, normals
 
 
 def region_terms(view: ViewImage, histograms: ColorHistograms, model: RefineModel, edges: VisibleEdges,
                  camera_from_object: np.ndarray, scale: int, config: RefineConfig,
-                 learn_colors: bool = True) -> RegionTerms:
+                 learn_colors: bool = True, raster: FaceRaster | None = None) -> RegionTerms:
     """Measure the contour along correspondence lines of ``scale`` px segments at ``camera_from_object``."""
-    points, centers, normals = contour_lines(model, edges, camera_from_object, view.K, config.lines)
+    points, centers, normals = contour_lines(model, edges, camera_from_object, view.K, config.lines, raster)
     if len(points) == 0:
         return RegionTerms(np.zeros((0, 6)), np.zeros(0), np.zeros(0))
     half_d, F = config.distribution_half, config.function_segments
