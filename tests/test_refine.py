@@ -95,9 +95,15 @@ def test_score_separates_the_true_pose_from_a_wrong_one(frames):
 def test_hypotheses_are_scored_and_the_best_kept(frames):
     frame = frames[0]
     start = _perturbed(frame["camera_from_object"], 10.0, 5.0, np.random.default_rng(2))
-    result = refine_pose(frame["rgb"], frame["camera"], RefineModel.cube(), start, RefineConfig(hypotheses=7))
-    assert len(result.hypothesis_scores) == 7
-    assert result.score == max(result.hypothesis_scores) == result.hypothesis_scores[result.hypothesis]
+    config = RefineConfig(hypotheses=7, hypotheses_kept=2)
+    result = refine_pose(frame["rgb"], frame["camera"], RefineModel.cube(), start, config)
+    assert len(result.hypothesis_scores) == 7 and 0.0 <= result.score <= 1.0
+    finalists = np.argsort(result.hypothesis_scores)[::-1][:2]
+    assert result.hypothesis in finalists or result.hypothesis == -1
+    everything = refine_pose(frame["rgb"], frame["camera"], RefineModel.cube(), start,
+                             RefineConfig(hypotheses=7, hypothesis_screen_levels=0))
+    assert len(everything.hypothesis_scores) == 7
+    assert everything.score == max(everything.hypothesis_scores) or everything.hypothesis == -1
 
 
 def test_the_start_keeps_its_symmetric_equivalent(frames):

@@ -60,6 +60,10 @@ class RefineConfig:
     # (through the object's centre), up to this many in all; the best-scoring alignment wins.
     hypotheses: int = 1
     hypothesis_deg: float = 25.0
+    # With several starts, all run this many of the coarsest scales, are scored, and the best
+    # ``hypotheses_kept`` finish the rest (the whole schedule for all would cost ``hypotheses`` times one).
+    hypothesis_screen_levels: int = 2
+    hypotheses_kept: int = 2
     # Return the start unchanged when it scores better than every refined hypothesis (hypothesis -1).
     keep_better_start: bool = True
     # Among the shape's symmetric equivalents keep the one nearest the start (the letters are the network's).
@@ -98,6 +102,8 @@ class RefineConfig:
         if self.hypotheses < 1 or self.hypotheses > 7:
             raise ConfigError(f"refine.hypotheses must be 1 (the start only) to 7 (start and +-hypothesis_deg "
                               f"about each camera axis), got {self.hypotheses}")
+        if self.hypothesis_screen_levels < 0 or self.hypotheses_kept < 1:
+            raise ConfigError("refine.hypothesis_screen_levels must be >= 0 and refine.hypotheses_kept >= 1")
         if self.damping < 0 or self.agree_px <= 0:
             raise ConfigError("refine.damping must be >= 0 and refine.agree_px > 0")
 
@@ -112,7 +118,9 @@ class RefineResult:
     ``region_agreement`` / ``edge_agreement``: the same per modality (None without samples);
     ``residual_px``: median distance of the measured contour from the projection over the lines;
     ``lines`` / ``edge_samples``: how many were measured at the end; ``iterations``: Newton steps of the chosen
-    hypothesis; ``hypothesis``: which start won (0 = the given one); ``hypothesis_scores``: each start's score;
+    hypothesis; ``hypothesis``: which start won (0 = the given one, -1 = the start left unrefined because it
+    scored better); ``hypothesis_scores``: each start's score after the coarse scales that screen them (one
+    start: its final score);
     ``time_ms``: wall time of the whole call; ``start_from_object``: the starting pose, in the same frame.
     """
 

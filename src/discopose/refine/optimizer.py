@@ -87,11 +87,29 @@ def _refine(views: list[ViewImage], cameras_from_frame: list[np.ndarray], model:
         if depth <= 0.5 * model.diameter_m:
             raise DiscoposeError(f"the starting pose puts the object {depth:.3f} m in front of camera "
                                  f"{view.camera.name!r}: it must lie in front of the camera")
-    alignments = [_align(views, cameras_from_frame, model, start, config)
-                  for start in _hypotheses(frame_from_object, cameras_from_frame[0], config)]
-    scores = [a.score for a in alignments]
-    chosen = int(np.argmax(scores))
+    levels = len(config.scales_px)
+    tracks = [_start(views, cameras_from_frame, model, start, config)
+              for start in _hypotheses(frame_from_object, cameras_from_frame[0], config)]
+    screen = min(config.hypothesis_screen_levels, levels) if len(tracks) > 1 else 0
+    scores = []
+    if screen:
+        # Every start runs the coarse scales; only the best-scoring few go on to the fine ones.
+        for track in tracks:
+            _run_levels(views, cameras_from_frame, model, track, range(screen), config)
+        scores = [_score(views, cameras_from_frame, track.histograms, model, track.frame_from_object,
+                         track.iterations, config).score for track in tracks]
+        finalists = list(np.argsort(scores)[::-1][:config.hypotheses_kept])
+    else:
+        finalists = list(range(len(tracks)))
+    alignments = {}
+    for index in finalists:
+        track = _run_levels(views, cameras_from_frame, model, tracks[index], range(screen, levels), config)
+        alignments[index] = _score(views, cameras_from_frame, track.histograms, model, track.frame_from_object,
+                                   track.iterations, config)
+    chosen = max(alignments, key=lambda index: alignments[index].score)
     best = alignments[chosen]
+    if not screen:
+        scores = [alignments[index].score for index in finalists]
     if config.keep_better_start:
         # The start itself, scored the same way: a refinement that walked off a good start is not taken.
         histograms = [ColorHistograms(config.histogram_bins) for _ in views]
@@ -104,7 +122,7 @@ def _refine(views: list[ViewImage], cameras_from_frame: list[np.ndarray], model:
     return RefineResult(frame_from_object=pose, frame=frame, score=best.score,
                         region_agreement=best.region_agreement, edge_agreement=best.edge_agreement,
                         residual_px=best.residual_px, lines=best.lines, edge_samples=best.edge_samples,
-                        iterations=best.iterations, hypothesis=chosen, hypothesis_scores=scores,
+                        iterations=best.iterations, hypothesis=int(chosen), hypothesis_scores=[float(v) for v in scores],
                         time_ms=1000 * (time.perf_counter() - started), start_from_object=frame_from_object)
 
 
@@ -181,20 +199,36 @@ def _normal_equations(terms, scale: int, config: RefineConfig) -> tuple[np.ndarr
     return hessian, gradient
 
 
-def _align(views, cameras_from_frame, model: RefineModel, frame_from_object: np.ndarray,
-           config: RefineConfig) -> _Alignment:
-    histograms = [ColorHistograms(config.histogram_bins) for _ in views]
+@dataclass
+class _Track:
+    """One start's refinement in progress: its pose, colour histograms and Newton steps so far."""
+
+    frame_from_object: np.ndarray
+    histograms: list
+    apparent: float
+    iterations: int = 0
+
+
+def _start(views, cameras_from_frame, model: RefineModel, frame_from_object: np.ndarray,
+           config: RefineConfig) -> _Track:
+    return _Track(frame_from_object, [ColorHistograms(config.histogram_bins) for _ in views],
+                  _apparent_scale(views, cameras_from_frame, model, frame_from_object, config))
+
+
+def _run_levels(views, cameras_from_frame, model: RefineModel, track: _Track, levels: range,
+                config: RefineConfig) -> _Track:
+    """Damped Gauss-Newton steps of the scales in ``levels`` (coarse to fine), in place on ``track``."""
     max_translation = config.max_step_diameter * model.diameter_m
-    iterations = 0
-    apparent = _apparent_scale(views, cameras_from_frame, model, frame_from_object, config)
-    for level, (nominal, count) in enumerate(zip(config.scales_px, config.iterations)):
-        scale = int(np.clip(round(nominal * apparent), 1, 2 * nominal))
+    frame_from_object = track.frame_from_object
+    for level in levels:
+        nominal, count = config.scales_px[level], config.iterations[level]
+        scale = int(np.clip(round(nominal * track.apparent), 1, 2 * nominal))
         nominal_search = config.edge_search_px[level]
-        search_px = float(np.clip(nominal_search * apparent, 3.0, 2 * nominal_search)) if nominal_search else 0.0
+        search_px = float(np.clip(nominal_search * track.apparent, 3.0, 2 * nominal_search)) if nominal_search else 0.0
         rasters = _rasters(views, cameras_from_frame, model, frame_from_object) if count else []
         for step in range(count):
             # Colours are learned at the first step of each scale (the pose has moved most since the last).
-            terms = _measure(views, cameras_from_frame, histograms, model, frame_from_object, scale, search_px,
+            terms = _measure(views, cameras_from_frame, track.histograms, model, frame_from_object, scale, search_px,
                              config, step == 0, rasters)
             hessian, gradient = _normal_equations(terms, scale, config)
             diagonal = np.diag(hessian).copy()
@@ -208,8 +242,9 @@ def _align(views, cameras_from_frame, model: RefineModel, frame_from_object: np.
             if translation_norm > max_translation:
                 delta[3:] *= max_translation / translation_norm
             frame_from_object = frame_from_object @ object_delta_transform(delta)
-            iterations += 1
-    return _score(views, cameras_from_frame, histograms, model, frame_from_object, iterations, config)
+            track.iterations += 1
+    track.frame_from_object = frame_from_object
+    return track
 
 
 def _apparent_scale(views, cameras_from_frame, model: RefineModel, frame_from_object: np.ndarray,
