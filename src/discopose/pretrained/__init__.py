@@ -87,8 +87,10 @@ def pack_estimator(estimator: str | Path, out: str | Path, card: dict, onnx: boo
                             ignore=shutil.ignore_patterns("train_state.pt", "model.onnx", "*.tmp"))
             _halve_weights(tmp / stage)
             if onnx:
-                from discopose.models.export import export_onnx, halve_onnx_weights
-                halve_onnx_weights(export_onnx(tmp / stage))
+                # Checked again in fp16: the graph must compute what the fp16 torch network computes, or the
+                # two backends would state different confidences and validity.
+                from discopose.models.export import check_onnx_parity, export_onnx, halve_onnx_weights
+                check_onnx_parity(tmp / stage, halve_onnx_weights(export_onnx(tmp / stage)))
         index["model_card"] = card
         (tmp / "estimator.json").write_text(json.dumps(index, indent=1))
         size = folder_mb(tmp)
