@@ -166,7 +166,8 @@ def test_lens_distortion_and_jacobian_match_opencv_and_finite_differences():
     K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
     dist = np.array([-0.23, 0.08, 0.001, -0.002, 0.01])
     rng = np.random.default_rng(6)
-    points_camera = np.column_stack([rng.uniform(-0.1, 0.1, 50), rng.uniform(-0.08, 0.08, 50), rng.uniform(0.2, 0.6, 50)])
+    points_camera = np.column_stack([rng.uniform(-0.1, 0.1, 50), rng.uniform(-0.08, 0.08, 50),
+                                     rng.uniform(0.2, 0.6, 50)])
     ideal = points_camera[:, :2] / points_camera[:, 2:] * 600.0 + [319.5, 239.5]
     expected, _ = cv2.projectPoints(points_camera, np.zeros(3), np.zeros(3), K, dist)
     np.testing.assert_allclose(distorted_pixels(K, dist, ideal), expected.reshape(-1, 2), atol=1e-6)

@@ -35,8 +35,8 @@ class RefineConfig:
     # Line pixels between these many segments inside/outside the projected contour train the histograms (the
     # band closer than the first is left out: the pose is still off by about a segment or two).
     histogram_segments: tuple[float, float] = (2.0, 10.0)
-    histogram_blend: float = 0.5
-    region_robust: bool = True          # Tukey weights on the lines' measured offsets        # weight of this iteration's colours against the running histograms
+    histogram_blend: float = 0.5        # weight of this iteration's colours against the running histograms
+    region_robust: bool = True          # Tukey weights on the lines' measured offsets
     # Edge modality: the visible crease edges (between two front faces) searched along their normals.
     edges: bool = True
     edge_weight: float = 1.0

@@ -101,7 +101,8 @@ class RefineModel:
         cos_angle = np.ones(len(edges))
         cos_angle[both] = (normals[edge_faces[both, 0]] * normals[edge_faces[both, 1]]).sum(1)
         crease = both & (cos_angle < np.cos(np.radians(crease_deg)))
-        symmetries = np.eye(3)[None] if shape_symmetries is None else np.asarray(shape_symmetries, float).reshape(-1, 3, 3)
+        symmetries = np.eye(3)[None] if shape_symmetries is None else \
+            np.asarray(shape_symmetries, float).reshape(-1, 3, 3)
         return cls(name=name, vertices_m=vertices, faces=faces.astype(np.int64), face_normals=normals,
                    edges=edges.astype(np.int64), edge_faces=edge_faces, crease=crease,
                    convex=_is_convex(vertices, faces, cross), shape_symmetries=symmetries)

@@ -122,7 +122,8 @@ def _refine(views: list[ViewImage], cameras_from_frame: list[np.ndarray], model:
     return RefineResult(frame_from_object=pose, frame=frame, score=best.score,
                         region_agreement=best.region_agreement, edge_agreement=best.edge_agreement,
                         residual_px=best.residual_px, lines=best.lines, edge_samples=best.edge_samples,
-                        iterations=best.iterations, hypothesis=int(chosen), hypothesis_scores=[float(v) for v in scores],
+                        iterations=best.iterations, hypothesis=int(chosen),
+                        hypothesis_scores=[float(v) for v in scores],
                         time_ms=1000 * (time.perf_counter() - started), start_from_object=frame_from_object)
 
 

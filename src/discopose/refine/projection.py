@@ -14,13 +14,6 @@ import cv2
 import numpy as np
 
 
-def skew(vectors: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) cross-product matrices ``[x]_x`` of (N, 3) vectors."""
-    x, y, z = vectors[:, 0], vectors[:, 1], vectors[:, 2]
-    zero = np.zeros_like(x)
-    return np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1), np.stack([-y, x, zero], -1)], -2)
-
-
 def rotation_from_vector(omega) -> np.ndarray:
     """3x3 rotation ``exp([omega]_x)`` (Rodrigues) of a rotation vector in radians."""
     return cv2.Rodrigues(np.asarray(omega, float).reshape(3, 1))[0]
@@ -33,35 +26,6 @@ def object_delta_transform(delta) -> np.ndarray:
     transform[:3, :3] = rotation_from_vector(delta[:3])
     transform[:3, 3] = delta[3:]
     return transform
-
-
-def points_camera_from_object(camera_from_object: np.ndarray, points_object_m: np.ndarray) -> np.ndarray:
-    """(N, 3) points in the camera frame (metres) from (N, 3) points in the object frame."""
-    return points_object_m @ camera_from_object[:3, :3].T + camera_from_object[:3, 3]
-
-
-def pixels_from_points_camera(K: np.ndarray, points_camera_m: np.ndarray) -> np.ndarray:
-    """(N, 2) ideal pixels (u, v) of camera-frame points, (0, 0) the centre of the top-left pixel."""
-    z = points_camera_m[:, 2:3]
-    return points_camera_m[:, :2] / z * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-
-
-def pixel_jacobian_points_camera(K: np.ndarray, points_camera_m: np.ndarray) -> np.ndarray:
-    """(N, 2, 3) derivative of the ideal pixel (u, v) with respect to the camera-frame point (px / m)."""
-    x, y, z = points_camera_m[:, 0], points_camera_m[:, 1], points_camera_m[:, 2]
-    fx, fy = K[0, 0], K[1, 1]
-    zero = np.zeros_like(z)
-    return np.stack([np.stack([fx / z, zero, -fx * x / z ** 2], -1),
-                     np.stack([zero, fy / z, -fy * y / z ** 2], -1)], -2)
-
-
-def point_jacobian_object_delta(rotation_camera_from_object: np.ndarray, points_object_m: np.ndarray) -> np.ndarray:
-    """(N, 3, 6) derivative of camera-frame points with respect to the object-frame ``delta = (omega, v)`` at
-    zero: ``R [-[X_object]_x | I]``."""
-    R = rotation_camera_from_object
-    rotation_part = -np.einsum("ij,njk->nik", R, skew(points_object_m))
-    translation_part = np.broadcast_to(R, (len(points_object_m), 3, 3))
-    return np.concatenate([rotation_part, translation_part], axis=2)
 
 
 def line_jacobian(K: np.ndarray, camera_from_object: np.ndarray, points_object_m: np.ndarray,
