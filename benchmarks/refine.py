@@ -14,6 +14,14 @@ the rotation error grew by more than 5 deg. Score: the refinement's own score of
 successes and failures, and the ROC AUC with which it tells them apart. Times are of one ``refine_pose`` call
 (all hypotheses): wall clock (p50/p90), on whatever else the machine is running (the load is printed), and
 this process's CPU time (p50), which another job on the same cores disturbs less.
+
+    python benchmarks/refine.py --estimator MODEL --data DIR [DIR ...] [--limit N] [--rows rows.json]
+
+The score gate of the estimator's refinement (``PoseEstimator.refine_min_score``): the estimator runs with the
+refinement on and no gate (every alignment that beats its start replaces the networks' pose), and for each
+threshold the alignment is kept only where its score reaches it; per dataset (several cameras: fused and refined
+jointly) the networks alone ("off") and each threshold: share taken, rotation and position median/p90, share
+made worse by > 5 deg (and of those, flagged invalid), share made better by > 5 deg.
 """
 from __future__ import annotations
 
@@ -144,9 +152,58 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def gate_sweep(model: str, datasets: list[str], limit: int | None, thresholds: list[float],
+               rows_path: str | None, config: RefineConfig) -> None:
+    """The estimator's refinement (``config``) with each score threshold, from one ungated pass per dataset (see
+    the module docstring)."""
+    import json
+
+    from discopose.datasets.reader import open_dataset
+    from discopose.estimator.api import load
+    from discopose.evaluation import predict_with_estimator
+    from discopose.models.metrics import re
+    estimator = load(model, refine=config)
+    estimator.refine_min_score = 0.0
+    symmetries = estimator.symmetries if len(estimator.symmetries) > 1 else None
+    print(f"# {model}: score gate sweep, refinement {estimator.refine_config}\n")
+    header = (f"{'data':<22} {'gate':>5} {'n':>4} {'taken':>5} {'rot med/p90':>13} {'pos med/p90':>14} "
+              f"{'worse':>6} {'flagged':>7} {'better':>6} {'ms':>5}")
+    print(header)
+    print("-" * len(header))
+    dump = {}
+    for data in datasets:
+        p = predict_with_estimator(estimator, open_dataset(data), limit=limit)
+        network_re = np.array([re(r, t, symmetries) for r, t in zip(p["network_rotation"], p["true_rotation"])])
+        refined_re = np.array([re(r, t, symmetries) for r, t in zip(p["rotation"], p["true_rotation"])])
+        network_te = 1000 * np.linalg.norm(p["network_position_m"] - p["true_position_m"], axis=1)
+        refined_te = 1000 * np.linalg.norm(p["position_m"] - p["true_position_m"], axis=1)
+        candidate = p["refine_hypothesis"] >= 0  # -1: the start scored better; -2: the alignment could not run
+        name = f"{os.path.basename(os.path.normpath(data))}, {config.hypotheses}h"
+        dump[name] = {"network_re": network_re.tolist(), "refined_re": refined_re.tolist(),
+                      "network_te": network_te.tolist(), "refined_te": refined_te.tolist(),
+                      "score": p["refine_score"].tolist(), "candidate": candidate.tolist(),
+                      "valid": p["valid"].tolist(), "distance_m": p["distance_m"].tolist(),
+                      "visible": p["visible_fraction"].tolist()}
+        for gate in [None] + thresholds:
+            taken = np.zeros(len(candidate), bool) if gate is None else candidate & (p["refine_score"] >= gate)
+            rotation = np.where(taken, refined_re, network_re)
+            position = np.where(taken, refined_te, network_te)
+            worse = rotation > network_re + 5
+            flagged = f"{(~p['valid'][worse]).mean():.2f}" if worse.any() else "-"
+            ms = np.median(1000 * p["seconds"] - (0 if gate is not None else p["refine_ms"]))
+            print(f"{name:<22} {'off' if gate is None else f'{gate:.2f}':>5} {len(rotation):>4} {taken.mean():>5.2f} "
+                  f"{np.median(rotation):>5.1f}/{np.percentile(rotation, 90):<6.1f}d "
+                  f"{np.median(position):>5.1f}/{np.percentile(position, 90):<5.1f}mm {worse.mean():>6.2f} "
+                  f"{flagged:>7} {(rotation < network_re - 5).mean():>6.2f} {ms:>5.0f}")
+        print()
+    if rows_path:
+        with open(rows_path, "w") as f:
+            json.dump(dump, f)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="PNG path of the basin plot")
+    parser.add_argument("--out", help="PNG path of the basin plot (required unless --estimator)")
     parser.add_argument("--frames", type=int, default=30, help="frames per look (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hypotheses", type=int, nargs="+", default=[1, 7],
@@ -155,7 +212,21 @@ def main():
     parser.add_argument("--realistic-no-hand", help="a `discopose realistic --no-hand` dataset (default: render)")
     parser.add_argument("--skip-realistic", action="store_true", help="rasterized looks only")
     parser.add_argument("--no-drill", action="store_true", help="leave out the user-mesh look (the example drill)")
+    parser.add_argument("--estimator", help="an estimator (run's best/ or 'cube'): sweep its refinement's score gate "
+                                            "on --data instead of measuring the basin")
+    parser.add_argument("--data", nargs="+", default=[], help="--estimator: datasets to sweep on")
+    parser.add_argument("--limit", type=int, help="--estimator: samples per dataset (default all)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                        help="--estimator: score thresholds to try")
+    parser.add_argument("--rows", help="--estimator: write the per-frame errors and scores to this JSON file")
     args = parser.parse_args()
+    if args.estimator:
+        for hypotheses in args.hypotheses:
+            rows = args.rows and (args.rows if len(args.hypotheses) == 1 else f"{args.rows}.{hypotheses}h.json")
+            gate_sweep(args.estimator, args.data, args.limit, args.thresholds, rows, RefineConfig(hypotheses=hypotheses))
+        return
+    if not args.out:
+        parser.error("--out is required (the basin plot's PNG path)")
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()

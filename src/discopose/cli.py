@@ -115,11 +115,18 @@ def cmd_eval(args) -> None:
     if args.limit is not None and args.limit < 1:
         raise DiscoposeError(f"--limit {args.limit}: give a positive number of samples (or leave it out for all)")
     result = evaluate_checkpoint(str(model), args.data, out, bop=args.bop, limit=args.limit,
-                                 fuse=not args.single_camera, bop_results=args.bop_results)
+                                 fuse=not args.single_camera, bop_results=args.bop_results, refine=args.refine)
     s, b = result["summary"], result["baseline"]
     print(f"{s['count']} samples ({result['frame']} frame): median {s['te_mm']['median']:.1f} mm, "
           f"{s['re_deg']['median']:.1f} deg, {100 * s['success']['re<30deg']:.0f}% within 30 deg, "
-          f"ADD(-S) < 10% d: {100 * s['success']['add(-s)<10%d']:.1f}%")
+          f"ADD(-S) < 10% d: {100 * s['success']['add(-s)<10%d']:.1f}%; {s['ms_per_frame']['median']:.0f} ms a frame")
+    if "refine" in s:
+        r = s["refine"]
+        flagged = "" if r["worse_flagged_frac"] is None else f", {100 * r['worse_flagged_frac']:.0f}% of them flagged"
+        print(f"refinement taken on {100 * r['applied_frac']:.0f}% of the frames ({r['ms_median']:.0f} ms median); "
+              f"networks alone: {r['network']['te_mm_median']:.1f} mm, {r['network']['re_deg_median']:.1f} deg; "
+              f"{100 * r['better_frac']:.0f}% made better and {100 * r['worse_frac']:.0f}% worse by > "
+              f"{r['worse_deg']:.0f} deg{flagged}")
     print(f"chance (mean-pose baseline, positions from {b['positions_from']}): {b['te_mm_median']:.1f} mm, "
           f"{b['re_deg_median']:.1f} deg, {100 * b['re<30deg']:.0f}% within 30 deg")
     print(f"wrote {out}/metrics.json and {out}/report.html"
@@ -238,7 +245,7 @@ def cmd_track(args) -> None:
     from discopose.estimator.sources import CameraSource
     from discopose.estimator.tracker import TrackConfig, Tracker
 
-    estimator = load(args.model, backend=args.backend)
+    estimator = load(args.model, backend=args.backend, refine=args.refine)
     cameras = _named(args.camera, "--camera")
     if not cameras:
         raise DiscoposeError("give at least one --camera NAME=SOURCE, e.g. --camera cam0=0")
@@ -388,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate at most N samples")
     p.add_argument("--single-camera", action="store_true",
                    help="several-camera data: score the first camera alone instead of the fused world pose")
+    p.add_argument("--refine", action="store_true",
+                   help="align the object's mesh to each full-resolution image after the networks, and report what "
+                        "it changed (metrics.json summary.refine)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("track", help="track the object live on camera feeds and publish poses over ZeroMQ")
@@ -410,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
     p.add_argument("--fast-track", action="store_true",
                    help="while the track is sure, aim the crops at the filter's prediction and skip the locator")
+    p.add_argument("--refine", action="store_true",
+                   help="align the object's mesh to each full-resolution frame after the networks (several cameras: "
+                        "jointly, in the world frame)")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_track)

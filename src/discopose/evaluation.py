@@ -48,7 +48,9 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
 
     One camera: camera-frame poses. Several: with ``fuse`` the world-frame pose fused from all cameras
     with their labelled extrinsics, else the first camera's own camera-frame pose. ``views_out``,
-    when given, collects each sample's first-camera image and labels by index (for overlays).
+    when given, collects each sample's first-camera image and labels by index (for overlays). With an estimator
+    that refines, also the networks' pose before the refinement (``network_position_m``, ``network_rotation``)
+    and the alignment's ``refine_score``, ``refine_applied``, ``refine_hypothesis`` and ``refine_ms``.
     """
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples
@@ -76,6 +78,14 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
         if heads is not None:  # one camera's pose: each rotation head alone, for per-head errors
             out.setdefault("regressed_rotation", []).append(heads["regressed"])
             out.setdefault("pnp_rotation", []).append(np.full((3, 3), np.nan) if heads["pnp"] is None else heads["pnp"])
+        refined = pose.extra.get("refine")
+        if refined is not None:
+            network = refined["network_frame_from_object"]
+            for key, value in (("network_position_m", network[:3, 3]), ("network_rotation", network[:3, :3]),
+                               ("refine_score", refined["score"]), ("refine_applied", refined["applied"]),
+                               ("refine_hypothesis", -2 if refined["hypothesis"] is None else refined["hypothesis"]),
+                               ("refine_ms", refined["time_ms"])):
+                out.setdefault(key, []).append(value)
         out["position_sigma_m"].append(pose.position_sigma_m)
         out["rotation_sigma_rad"].append(np.radians(pose.rotation_sigma_deg))
         out["valid"].append(bool(pose.valid))
@@ -92,15 +102,44 @@ def predict_with_estimator(estimator, info: DatasetInfo, limit: int | None = Non
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def refine_summary(predictions: dict, symmetries: np.ndarray, worse_deg: float = 5.0) -> dict:
+    """What the refinement did, against the networks' own pose on the same frames: how often it was taken, the
+    networks' errors (what ``refine=False`` gives), and the share of frames it made worse (rotation error up by
+    more than ``worse_deg``) with the share of those flagged invalid, beside the share it made better."""
+    from discopose.models.metrics import re
+    sym = symmetries if len(symmetries) > 1 else None
+    truth_rotation, truth_position = predictions["true_rotation"], predictions["true_position_m"]
+    network_re = np.array([re(r, t, sym) for r, t in zip(predictions["network_rotation"], truth_rotation)])
+    final_re = np.array([re(r, t, sym) for r, t in zip(predictions["rotation"], truth_rotation)])
+    network_te = 1000 * np.linalg.norm(predictions["network_position_m"] - truth_position, axis=1)
+    final_te = 1000 * np.linalg.norm(predictions["position_m"] - truth_position, axis=1)
+    worse = final_re > network_re + worse_deg
+    valid = predictions["valid"].astype(bool)
+    return {
+        "frames": int(len(final_re)), "applied_frac": float(np.mean(predictions["refine_applied"])),
+        "score_median": float(np.median(predictions["refine_score"])),
+        "ms_median": float(np.median(predictions["refine_ms"])),
+        "ms_p90": float(np.percentile(predictions["refine_ms"], 90)),
+        "network": {"te_mm_median": float(np.median(network_te)), "te_mm_p90": float(np.percentile(network_te, 90)),
+                    "re_deg_median": float(np.median(network_re)), "re_deg_p90": float(np.percentile(network_re, 90))},
+        "worse_deg": worse_deg, "worse_frac": float(worse.mean()),
+        "worse_flagged_frac": float((~valid[worse]).mean()) if worse.any() else None,
+        "better_frac": float((final_re < network_re - worse_deg).mean()),
+        "worse_position_5mm_frac": float((final_te > network_te + 5).mean()),
+    }
+
+
 def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
                         worst: int = 16, fuse: bool = True, visible_range: tuple[float, float] | None = None,
-                        bop_results: bool = False) -> dict:
+                        bop_results: bool = False, refine=False) -> dict:
     """``discopose eval``: metrics.json + report.html for an estimator on a dataset or a BOP folder.
 
     Images enter through :meth:`PoseEstimator.predict` with each image's own intrinsics, exactly as a
-    user's images would. ``visible_range`` scores only samples whose visible fraction lies in it. With
-    ``bop`` (a BOP folder to evaluate on) or ``bop_results``, ``bop_results.csv`` (BOP19 format) is written
-    beside ``metrics.json``, whose ``per_sample`` list holds the same poses with their errors.
+    user's images would. ``refine`` (True or a :class:`~discopose.refine.RefineConfig`) evaluates the estimator
+    with its refinement on; ``summary["refine"]`` then says what it did (:func:`refine_summary`).
+    ``visible_range`` scores only samples whose visible fraction lies in it. With ``bop`` (a BOP folder to
+    evaluate on) or ``bop_results``, ``bop_results.csv`` (BOP19 format) is written beside ``metrics.json``,
+    whose ``per_sample`` list holds the same poses with their errors.
     Returns ``{"summary", "baseline", "frame", "count"}``.
     """
     import tempfile
@@ -113,7 +152,7 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     from discopose.models.report import overlay_prediction, write_report
 
     output_folder(out)  # a bad ``out`` is refused before the evaluation, not after it
-    estimator = load(model_path)
+    estimator = load(model_path, refine=refine)
     meta = {**estimator.locator.meta, "object": estimator.object}
     tmp = None
     if bop:
@@ -144,6 +183,11 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
     symmetries = Symmetry.from_dict(meta["object"]["symmetry"]).matrices()
     points = np.asarray(meta["object"]["surface_points_m"])
     errors, summary = compute_metrics(predictions, meta, points, symmetries)
+    milliseconds = 1000 * predictions["seconds"]
+    summary["ms_per_frame"] = {"median": float(np.median(milliseconds)), "mean": float(np.mean(milliseconds)),
+                               "p90": float(np.percentile(milliseconds, 90))}
+    if "refine_score" in predictions:
+        summary["refine"] = refine_summary(predictions, symmetries)
     summary["by_distance"] = by_distance(errors, predictions)
     summary["by_volume_third"] = by_distance(errors, predictions, VOLUME_THIRDS_M)
     train_mean = meta.get("train_world_position_m_mean" if multi else "train_camera_position_m_mean")

@@ -10,6 +10,11 @@ its model camera, then a virtual camera is aimed at the located object and zoome
 crop network reads the pose there (repeated ``refine_steps`` times, each crop centred on the last
 estimate). Several cameras are fused in the world frame with their calibrated extrinsics
 (:func:`fuse_world_poses`); a camera that is missing is simply left out.
+
+With ``refine`` (``discopose.load(path, refine=True)``) the networks' pose is then aligned to each camera's
+full-resolution image with the object's known mesh (:mod:`discopose.refine`), several cameras jointly in the
+world frame after fusion; the aligned pose replaces the networks' only where the alignment's own score says
+the image supports it (``Pose.extra["refine"]`` records what happened), and that score is a trust signal.
 """
 from __future__ import annotations
 
@@ -25,11 +30,19 @@ from discopose.camera import CameraModel
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, recover_folder
 from discopose.estimator.trust import OUT_OF_VOLUME_SIGMA_GROWTH, TrustModel, out_of_volume
+from discopose.refine.config import RefineConfig, RefineResult
 from discopose.geometry.symmetry import Symmetry
 from discopose.decoding import (PoseNetSpec, decode_position, dense_consistency, network_batch, stage_camera,
                                 stage_view)
 
 log = logging.getLogger(__name__)
+
+# A refined pose replaces the networks' only when its alignment score (the share of contour lines and crease
+# samples that agree with the projection within RefineConfig.agree_px) reaches this, and beats the networks'
+# own pose scored the same way (RefineConfig.keep_better_start). Measured with `benchmarks/refine.py --estimator`
+# on the shipped model's own world (100 rendered, 24 realistic-proxy frames at 0.25 m): every alignment kept,
+# 6-8% of frames got > 5 deg worse; from 0.5 up, 0-4% (each flagged invalid) while 21-31% got > 5 deg better.
+REFINE_MIN_SCORE = 0.5
 
 
 @dataclass
@@ -120,9 +133,13 @@ class _Network:
 
 
 class PoseEstimator:
-    """A locator and a crop network (or one full-frame network) with their preprocessing."""
+    """A locator and a crop network (or one full-frame network) with their preprocessing, and optionally the
+    refinement that aligns the object's mesh to the full-resolution image after them (``refine``: False, True
+    for the default :class:`~discopose.refine.RefineConfig`, or a RefineConfig)."""
 
-    def __init__(self, path: str | Path, backend: str = "auto", device: str | None = None, refine_steps: int = 2):
+    def __init__(self, path: str | Path, backend: str = "auto", device: str | None = None, refine_steps: int = 2,
+                 refine: bool | RefineConfig = False):
+        refine_config = _refine_config(refine)
         from discopose.pretrained import resolve_model
         self.path = resolve_model(path)
         recover_folder(self.path)
@@ -156,6 +173,18 @@ class PoseEstimator:
         self.volume_m = None if trained is None else (float(trained[0]), float(trained[1]))
         # The object's own symmetry (the lettered cube has none: its markings break the shape's 24).
         self.symmetries = Symmetry.from_dict(self.object["symmetry"]).matrices()
+        # The refinement: its settings, the mesh model built once, and the score a refined pose needs.
+        self.refine_config = refine_config
+        self.refine_min_score = REFINE_MIN_SCORE
+        self.refine_model = None
+        if refine_config is not None:
+            from discopose.refine import RefineModel
+            self.refine_model = RefineModel.from_object_meta(self.object)
+
+    @property
+    def refines(self) -> bool:
+        """Whether predictions are refined on the full-resolution image (``load(..., refine=...)``)."""
+        return self.refine_config is not None
 
     @property
     def object(self) -> dict:
@@ -248,10 +277,48 @@ class PoseEstimator:
             names.append(name)
         if not views:
             raise DiscoposeError("no camera images to estimate from")
-        return fuse_world_poses(self.predict_views(views), [cam for _, cam in views], names,
-                                symmetries=self.symmetries)
+        return self.fuse_views(self.predict_views(views, refine=False), views, names)
 
-    def predict_views(self, views: list[tuple[np.ndarray, CameraModel]], priors: list | None = None) -> list[Pose]:
+    def fuse_views(self, camera_poses: list[Pose], views: list[tuple[np.ndarray, CameraModel]],
+                   names: list[str]) -> Pose:
+        """One world-frame pose from per-camera poses (:func:`fuse_world_poses`) and, when the estimator
+        refines, the fused pose aligned to every camera's image jointly (one pose, all cameras' evidence)."""
+        pose = fuse_world_poses(camera_poses, [cam for _, cam in views], names, symmetries=self.symmetries)
+        if self.refines:
+            from discopose.refine import refine_world_pose
+            start = pose.frame_from_object
+            result, error = None, None
+            try:
+                result = refine_world_pose(views, self.refine_model, start, self.refine_config)
+            except DiscoposeError as exc:  # e.g. the fused pose behind a camera: nothing to align
+                error = str(exc)
+            applied = self._refine_accepts(result)
+            pose.extra["refine"] = self._refine_record(result, start, applied, error)
+            if applied:
+                pose.position_m = result.frame_from_object[:3, 3].copy()
+                pose.rotation = result.frame_from_object[:3, :3].copy()
+        return pose
+
+    def _refine_accepts(self, result: RefineResult | None) -> bool:
+        """The score gate: the alignment replaces the start only when the image supports it (its score reaches
+        ``refine_min_score``) better than it supports the start (hypothesis -1: the start scored better)."""
+        return result is not None and result.hypothesis != -1 and result.score >= self.refine_min_score
+
+    def _refine_record(self, result: RefineResult | None, start: np.ndarray, applied: bool, error: str | None) -> dict:
+        """``Pose.extra["refine"]``: the alignment's evidence, whether it replaced the start, and the start."""
+        record = {"applied": applied, "score": 0.0, "min_score": self.refine_min_score, "iterations": 0,
+                  "time_ms": 0.0, "hypothesis": None, "region_agreement": None, "edge_agreement": None,
+                  "residual_px": None, "network_frame_from_object": np.asarray(start, float), "error": error}
+        if result is not None:
+            record.update(score=float(result.score), iterations=int(result.iterations), time_ms=float(result.time_ms),
+                          hypothesis=int(result.hypothesis), region_agreement=result.region_agreement,
+                          edge_agreement=result.edge_agreement, residual_px=result.residual_px,
+                          shift_deg=rotation_angle_deg(result.frame_from_object[:3, :3], start[:3, :3]),
+                          shift_mm=1000 * float(np.linalg.norm(result.frame_from_object[:3, 3] - start[:3, 3])))
+        return record
+
+    def predict_views(self, views: list[tuple[np.ndarray, CameraModel]], priors: list | None = None,
+                      refine: bool = True) -> list[Pose]:
         """Camera-frame pose per (image, camera) pair, the pairs batched through each stage.
 
         ``priors``: where the object is expected (camera-frame positions, e.g. a tracking filter's
@@ -259,6 +326,10 @@ class PoseEstimator:
         passes instead of three; a single crop pass would be faster still but measurably noisier).
         Each pose states its uncertainty and validity through the estimator's :class:`TrustModel`;
         ``extra`` holds the consistency signals and what the networks stated before calibration.
+        When the estimator refines (and ``refine`` is left True), each view's pose is then aligned to its
+        full-resolution image with its own camera; ``extra["refine"]`` says whether the aligned pose replaced
+        the networks' (``applied``), its ``score``, ``iterations``, ``time_ms`` and the networks' pose
+        (``network_frame_from_object``, 4x4).
         """
         spec = self.crop.spec if self.crop else None
         if priors is not None and spec is not None and all(p is not None for p in priors):
@@ -293,11 +364,14 @@ class PoseEstimator:
                     check["camera_from_crop"] = camera_from_crop
                     check["aim_m"] = aims[i]
                 checks.append(check)
-        return [self._trusted_pose(estimate, check, cam) for estimate, check, (_, cam) in
-                zip(estimates, checks, views)]
+        refine = refine and self.refines
+        return [self._trusted_pose(estimate, check, cam, image if refine else None) for estimate, check, (image, cam)
+                in zip(estimates, checks, views)]
 
-    def _trusted_pose(self, estimate: tuple, check: dict | None, camera: CameraModel) -> Pose:
-        """A camera-frame :class:`Pose` with the uncertainty and validity the trust model gives it."""
+    def _trusted_pose(self, estimate: tuple, check: dict | None, camera: CameraModel,
+                      image: np.ndarray | None = None) -> Pose:
+        """A camera-frame :class:`Pose` with the uncertainty and validity the trust model gives it; with an
+        ``image``, the networks' pose refined on it where the alignment's score gate accepts it."""
         position, rotation, covariance, sigma_rad = estimate
         trust = self.trust
         extra = {"network_position_covariance_m2": covariance, "network_rotation_sigma_rad": sigma_rad}
@@ -319,14 +393,37 @@ class PoseEstimator:
                               "pnp": None if check["pnp_rotation"] is None else camera_from_crop @ check["pnp_rotation"]}
             extra.update(signals=signals, position_disagreement_m=position_disagreement,
                          rotation_disagreement_rad=rotation_disagreement, head_rotations=head_rotations)
+        applied = False
+        if image is not None:
+            from discopose.refine import refine_pose
+            start = make_transform(rotation, position)
+            result, error = None, None
+            try:
+                result = refine_pose(image, camera, self.refine_model, start, self.refine_config)
+            except DiscoposeError as exc:  # e.g. a pose behind the camera: nothing to align
+                error = str(exc)
+            applied = self._refine_accepts(result)
+            extra["refine"] = record = self._refine_record(result, start, applied, error)
+            if signals is not None:
+                # The alignment's evidence for the pose returned: its score (0 where it could not run) and how
+                # far it moved the networks' rotation (0 where it was not taken).
+                signals["alignment_score"] = record["score"]
+                signals["alignment_shift_deg"] = record["shift_deg"] if applied else 0.0
+            if applied:
+                position = result.camera_from_object[:3, 3].copy()
+                rotation = result.camera_from_object[:3, :3].copy()
         confidence = trust.confidence(signals)
+        position_covariance = trust.position_covariance(covariance, position_disagreement)
+        rotation_sigma_deg = float(np.degrees(trust.rotation_sigma_rad(sigma_rad, rotation_disagreement)))
+        if applied and trust.refined_rotation_sigma_deg is not None:
+            # The aligned pose's own precision, calibrated on refined views (the networks' no longer applies).
+            position_covariance = np.diag(np.square(trust.refined_position_sigma_m))
+            rotation_sigma_deg = float(trust.refined_rotation_sigma_deg)
         # Outside the trained distances the networks extrapolate: never valid, and less precise the farther out.
         growth = math.exp(OUT_OF_VOLUME_SIGMA_GROWTH * outside)
         extra["out_of_volume"] = outside
-        return Pose(position_m=position, rotation=rotation,
-                    position_covariance_m2=growth ** 2 * trust.position_covariance(covariance, position_disagreement),
-                    rotation_sigma_deg=growth * float(np.degrees(trust.rotation_sigma_rad(sigma_rad, rotation_disagreement))),
-                    frame=f"camera:{camera.name}", cameras=[camera.name],
+        return Pose(position_m=position, rotation=rotation, position_covariance_m2=growth ** 2 * position_covariance,
+                    rotation_sigma_deg=growth * rotation_sigma_deg, frame=f"camera:{camera.name}", cameras=[camera.name],
                     valid=trust.is_valid(confidence) and outside == 0.0, confidence=confidence, extra=extra)
 
     @staticmethod
@@ -449,9 +546,20 @@ def _auto_backend(path: Path, index: dict | None, device: str | None) -> str:
     return "onnx"
 
 
-def load(path: str | Path, backend: str = "auto", device: str | None = None) -> PoseEstimator:
+def _refine_config(refine) -> RefineConfig | None:
+    """``refine`` as given to :func:`load`: None for off, else the settings to refine with."""
+    if isinstance(refine, RefineConfig):
+        return refine
+    if isinstance(refine, (bool, np.bool_)):
+        return RefineConfig() if refine else None
+    raise DiscoposeError(f"refine={refine!r}: give True, False or a discopose.refine.RefineConfig")
+
+
+def load(path: str | Path, backend: str = "auto", device: str | None = None,
+         refine: bool | RefineConfig = False) -> PoseEstimator:
     """Load a trained estimator from its folder (e.g. ``runs/cube/best``) or a shipped one by name (``"cube"``).
 
     ``backend``: ``auto`` (ONNX Runtime when the folder has exported networks and the device is the CPU, else
-    torch), ``torch`` or ``onnx``."""
-    return PoseEstimator(path, backend=backend, device=device)
+    torch), ``torch`` or ``onnx``. ``refine``: align the object's mesh to each full-resolution image after the
+    networks (True, or a :class:`~discopose.refine.RefineConfig`); off by default."""
+    return PoseEstimator(path, backend=backend, device=device, refine=refine)

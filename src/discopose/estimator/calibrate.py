@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 def collect_views(estimator, data: str, limit: int | None = None, batch: int = 16) -> dict:
     """Every camera view of ``data`` through ``estimator.predict_views`` (each with its own camera),
-    with what the networks stated before calibration, the consistency signals and the truth."""
+    with what the networks stated before calibration, the consistency signals, whether the refinement replaced
+    the pose (``refined``; always False for an estimator that does not refine) and the truth."""
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples, open_dataset
     from discopose.geometry.symmetry import Symmetry
@@ -31,7 +32,7 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
     symmetries = Symmetry.from_dict(estimator.object["symmetry"]).matrices()
     rows = {k: [] for k in ("error_position_m", "network_covariance", "position_disagreement_m", "error_rotation_rad",
                             "network_rotation_sigma_rad", "rotation_disagreement_rad", "signals", "position_sigma_m",
-                            "rotation_sigma_rad", "confidence", "valid")}
+                            "rotation_sigma_rad", "confidence", "valid", "refined")}
     pending: list = []
 
     def flush():
@@ -55,6 +56,7 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
             rows["rotation_sigma_rad"].append(np.radians(pose.rotation_sigma_deg))
             rows["confidence"].append(pose.confidence)
             rows["valid"].append(pose.valid)
+            rows["refined"].append(bool(extra.get("refine", {}).get("applied", False)))
         pending.clear()
 
     for sample in iter_samples(open_dataset(data), limit=limit):
@@ -69,10 +71,14 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
     return {k: (v if k == "signals" else np.asarray(v)) for k, v in rows.items()}
 
 
-def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400) -> TrustModel:
-    """Fit the trust model of the estimator in ``folder`` on the frames of ``data`` and store it."""
+def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400, refine=False) -> TrustModel:
+    """Fit the trust model of the estimator in ``folder`` on the frames of ``data`` and store it.
+
+    ``refine`` (True or a :class:`~discopose.refine.RefineConfig`): calibrate the estimator as it runs with the
+    refinement on: the alignment's score joins the validity model's signals and refined poses get sigmas of
+    their own (an estimator used without the refinement reads the missing score as no evidence)."""
     from discopose.estimator.api import load
-    estimator = load(folder)
+    estimator = load(folder, refine=refine)
     estimator.trust = TrustModel()  # what the networks state, uncalibrated
     views = collect_views(estimator, data, limit)
     # Estimates outside the trained distances are invalid whatever the model says (PoseEstimator), so
@@ -85,7 +91,9 @@ def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400) 
     views = {k: ([s for s, keep in zip(v, inside) if keep] if k == "signals" else v[inside]) for k, v in views.items()}
     trust = fit_trust(views["error_position_m"], views["network_covariance"], views["position_disagreement_m"],
                       views["error_rotation_rad"], views["network_rotation_sigma_rad"],
-                      views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data))
+                      views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data),
+                      refined=views["refined"] if estimator.refines else None)
+    trust.fit_report["refine"] = estimator.refines
     index_path = Path(folder) / "estimator.json"
     index = json.loads(index_path.read_text())
     index.pop("uncertainty_scale", None)

@@ -15,7 +15,7 @@ from discopose._errors import DiscoposeError
 from discopose._io import output_file
 from discopose.camera import CameraModel
 from discopose.config import check_range
-from discopose.estimator.api import PoseEstimator, fuse_world_poses
+from discopose.estimator.api import PoseEstimator
 from discopose.estimator.filter import FilterConfig, PoseFilter
 from discopose.estimator.publisher import SCHEMA, PosePublisher
 from discopose.estimator.sources import CameraSource
@@ -165,12 +165,16 @@ class Tracker:
         images = {name: frame.image_rgb for name, frame in frames.items()}
         cameras = {name: self._camera(name, image) for name, image in images.items()}
         views = list(images)
-        poses = self.estimator.predict_views([(images[n], cameras[n]) for n in views],
-                                             self._priors(capture_time, [cameras[n] for n in views]))
+        pairs = [(images[n], cameras[n]) for n in views]
+        priors = self._priors(capture_time, [cameras[n] for n in views])
+        if self.world_frame and self.estimator.refines:
+            # Several cameras are refined jointly after fusion (estimator.fuse_views), not each on its own.
+            poses = self.estimator.predict_views(pairs, priors, refine=False)
+        else:
+            poses = self.estimator.predict_views(pairs, priors)
         # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
         # out and the stated covariance grows accordingly.
-        pose = fuse_world_poses(poses, [cameras[n] for n in views], views, symmetries=self.estimator.symmetries) \
-            if self.world_frame else poses[0]
+        pose = self.estimator.fuse_views(poses, pairs, views) if self.world_frame else poses[0]
         raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
         position_sigma = pose.position_sigma_m
         rotation_sigma = float(np.radians(pose.rotation_sigma_deg))

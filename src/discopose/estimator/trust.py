@@ -11,7 +11,9 @@ between parts of the estimator that fail differently:
 * RANSAC's inlier share among the mask's cells;
 * how far the last zoom-in step still moved the estimate (a converged estimate stays put);
 * how sure the crop network is of which way the markings face (its class probability);
-* the stated sigmas themselves.
+* the stated sigmas themselves;
+* with the refinement on, how well the object's mesh aligns to the full-resolution image (its score: a wrong
+  pose aligns badly) and how far the alignment turned the networks' pose.
 
 :class:`TrustModel` turns them into (a) a covariance that grows with the disagreement,
 ``C = a^2 C_net + b^2 d d^T`` for the position (``d`` the PnP-minus-regressed position), likewise for
@@ -33,7 +35,12 @@ from discopose.models.metrics import GOOD_POSITION_M, GOOD_ROTATION_DEG  # noqa:
 SIGNALS = ("pnp_found", "pnp_inlier_frac", "mask_outside_frac", "pnp_rotation_deg", "pnp_depth_log_ratio",
            "pnp_lateral_rel", "refine_shift_rel", "class_prob", "position_sigma_rel", "rotation_sigma_deg",
            "object_px", "out_of_volume")
-# Trust models fitted before the working volume have the first ten features' weights only.
+# Present only when the estimator refines (PoseEstimator(refine=...)): the mesh alignment's score of the pose
+# returned (0 where it could not run) and how far it turned the networks' rotation (0 where not taken).
+# (refine_shift_rel above is the networks' own last zoom-in step, not this.)
+REFINE_SIGNALS = ("alignment_score", "alignment_shift_deg")
+# Trust models fitted before the working volume have the first ten features' weights only; those fitted without
+# the refinement, the first twelve (confidence() reads as many features as the model has weights).
 _SIGNAL_DEFAULTS = {"object_px": 100.0, "out_of_volume": 0.0}
 # Out of the distances the networks were trained on, a pose is never valid and its stated sigmas grow
 # by exp(OUT_OF_VOLUME_SIGMA_GROWTH * how far out, in log distance): x2.2 at 1.5x the farthest.
@@ -65,6 +72,10 @@ def features(signals: dict) -> np.ndarray:
         # Pixels across the object's diameter in the camera's own image: fewer, fewer readable markings.
         math.log(max(signals.get("object_px", _SIGNAL_DEFAULTS["object_px"]), 1.0)),
         signals.get("out_of_volume", _SIGNAL_DEFAULTS["out_of_volume"]),
+        # Absent (refinement off): NaN, which a model fitted with them reads as its calibration mean (no
+        # evidence either way), and a fit without them leaves out (fit_trust).
+        float(signals.get("alignment_score", math.nan)),
+        math.log1p(signals["alignment_shift_deg"]) if "alignment_shift_deg" in signals else math.nan,
     ])
 
 
@@ -80,6 +91,10 @@ class TrustModel:
     position_disagreement: float = 0.0
     rotation_scale: float = 1.0
     rotation_disagreement: float = 0.0
+    # Poses the refinement replaced (PoseEstimator(refine=...)) have sigmas of their own, fitted on the refined
+    # calibration views: per camera axis (m) and rotation (deg). None: they state the networks' sigmas.
+    refined_position_sigma_m: list[float] | None = None
+    refined_rotation_sigma_deg: float | None = None
     # Logistic regression on standardized features(): P(good) = sigmoid(w . (x - mean) / std + bias).
     weights: list[float] = field(default_factory=list)
     bias: float = 0.0
@@ -111,7 +126,9 @@ class TrustModel:
         """Probability (0-1) that the pose is good, or 1.0 for an uncalibrated model or no signals."""
         if not self.calibrated or signals is None:
             return 1.0
-        x = (features(signals)[:len(self.weights)] - np.asarray(self.feature_mean)) / np.asarray(self.feature_std)
+        mean = np.asarray(self.feature_mean)
+        x = features(signals)[:len(self.weights)]
+        x = (np.where(np.isnan(x), mean, x) - mean) / np.asarray(self.feature_std)  # an absent signal says nothing
         return float(_sigmoid(float(np.dot(self.weights, x)) + self.bias))
 
     def is_valid(self, confidence: float) -> bool:
@@ -156,6 +173,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
     return theta[:-1], float(theta[-1])
 
 
+# Refined and unrefined views each need this many calibration views for sigmas of their own.
+MIN_VIEWS_PER_SIGMA_FIT = 20
+
+
 def _coverage_scale(ratio: np.ndarray, quantile: float) -> float:
     """The factor that makes ``quantile`` of the (error / sigma) ratios fall within 1."""
     return float(np.quantile(ratio, quantile)) if len(ratio) else 1.0
@@ -164,7 +185,7 @@ def _coverage_scale(ratio: np.ndarray, quantile: float) -> float:
 def fit_trust(errors_position_m: np.ndarray, network_covariances: np.ndarray, position_disagreements_m: np.ndarray,
               errors_rotation_rad: np.ndarray, network_rotation_sigmas_rad: np.ndarray,
               rotation_disagreements_rad: np.ndarray, signals: list[dict], good_valid_frac: float = 0.90,
-              position_coverage: float = 0.75, fitted_on: str | None = None) -> TrustModel:
+              position_coverage: float = 0.75, fitted_on: str | None = None, refined=None) -> TrustModel:
     """Fit a :class:`TrustModel` on per-view estimates with their ground truth.
 
     ``errors_position_m`` (N, 3) signed per-axis errors in the camera frame; ``network_covariances``
@@ -176,15 +197,20 @@ def fit_trust(errors_position_m: np.ndarray, network_covariances: np.ndarray, po
     of per-axis position errors fall within 1 sigma; the (a, b) pair with the best Gaussian likelihood
     is kept. The default, 75% rather than a Gaussian's 68.3%, leaves a margin for images further from
     training than the calibration family is (real ones): the README's realistic-proxy rows measure it.
-    The rotation likewise, for the 73.9% within 2 sigma of a 3-dof isotropic Gaussian. Validity: a
-    logistic model of "good" (<= 10 mm and <= 15 deg) whose threshold keeps ``good_valid_frac`` of
-    the good views valid.
+    The rotation likewise, for the 73.9% within 2 sigma of a 3-dof isotropic Gaussian. ``refined`` (N,):
+    the views whose pose the refinement replaced; the networks' sigmas are then scaled on the others (they
+    describe the networks' poses) and the refined ones get constant sigmas with the same coverages (each when
+    it has ``MIN_VIEWS_PER_SIGMA_FIT`` views). Validity: a logistic model of "good" (<= 10 mm and <= 15 deg)
+    whose threshold keeps ``good_valid_frac`` of the good views valid.
     """
     errors_position_m = np.asarray(errors_position_m, float)
     n = len(errors_position_m)
-    position_d = np.nan_to_num(np.asarray(position_disagreements_m, float))
-    rotation_d = np.nan_to_num(np.asarray(rotation_disagreements_rad, float))
-    network_covariances = np.asarray(network_covariances, float)
+    refined = np.zeros(n, bool) if refined is None else np.asarray(refined, bool)
+    rows = ~refined if (~refined).sum() >= MIN_VIEWS_PER_SIGMA_FIT else np.ones(n, bool)
+    position_errors = errors_position_m[rows]
+    position_d = np.nan_to_num(np.asarray(position_disagreements_m, float))[rows]
+    rotation_d = np.nan_to_num(np.asarray(rotation_disagreements_rad, float))[rows]
+    network_covariances = np.asarray(network_covariances, float)[rows]
     network_variances = np.stack([np.diag(c) for c in network_covariances])
     fit: dict = {}
 
@@ -196,19 +222,20 @@ def fit_trust(errors_position_m: np.ndarray, network_covariances: np.ndarray, po
         for _ in range(60):
             a = math.sqrt(low * high)
             sigma = np.sqrt(a ** 2 * network_variances + variance_d)
-            if (np.abs(errors_position_m) < sigma).mean() < position_coverage:
+            if (np.abs(position_errors) < sigma).mean() < position_coverage:
                 low = a
             else:
                 high = a
         sigma2 = a ** 2 * network_variances + variance_d
-        nll = 0.5 * float(np.mean(np.log(sigma2) + errors_position_m ** 2 / sigma2))
+        nll = 0.5 * float(np.mean(np.log(sigma2) + position_errors ** 2 / sigma2))
         if best is None or nll < best[0]:
             best = (nll, a, b)
     _, position_scale, position_disagreement = best
     fit["position_nll"] = best[0]
 
     errors_rotation_rad = np.asarray(errors_rotation_rad, float)
-    network_rotation_sigmas_rad = np.asarray(network_rotation_sigmas_rad, float)
+    rotation_errors = errors_rotation_rad[rows]
+    network_rotation_sigmas_rad = np.asarray(network_rotation_sigmas_rad, float)[rows]
     best = None
     for b in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5):
         ratio_target = 2.0
@@ -216,25 +243,39 @@ def fit_trust(errors_position_m: np.ndarray, network_covariances: np.ndarray, po
         for _ in range(60):
             a = math.sqrt(low * high)
             sigma = np.sqrt((a * network_rotation_sigmas_rad) ** 2 + (b * rotation_d) ** 2)
-            if (errors_rotation_rad < ratio_target * sigma).mean() < 0.7385:
+            if (rotation_errors < ratio_target * sigma).mean() < 0.7385:
                 low = a
             else:
                 high = a
         sigma2 = (a * network_rotation_sigmas_rad) ** 2 + (b * rotation_d) ** 2
         # Maxwell (3-dof) negative log-likelihood of the angle, up to constants.
-        nll = float(np.mean(1.5 * np.log(sigma2) + errors_rotation_rad ** 2 / (2 * sigma2)))
+        nll = float(np.mean(1.5 * np.log(sigma2) + rotation_errors ** 2 / (2 * sigma2)))
         if best is None or nll < best[0]:
             best = (nll, a, b)
     _, rotation_scale, rotation_disagreement = best
     fit["rotation_nll"] = best[0]
+    refined_position_sigma = refined_rotation_sigma = None
+    fit["refined"] = int(refined.sum())
+    if refined.sum() >= MIN_VIEWS_PER_SIGMA_FIT:
+        refined_position_sigma = np.quantile(np.abs(errors_position_m[refined]), position_coverage, axis=0).tolist()
+        refined_rotation_sigma = float(np.degrees(np.quantile(errors_rotation_rad[refined], 0.7385)) / 2)
 
     good = (np.linalg.norm(errors_position_m, axis=1) <= GOOD_POSITION_M) & \
         (np.degrees(errors_rotation_rad) <= GOOD_ROTATION_DEG)
     x = np.stack([features(s) for s in signals])
+    # Signals none of the views has (the refinement's, when it was off) are left out: they are the last features,
+    # so the model simply has fewer weights. One some views lack reads as its mean there.
+    kept = x.shape[1]
+    while kept > 1 and np.isnan(x[:, kept - 1]).all():
+        kept -= 1
+    x = x[:, :kept]
+    if np.isnan(x).any():
+        x = np.where(np.isnan(x), np.nanmean(x, 0), x)
     mean, std = x.mean(0), x.std(0) + 1e-6
     fit.update(good=int(good.sum()), not_good=int((~good).sum()))
     model = TrustModel(position_scale=position_scale, position_disagreement=position_disagreement,
                        rotation_scale=rotation_scale, rotation_disagreement=rotation_disagreement,
+                       refined_position_sigma_m=refined_position_sigma, refined_rotation_sigma_deg=refined_rotation_sigma,
                        fitted_on=fitted_on, samples=n, fit_report=fit)
     if good.all() or not good.any():
         # Nothing to tell apart: every pose keeps confidence 1 and stays valid.
