@@ -112,6 +112,8 @@ def test_several_cameras_are_refined_jointly_in_the_world_frame(estimators):
     record = pose.extra["refine"]
     assert pose.frame == "world" and record["iterations"] > 0 and record["error"] is None
     np.testing.assert_allclose(record["network_frame_from_object"], plain.frame_from_object, atol=1e-6)
+    # The fused pose is valid where the cameras' joint alignment supports it; fusion's own verdict is kept.
+    assert pose.valid == record["applied"] and pose.extra["fusion_valid"] == plain.valid
     if record["applied"]:
         truth = next(iter(sample.values()))["world_from_object"]
         assert rotation_angle_deg(pose.rotation, truth[:3, :3]) < 5.0
