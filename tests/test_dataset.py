@@ -89,7 +89,9 @@ def test_corrupt_shard_is_detected_and_rerendered(reference, tmp_path):
     shard = out / "shard-000001.tar"
     shard.write_bytes(shard.read_bytes()[:3000])  # truncated mid-member
     info = open_dataset(str(out))
-    with pytest.raises(DatasetError, match="shard-000001.tar is truncated or corrupt"):
+    # Cut inside a member's data, tarfile raises; cut at a member boundary it ends early and the sha256 check
+    # catches it (where the cut falls depends on the rendered images' sizes): either way, named and refused.
+    with pytest.raises(DatasetError, match="shard-000001.tar (is truncated or corrupt|does not match the sha256)"):
         list(iter_samples(info))
     from discopose.cli import main
     assert main(["inspect", str(out), "--verify", "--out", str(tmp_path / "i.png")]) == 2

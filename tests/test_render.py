@@ -15,7 +15,8 @@ def clean_renderer():
     config = RenderConfig.load(overrides=tiny_overrides(**{
         "camera.width_px": 97, "camera.height_px": 61, "camera.principal_point_jitter_px": 6,
         "clutter.distractor_count": "[0, 0]", "clutter.occluder_prob": 0, "noise.gaussian_sigma": "[0, 0]",
-        "noise.blur_prob": 0, "hand.prob": 0, "limbs.prob": 0, "table.prob": 0}))
+        "noise.blur_prob": 0, "hand.prob": 0, "limbs.prob": 0, "table.prob": 0,
+        "camera.distance_range_m": "null"}))  # one distance (0.25 m): the cube large enough to count pixels on
     renderer = DiscoRenderer(config)
     yield renderer
     renderer.close()
