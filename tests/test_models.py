@@ -650,3 +650,33 @@ def test_resuming_a_crop_run_started_before_patch_pnp_keeps_its_head(small_crops
     resumed = train(small_crops["depth"], str(run), config=TrainConfig(epochs=2, **common), resume=True,
                     progress=False)
     assert resumed["epoch"] == 2 and read_meta(run / "last")["spec"]["rotation_head"] == "6d"
+
+
+def test_per_head_errors_read_the_same_in_the_validation_line_report_and_demo():
+    """One rendering of the per-head dict: the validation line, report.html's table and the demo's summary show
+    the same cells; a head with no pose on most samples reads "none found", an unknown dense figure "unknown"."""
+    from discopose.demo import format_summary
+    from discopose.models.evaluate import format_head_errors
+    from discopose.models.report import _head_table, rotation_head_cells
+    heads = {"position_te_mm": 6.4, "regressed": {"re_deg": 19.1, "re_shape_deg": 18.9, "found_frac": 1.0},
+             "pnp": {"re_deg": None, "re_shape_deg": None, "found_frac": 0.4},
+             "reported": {"re_deg": 17.7, "re_shape_deg": 17.7, "found_frac": 1.0},
+             "chance": {"re_deg": 134.2, "re_shape_deg": 43.1, "class_accuracy": 1 / 24}, "class_accuracy": 0.75,
+             "mask_iou": None, "coordinates_mm": None}
+    line, table = format_head_errors(heads), _head_table(heads)
+    assert ("regressed 19.1 deg (18.9 up to shape), pnp none found deg (none found up to shape), reported 17.7 deg "
+            "(17.7 up to shape) [chance 134.2 (43.1)]") in line
+    assert "mask IoU unknown, surface points unknown mm" in line and "PnP found 40%" in line
+    chance = {"te_mm_median": 39.0, "re_deg_median": 134.2, "re<30deg": 0.01}
+    row = {"te_mm_median": 7.4, "re_deg_median": 16.7, "te_mm_p90": 24.0, "re_deg_p90": 116.0, "re_within_30deg": 0.8,
+           "chance": chance, "heads": heads}
+    summary = {"total_seconds": 60.0, "seconds": {}, "plan": {"seed": 0}, "results": {"test": row}, "artefacts": {},
+               "tracking": {"hz": 30.0, "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "messages": 1,
+                            "subscriber_received": 1,
+                            "quality": {k: {"te_mm_median": 1.0, "re_deg_median": 1.0, "jitter_mm": 0.1}
+                                        for k in ("raw", "filtered")}}}
+    demo_line = next(text for text in format_summary(summary).splitlines() if "rotation per head" in text)
+    for name, full, shape, found in rotation_head_cells(heads):
+        assert f"{name} {full} deg ({shape} up to shape)" in line + demo_line or name == "chance"
+        assert f"<td>{name}</td><td>{full}</td><td>{shape}</td><td>{found}</td>" in table
+    assert demo_line.endswith(line.split(", class")[0].split("mm, ", 1)[1])
