@@ -10,8 +10,8 @@ import torch
 
 from discopose._errors import DatasetError, DiscoposeError
 from discopose.geometry import random_rotation, rotation_angle_deg
-from discopose.geometry.rotations_torch import (geodesic_angle, matrix_from_rotation_6d, rotation_6d_from_matrix,
-                                                symmetric_geodesic_angle)
+from discopose.geometry.rotations_torch import (canonical_index, geodesic_angle, matrix_from_rotation_6d,
+                                                rotation_6d_from_matrix, symmetric_geodesic_angle)
 from discopose.geometry.symmetry import Symmetry
 from discopose.models import metrics
 from discopose.models.losses import pose_loss
@@ -57,7 +57,6 @@ def test_symmetric_loss_is_zero_for_equivalent_poses():
 def test_marking_class_is_labelled_from_ground_truth_alone():
     """Whatever equivalent the geometry regression lands on, (its canonical form, the ground-truth
     class) gives back the true rotation; and the label does not depend on the prediction."""
-    from discopose.geometry.rotations_torch import canonical_index
     from discopose.models.pose_net import rotation_from_shape_and_class
     rng = np.random.default_rng(2)
     cube = torch.tensor(Symmetry("cube").matrices(), dtype=torch.float32)
@@ -109,9 +108,13 @@ def test_metrics_match_hand_computed_values():
     assert summary["te_mm"]["median"] == pytest.approx(10.5)
 
 
-def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
-    """The default cube's orientation head memorizes 32 real crops, full orientation (no symmetry
-    discount): catches label, sign, normalization and representation bugs in both heads."""
+@pytest.mark.parametrize("rotation_head", ["6d", "patch_pnp"])
+def test_overfit_one_batch_full_orientation_of_the_lettered_cube(small_crops, rotation_head):
+    """Each rotation path memorizes 16 real crops of the default cube, full orientation (no symmetry discount):
+    the 6D + class path (the locator's, old checkpoints', rotation_head=6d) and Patch-PnP (the crop default);
+    with each, the dense head's PnP and the rotation the estimator reports (decoding.reported_rotation). Catches
+    label, sign, normalization and representation bugs: every bar is far below chance (125 deg on these crops,
+    the class 1 in 24) and holds on both CPU classes (OVERFIT_BARS)."""
     from discopose.datasets.loader import make_loader
     from discopose.datasets.reader import open_dataset
     from discopose.models.losses import dense_loss
@@ -119,19 +122,19 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     from discopose.models.pose_net import PoseNet
     from discopose.models.train import TrainConfig, classified_rotations, network_spec, rotation_head_for
     torch.manual_seed(0)
-    info = open_dataset(pose_datasets["crops"])
-    config = TrainConfig(stage="crop", hidden=128)
+    info = open_dataset(small_crops["depth"])
+    config = TrainConfig(stage="crop", hidden=128, rotation_head=rotation_head)
     spec = network_spec(info, config)
     spec.shape_rotations = classified_rotations(info.manifest["object"]).tolist()
     spec.rotation_head = rotation_head_for(config, spec)
-    assert len(spec.shape_rotations) == 24
-    images, target = next(iter(make_loader(info, spec, 32, train=False, num_workers=0)))
+    assert len(spec.shape_rotations) == 24 and spec.rotation_head == rotation_head
+    images, target = next(iter(make_loader(info, spec, OVERFIT_CROPS, train=False, num_workers=0)))
     model = PoseNet(spec, pretrained="imagenet")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     group = torch.tensor(spec.shape_rotations, dtype=torch.float32)
     identity = torch.eye(3)[None]
     model.train()
-    for _ in range(150):
+    for _ in range(OVERFIT_STEPS):
         out = model(images)
         loss, parts = pose_loss(out, target["position_uvz"], target["rotation"], identity, group)
         dense, _ = dense_loss(out, target["dense_mask"], target["dense_coordinates"], identity)
@@ -142,14 +145,12 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
     # still-moving weights, which says nothing about sign or normalization bugs.
     with torch.no_grad():
         out = model(images)
-    # The global head alone: geometry + marking class. Near the borders between canonical classes its
-    # class can flip (90+ deg), which is why the estimator cross-checks it with the dense head.
+    # The rotation head alone: 6D up to the shape + the markings' class, or Patch-PnP's full rotation.
     angle = np.degrees(geodesic_angle(out["rotation"], target["rotation"]).numpy())
-    assert np.median(angle) < 5.0, angle
+    classified = (out["symmetry_logits"].argmax(1) == canonical_index(target["rotation"], group)).float().mean()
     position_error = (out["position_uvz"] - target["position_uvz"]).abs().mean(0)
-    assert (position_error < 0.25 * target["position_uvz"].std(0)).all(), position_error
     dense_angles, reported_angles = [], []
-    for i in range(32):
+    for i in range(OVERFIT_CROPS):
         K = target["K"][i].numpy().astype(float)
         pose, _ = pose_from_dense(out["mask_logits"][i].numpy(), out["coordinates"][i].numpy(), K, spec)
         if pose is not None:
@@ -157,8 +158,28 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(pose_datasets):
         reported, _, _ = reported_rotation(out["rotation"][i].numpy().astype(float), out["mask_logits"][i].numpy(),
                                            out["coordinates"][i].numpy(), K, spec)
         reported_angles.append(rotation_angle_deg(reported, target["rotation"][i].numpy()))
-    assert len(dense_angles) >= 24 and np.median(dense_angles) < 10.0, dense_angles
-    assert np.median(reported_angles) < 5.0 and np.mean(np.array(reported_angles) < 30) >= 0.9, reported_angles
+    measured = {"head": float(np.median(angle)), "class": float(classified), "pnp": float(np.median(dense_angles)),
+                "pnp_found": len(dense_angles), "reported": float(np.median(reported_angles)),
+                "reported_within_30": float(np.mean(np.array(reported_angles) < 30))}
+    assert measured["head"] < OVERFIT_BARS["head"] and measured["class"] >= OVERFIT_BARS["class"], measured
+    assert (position_error < 0.4 * target["position_uvz"].std(0)).all(), position_error
+    assert measured["pnp_found"] >= OVERFIT_BARS["pnp_found"] and measured["pnp"] < OVERFIT_BARS["pnp"], measured
+    assert measured["reported"] < OVERFIT_BARS["reported"], measured
+    assert measured["reported_within_30"] >= OVERFIT_BARS["reported_within_30"], measured
+
+
+OVERFIT_CROPS = 16
+OVERFIT_STEPS = 80
+# Medians in degrees (the rotation head alone, the dense head's PnP where it finds a pose, the reported rotation),
+# the class's share right, how many crops PnP finds a pose on, the share reported within 30 deg. Measured after 80
+# steps on the avx512 CPU (native) and with torch held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2):
+#   6d:        head 1.1 / 3.6, class 1.00 / 0.94, PnP 4.7 / 7.2 (13 / 12 found), reported 2.2 / 4.1,
+#              within 30 deg 0.94 / 0.94
+#   patch_pnp: head 9.2 / 10.0, class 1.00 / 1.00, PnP 3.3 / 4.1 (12 / 13 found), reported 4.7 / 6.8,
+#              within 30 deg 0.88 / 0.81
+# so the degree bars hold with a margin of 2.8x or more on both, the shares with 0.19 or more and PnP's count with
+# 4 crops (the position error is at most 0.25 of its spread, the bar 0.4). Chance: 125 deg, a class in 24.
+OVERFIT_BARS = {"head": 30.0, "class": 0.75, "pnp": 20.0, "pnp_found": 8, "reported": 20.0, "reported_within_30": 0.6}
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +277,9 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     # Position is learned first. The full orientation of the lettered cube on unseen frames needs ~25k crop views,
     # far more than this run's 8k: measured 110 deg with this CPU's kernels and 117 deg with oneDNN held to AVX2
     # (ONEDNN_MAX_CPU_ISA=AVX2), chance 128, so any orientation bar here would pass or fail by the CPU. That the
-    # rotation heads learn is asserted where it holds on both: test_every_head_beats_chance_in_the_real_training_loop.
+    # rotation heads learn is asserted where it holds on both: test_every_head_beats_chance_in_the_real_training_loop,
+    # and per rotation path (6D + class, Patch-PnP; each with PnP and the reported rotation) in
+    # test_overfit_one_batch_full_orientation_of_the_lettered_cube.
     assert summary["te_mm"]["median"] < 0.7 * baseline["te_mm_median"], (summary["te_mm"], baseline)
     report = (run / "eval" / "report.html").read_text()
     for image in ("errors_hist.png", "errors_cdf.png", "errors_vs_conditions.png", "worst_cases.png"):
