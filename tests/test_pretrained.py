@@ -95,23 +95,21 @@ def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path, monkeypatch):
 def test_the_shipped_cube_reads_the_cube(tmp_path):
     """The model inside the package: within its size cap, documented, and it finds the cube on fresh renders."""
     from discopose.datasets.generate import generate_dataset
-    from discopose.demo import TRAIN_LOOKS
     from discopose.evaluation import evaluate_checkpoint
-    from discopose.render.config import RenderConfig
     assert folder_mb(SHIPPED_DIR / "cube") <= MAX_SHIPPED_MB
     card = model_card("cube")
     assert {"trained_by", "seed", "code_version", "figures"} <= set(card)
     assert {"test", "realistic", "realistic_rig3_fused"} <= set(card["figures"])
     estimator = discopose.load("cube")
     assert estimator.object["name"] == "cube"
-    config = RenderConfig.load(overrides=["camera.width_px=224", "camera.height_px=224", *TRAIN_LOOKS, "seed=9107"])
+    # Frames of the world it was trained in (one camera distance; the render default has since become a range).
+    config = estimator.train_render_config.with_overrides(["camera.width_px=224", "camera.height_px=224", "seed=9107"])
     generate_dataset(str(tmp_path / "frames"), 16, config, workers=1, progress=False)
     result = evaluate_checkpoint("cube", str(tmp_path / "frames"), str(tmp_path / "eval"))
     summary, chance = result["summary"], result["baseline"]
     # The model card's in-family median is ~7 mm; chance is ~37 mm / ~130 deg. A broken or wrong model fails.
     assert summary["te_mm"]["median"] < 15, summary["te_mm"]
     assert summary["re_deg"]["median"] < 45 < chance["re_deg_median"], (summary["re_deg"], chance)
-
 
 
 # Network outputs of the two backends on the same crop (fp16 weights in both; ONNX Runtime fuses BatchNorm at
