@@ -495,10 +495,12 @@ def test_errors_validity_and_coverage_by_distance_bin():
                    "position_sigma_m": sigma, "valid": np.array([True, True, True, False, True, True]),
                    "confidence": np.full(6, 0.5)}
     rows = by_distance(errors, predictions)
-    assert [row["distance_m"] for row in rows] == [[0.2, 0.3], [0.4, 0.5], [1.0, 1.5]]
+    assert [row["distance_m"] for row in rows] == [[0.2, 0.3], [0.4, 0.5], [1.0, 1.3]]
     assert [row["count"] for row in rows] == [3, 2, 1]
     near, middle, far = rows
     assert near["te_mm_median"] == 4.0 and near["re_deg_median"] == 5.0
+    # The error as a share of each sample's own distance: 2/0.22, 4/0.24, 30/0.26 mm per m -> median 4/0.24.
+    assert near["te_rel_median"] == pytest.approx(4.0 / 240.0, rel=1e-9)
     assert near["position_within_1sigma"] == pytest.approx((2 + 3 + 3) / 9)
     # Near: one gross error (30 mm) left valid; middle: two gross errors, one flagged (40 deg) one not (50 mm).
     assert near["gross_count"] == 1 and near["gross_invalid_frac"] == 0.0 and near["good_valid_frac"] == 1.0
