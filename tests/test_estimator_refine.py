@@ -2,6 +2,7 @@
 camera and several fused), its score gate keeps the networks' pose where the image does not support the
 alignment, the trust model reads its score, and eval reports what it changed. The shipped cube model on real
 renders of its own training world at 320 x 240."""
+import json
 import math
 
 import numpy as np
@@ -183,6 +184,8 @@ def test_eval_reports_what_the_refinement_changed(estimators, tmp_path):
     assert refine["frames"] == 4 and 0.0 <= refine["applied_frac"] <= 1.0 and refine["ms_median"] > 0
     assert {"worse_frac", "worse_flagged_frac", "better_frac", "network"} <= set(refine)
     assert result["summary"]["ms_per_frame"]["median"] > 0
+    per_sample = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_sample"]
+    assert all({"refine_applied", "refine_score"} <= set(row) for row in per_sample)
     assert "refine" not in evaluate_checkpoint("cube", str(data), str(tmp_path / "eval_off"))["summary"]
     parser = build_parser()
     assert parser.parse_args(["eval", "--model", "cube", "--data", str(data), "--refine"]).refine

@@ -214,6 +214,10 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
                    "valid": bool(predictions["valid"][i]), "confidence": float(predictions["confidence"][i]),
                    "R": np.asarray(predictions["rotation"][i]).ravel().tolist(),
                    "t_mm": (np.asarray(predictions["position_m"][i]) * 1000).tolist()} for i, error in enumerate(errors)]
+    if "refine_score" in predictions:  # what the refinement did on each sample
+        for i, row in enumerate(per_sample):
+            row.update(refine_applied=bool(predictions["refine_applied"][i]),
+                       refine_score=float(predictions["refine_score"][i]))
     write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
                  worst_views=overlays, baseline=baseline, per_sample=per_sample)
     if bop or bop_results:
