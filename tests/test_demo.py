@@ -20,9 +20,13 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert tracking["latency_ms_p50"] > 0
     assert "report.html" in result.stdout and "tracking:" in result.stdout
     results = summary["results"]
-    assert set(results) == {"test", "test_no_hand", "test_held_out", "rig3_fused", "rig3_first_camera",
+    assert set(results) == {"test", "test_no_hand", "test_held_out", "test_beyond", "rig3_fused", "rig3_first_camera",
                             "realistic", "realistic_no_hand", "realistic_rig3_fused", "realistic_rig3_first_camera",
                             "test_locator_only"}
+    # Every set spans distances and reports them per band, in the summary and the printed headline.
+    assert all(row["by_distance"] and sum(band["count"] for band in row["by_distance"]) == row["count"]
+               for row in results.values())
+    assert "by distance: " in result.stdout
     assert results["rig3_fused"]["frame"] == results["realistic_rig3_fused"]["frame"] == "world (cameras fused)"
     for name, row in results.items():
         assert row["count"] == {"realistic": 3, "realistic_no_hand": 3}.get(name, 2 if "realistic" in name else 24)

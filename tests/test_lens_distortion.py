@@ -9,7 +9,7 @@ the object by ~4 mm where it is put here.
 import numpy as np
 
 from discopose.camera import CameraModel
-from tests.conftest import NO_HAND
+from tests.conftest import NO_HAND, ONE_DISTANCE
 
 DISTORTION = [-0.5, 0.2, 0.0, 0.0, 0.0]
 
@@ -48,7 +48,7 @@ def _distorted_views(count: int, tmp_path, distortion=DISTORTION):
     poses = tmp_path / "pose.jsonl"
     poses.write_text('{"position_m": [0.075, 0.05, 0.0], "quat_wxyz": [0.9, 0.1, 0.3, 0.3]}\n')
     config = RenderConfig.load(overrides=[
-        *NO_HAND, f"camera.count={count}", f"camera.width_px={canvas[0]}", f"camera.height_px={canvas[1]}",
+        *NO_HAND, *ONE_DISTANCE, f"camera.count={count}", f"camera.width_px={canvas[0]}", f"camera.height_px={canvas[1]}",
         f"camera.fov_deg={np.degrees(2 * np.arctan(canvas[0] / 2 / focal))}", "camera.focal_jitter_frac=0",
         "camera.principal_point_jitter_px=0", "camera.rotation_jitter_deg=0", "camera.position_jitter_m=0",
         f"pose.poses_file={poses}",

@@ -12,7 +12,7 @@ from discopose.estimator.publisher import PosePublisher, PoseSubscriber, validat
 from discopose.estimator.sources import CameraSource
 from discopose.geometry import random_rotation, rotation_about_axis, rotation_angle_deg
 from discopose.geometry.symmetry import Symmetry
-from tests.conftest import NO_HAND
+from tests.conftest import NO_HAND, ONE_DISTANCE
 
 
 def _trajectory(n=200, fps=30.0):
@@ -301,7 +301,7 @@ def test_tracker_end_to_end_on_rendered_video(trained_run, tmp_path):
     from discopose.render.config import RenderConfig
     from discopose.render.trajectory import render_trajectory_video
     run, _ = trained_run
-    config = RenderConfig.load(overrides=[*NO_HAND, "camera.width_px=160", "camera.height_px=120",
+    config = RenderConfig.load(overrides=[*NO_HAND, *ONE_DISTANCE, "camera.width_px=160", "camera.height_px=120",
                                           "camera.fov_deg=50", "textures.bank_size=12", "textures.size_px=32"])
     clip = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=40)
     estimator = discopose.load(run / "best")
@@ -352,7 +352,7 @@ def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_da
     from discopose.models.train import TrainConfig, train_estimator
     from discopose.render.config import RenderConfig
     from discopose.render.trajectory import render_trajectory_video
-    rig = ["camera.count=3", "textures.bank_size=6", "textures.size_px=16"]
+    rig = ["camera.count=3", "textures.bank_size=6", "textures.size_px=16", *ONE_DISTANCE]
     generate_dataset(str(tmp_path / "frames"), 24, RenderConfig.load(overrides=rig + [
         "camera.width_px=64", "camera.height_px=64"]), workers=1, progress=False)
     generate_dataset(str(tmp_path / "crops"), 24, RenderConfig.load(overrides=rig + [

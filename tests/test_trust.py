@@ -6,7 +6,7 @@ import pytest
 
 from discopose.estimator.trust import SIGNALS, TrustModel, fit_trust
 from discopose.geometry import random_rotation, rotation_about_axis, rotation_angle_deg
-from tests.conftest import CROPS, NO_HAND
+from tests.conftest import CROPS, NO_HAND, ONE_DISTANCE
 
 
 def _signals(rng, bad: bool) -> dict:
@@ -256,7 +256,7 @@ def test_tracker_treats_invalid_measurements_as_missing(trained_run, tmp_path):
     from discopose.render.config import RenderConfig
     from discopose.render.trajectory import render_trajectory_video
     run, _ = trained_run
-    config = RenderConfig.load(overrides=[*NO_HAND, "camera.width_px=160", "camera.height_px=120",
+    config = RenderConfig.load(overrides=[*NO_HAND, *ONE_DISTANCE, "camera.width_px=160", "camera.height_px=120",
                                           "camera.fov_deg=50", "textures.bank_size=12", "textures.size_px=32"])
     clip = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=15)
     tracker = Tracker(_Corrupting(discopose.load(run / "best")),

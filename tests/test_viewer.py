@@ -33,6 +33,7 @@ def test_track_view_records_cameras_frames_pose_and_series(trained_run, tmp_path
     from discopose.render.trajectory import render_trajectory_video
     run, _ = trained_run
     config = RenderConfig.load(overrides=["camera.count=2", "camera.width_px=160", "camera.height_px=120",
+                                          "camera.distance_range_m=null",  # the model learned one distance
                                           "hand.prob=0", "limbs.prob=0", "textures.bank_size=8",
                                           "textures.size_px=32"])
     frames = 12
