@@ -7,6 +7,7 @@ noise, JPEG, dropout): geometry comes from the cameras.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,6 +220,8 @@ class Batches:
         self.loader = loader
 
     def __iter__(self):
+        if self.loader.num_workers:
+            gc.collect()  # garbage is destroyed here, where its threads live, not in the forked workers
         try:
             yield from self.loader
         except DatasetError as exc:
@@ -255,6 +258,14 @@ def make_loader(info: DatasetInfo, spec, batch_size: int, train: bool, num_worke
         stream = ShardStream(info, SampleToTensors(spec, 0.0), False, 0, seed)
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, drop_last=train,
                                          num_workers=workers if num_workers > 0 else 0,
-                                         persistent_workers=False, pin_memory=torch.cuda.is_available())
+                                         persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                                         worker_init_fn=_keep_inherited_objects)
     return Batches(loader)
+
+
+def _keep_inherited_objects(worker_id: int) -> None:
+    """A forked loader worker never collects what it inherited: garbage the parent had not collected yet
+    (an ONNX Runtime session from an earlier estimator) would run its destructor here, where the threads
+    it waits for do not exist, and hang the worker in pthread_cond_destroy (seen in the test suite)."""
+    gc.freeze()
 
