@@ -17,7 +17,9 @@ from pathlib import Path
 from discopose._errors import DiscoposeError
 
 SHIPPED_DIR = Path(__file__).parent
-MAX_SHIPPED_MB = 25.0
+# Two fp16 networks, their fp16 ONNX graphs and the model card. 26, not the earlier 25: the Patch-PnP head and the
+# BatchNorm layers the ONNX graphs now keep unfused (for exact fp16 parity) put a two-stage mobilenet_v2 at 25.1 MB.
+MAX_SHIPPED_MB = 26.0
 
 
 def shipped_names() -> list[str]:
