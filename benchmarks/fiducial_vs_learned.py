@@ -2,7 +2,7 @@
 
 Each scene is rendered twice with the same seed - once with the lettered cube (read by the learned estimator),
 once with an ArUco cube (a marker per face, read by OpenCV's aruco module + PnP) - then both frames go through
-the same drawn webcam (lens distortion, blur, noise, JPEG; ``render/webcam.py``). Reported per occlusion level
+the same drawn webcam (lens distortion, blur, noise, JPEG; ``realistic/webcam.py``). Reported per occlusion level
 (the object's visible fraction): median errors and the share of frames with any pose, and for the learned
 estimator the share it flags valid.
 
@@ -31,9 +31,9 @@ def run(model: str, num: int, out: Path, width: int, height: int, seed: int) -> 
     from discopose.baselines.aruco_cube import ArucoCube, write_aruco_cube
     from discopose.datasets.format import camera_from_labels
     from discopose.geometry.transforms import make_transform
+    from discopose.realistic.webcam import WebcamConfig, apply_webcam, distorted_camera, sample_webcam
     from discopose.render.config import RenderConfig
     from discopose.render.renderer import DiscoRenderer
-    from discopose.render.webcam import WebcamConfig, apply_webcam, distorted_camera, sample_webcam
 
     out.mkdir(parents=True, exist_ok=True)
     mesh = write_aruco_cube(out / "aruco_cube.glb")

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from discopose._io import atomic_write_bytes
-from discopose.render.pathtraced import PathTracedRenderer, RealisticConfig, realistic_render_config
+from discopose.realistic.pathtraced import PathTracedRenderer, RealisticConfig, realistic_render_config
 from discopose.viz import contact_sheet, encode_png
 
 STAGES = ("sample", "rasterize", "build scene", "path trace", "develop+webcam")

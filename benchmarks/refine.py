@@ -73,7 +73,7 @@ def realistic_frames(folder: str | None, count: int, seed: int, hand: bool, scra
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples, open_dataset
     if folder is None:
-        from discopose.render.pathtraced import render_realistic_dataset
+        from discopose.realistic.pathtraced import render_realistic_dataset
         folder = os.path.join(scratch, f"realistic_{'hand' if hand else 'no_hand'}")
         render_realistic_dataset(folder, count, seed=seed, hand=hand, progress=False)
     frames = []

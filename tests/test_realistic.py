@@ -1,4 +1,4 @@
-"""The realistic proxy test set: Mitsuba path tracing + webcam model (discopose.render.pathtraced, .webcam).
+"""The realistic proxy test set: Mitsuba path tracing + webcam model (discopose.realistic.pathtraced, .webcam).
 
 Renders are tiny (about 100 x 75 pixels, a few samples per pixel): these check geometry, labels, determinism
 and errors, not looks (docs/images/realistic_samples.png shows those).
@@ -12,8 +12,8 @@ import pytest
 
 from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel
-from discopose.render.webcam import (WebcamConfig, apply_webcam, distort_image, distorted_camera, distortion_maps,
-                                     pinhole_cover, sample_webcam)
+from discopose.realistic.webcam import (WebcamConfig, apply_webcam, distort_image, distorted_camera,
+                                        distortion_maps, pinhole_cover, sample_webcam)
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 
@@ -68,7 +68,7 @@ def test_webcam_is_deterministic_and_degrades_the_image():
 def test_missing_mitsuba_is_one_line_with_an_install_hint(monkeypatch, capsys):
     from discopose.cli import main
     monkeypatch.setitem(sys.modules, "mitsuba", None)  # import mitsuba now raises ImportError
-    from discopose.render.pathtraced import PathTracedRenderer, realistic_render_config
+    from discopose.realistic.pathtraced import PathTracedRenderer, realistic_render_config
     with pytest.raises(DiscoposeError) as error:
         PathTracedRenderer(realistic_render_config(width_px=64, height_px=48))
     message = str(error.value)
@@ -81,7 +81,7 @@ def test_missing_mitsuba_is_one_line_with_an_install_hint(monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def proxy():
     pytest.importorskip("mitsuba")
-    from discopose.render.pathtraced import PathTracedRenderer, RealisticConfig, realistic_render_config
+    from discopose.realistic.pathtraced import PathTracedRenderer, RealisticConfig, realistic_render_config
     config = realistic_render_config(width_px=96, height_px=72, overrides=["camera.principal_point_jitter_px=6"])
     renderer = PathTracedRenderer(config, RealisticConfig(spp=4, webcam=None))
     yield renderer
@@ -124,7 +124,7 @@ def distorted_sets(tmp_path_factory):
     """Two datasets of the same seed, with a strongly distorting webcam, the object anywhere in the view and
     no hand (whose occlusion would move the visible centroid)."""
     pytest.importorskip("mitsuba")
-    from discopose.render.pathtraced import render_realistic_dataset
+    from discopose.realistic.pathtraced import render_realistic_dataset
     # Strong barrel distortion (k2 keeps it monotonic over the 40-degree view), to move an off-centre cube by
     # pixels even at this image size.
     webcam = WebcamConfig(k1=(-1.0, -0.9), k2=(1.0, 1.0), defocus_sigma_px=(0.3, 0.3), motion_blur_prob=0.0)

@@ -1,4 +1,5 @@
-"""The package's shape: no two modules import each other, directly or around a loop."""
+"""The package's shape: no two modules import each other, directly or around a loop, and none imports from a layer
+above its own."""
 import ast
 from pathlib import Path
 
@@ -62,6 +63,40 @@ def test_no_import_loops():
     assert _loops(graph) == []
     # The detector finds a loop when there is one.
     assert _loops({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Packages whose order is set, lowest first: a module never imports from a package above its own. The
+# realistic proxy renders through render/ and writes through datasets/; neither may reach back up into it.
+LAYERS = ("render", "datasets", "realistic")
+# The realistic proxy is only ever evaluated on: the entry points that render it are its only importers.
+REALISTIC_IMPORTERS = {"cli", "demo"}
+
+
+def _package(module: str) -> str:
+    """``discopose.render.renderer`` -> ``render``; ``discopose.cli`` -> ``cli``; ``discopose`` -> ``""``."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def _upward_imports(graph: dict[str, set[str]], layers: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module of a package in ``layers`` imports one of a later package."""
+    rank = {package: index for index, package in enumerate(layers)}
+    return sorted((module, other) for module, imported in graph.items() if _package(module) in rank
+                  for other in imported
+                  if rank.get(_package(other), -1) > rank[_package(module)])
+
+
+def test_layers():
+    files = {_module_name(path): path for path in SOURCE.rglob("*.py")}
+    assert {"discopose.realistic.pathtraced", "discopose.render.renderer", "discopose.datasets.generate"} <= set(files)
+    graph = {name: {other for other in _imports(path) if other in files} for name, path in files.items()}
+    assert _upward_imports(graph, LAYERS) == []
+    realistic_importers = {_package(name) for name, imported in graph.items() if _package(name) != "realistic"
+                           and any(_package(other) == "realistic" for other in imported)}
+    assert realistic_importers <= REALISTIC_IMPORTERS, realistic_importers
+    # The check finds an import running back up the layers when there is one.
+    assert _upward_imports({"discopose.render.gl": {"discopose.realistic.webcam"},
+                            "discopose.realistic.webcam": {"discopose.render.gl", "discopose.datasets.format"}},
+                           LAYERS) == [("discopose.render.gl", "discopose.realistic.webcam")]
 
 
 def test_evaluation_needs_neither_the_network_classes_nor_torchvision():

@@ -24,6 +24,25 @@ def _render_overrides(args) -> list[str]:
     return overrides
 
 
+def _add_render_args(sub) -> None:
+    p = sub.add_parser("render", help="render a domain-randomized dataset (or a preview sheet)")
+    p.add_argument("--out", required=True, help="output folder or fsspec URL (or PNG path with --preview)")
+    p.add_argument("--num", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--config", help="YAML/JSON render config (see docs/render_config.md)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. camera.count=3")
+    p.add_argument("--seed", type=int, help="dataset seed (same as --set seed=N)")
+    p.add_argument("--object", help="object mesh .ply/.obj/.glb (default: the built-in lettered 57 mm cube)")
+    p.add_argument("--object-scale", type=float, help="mesh units to metres, e.g. 0.001 for BOP models in mm")
+    p.add_argument("--symmetry", choices=["none", "cube", "discrete", "axis"], help="object symmetry group")
+    p.add_argument("--workers", type=int, help="render processes (default: one per CPU core)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"], help="local processes or a Ray cluster")
+    p.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 (default: start a local Ray)")
+    p.add_argument("--preview", type=int, metavar="N", help="render N samples into a contact sheet PNG at --out")
+    p.add_argument("--overlay", action="store_true", help="draw labels on the preview")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_render)
+
+
 def cmd_render(args) -> None:
     from discopose.render.config import RenderConfig
 
@@ -41,6 +60,15 @@ def cmd_render(args) -> None:
     rate = manifest["num_samples"] / max(manifest["render_seconds"], 1e-9)
     print(f"wrote {manifest['num_samples']} samples in {len(manifest['shards'])} shards to {args.out} "
           f"({manifest['render_seconds']:.1f} s, {rate:.1f} img/s this run)")
+
+
+def _add_inspect_args(sub) -> None:
+    p = sub.add_parser("inspect", help="summarize a dataset and draw labelled samples")
+    p.add_argument("dataset", help="dataset folder or URL")
+    p.add_argument("--num", type=int, default=8, help="samples to draw (default 8)")
+    p.add_argument("--out", default="inspect.png", help="PNG to write (default inspect.png)")
+    p.add_argument("--verify", action="store_true", help="check every shard's sha256 against the manifest")
+    p.set_defaults(func=cmd_inspect)
 
 
 def cmd_inspect(args) -> None:
@@ -70,6 +98,29 @@ def cmd_inspect(args) -> None:
 
 
 CROP_ONLY = ("rotation_head", "dense_stride")
+
+
+def _add_train_args(sub) -> None:
+    p = sub.add_parser("train", help="train a pose estimator on rendered shards (torchrun for several GPUs)")
+    p.add_argument("--data", required=True, help="training dataset (from discopose render)")
+    p.add_argument("--val", help="validation dataset")
+    p.add_argument("--out", required=True, help="run folder: best/, last/, tensorboard/")
+    p.add_argument("--config", help="YAML/JSON TrainConfig")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field")
+    p.add_argument("--backbone", help="torchvision backbone, e.g. mobilenet_v2, resnet18")
+    p.add_argument("--pretrained", choices=["imagenet", "none"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-workers", dest="num_workers", type=int)
+    p.add_argument("--crops", help="zoom-in crops (render --set camera.aim=object): train a two-stage estimator, "
+                   "--data being the locator's full frames")
+    p.add_argument("--crops-val", dest="crops_val", help="validation crops")
+    p.add_argument("--calib", help="frames of another family than training (other textures, lights, sensor effects) "
+                   "to calibrate the stated uncertainty and validity flag on (default: --val)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> None:
@@ -104,6 +155,23 @@ def cmd_train(args) -> None:
                   f"{metrics['re_deg']['median']:.1f} deg, ADD(-S) < 10% d: {100 * metrics['success']['add(-s)<10%d']:.0f}%")
 
 
+def _add_eval_args(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: metrics.json + report.html")
+    p.add_argument("--model", required=True, help="estimator folder (a run's best/) or a shipped model: cube")
+    p.add_argument("--data", help="dataset to evaluate on")
+    p.add_argument("--bop", help="BOP folder to evaluate on instead (writes bop_results.csv too)")
+    p.add_argument("--bop-results", action="store_true",
+                   help="also write bop_results.csv (BOP19: scene_id,im_id,obj_id,score,R,t,time) for bop_toolkit")
+    p.add_argument("--out", help="report folder (default MODEL/eval)")
+    p.add_argument("--limit", type=int, help="evaluate at most N samples")
+    p.add_argument("--single-camera", action="store_true",
+                   help="several-camera data: score the first camera alone instead of the fused world pose")
+    p.add_argument("--refine", action="store_true",
+                   help="align the object's mesh to each full-resolution image after the networks, and report what "
+                        "it changed (metrics.json summary.refine)")
+    p.set_defaults(func=cmd_eval)
+
+
 def cmd_eval(args) -> None:
     from discopose.evaluation import evaluate_checkpoint
 
@@ -133,6 +201,16 @@ def cmd_eval(args) -> None:
           + (f", and {out}/bop_results.csv (BOP19 format)" if args.bop or args.bop_results else ""))
 
 
+def _add_cube_args(sub) -> None:
+    p = sub.add_parser("cube", help="the built-in cube in the physical world")
+    steps = p.add_subparsers(dest="cube_step", required=True)
+    q = steps.add_parser("print", help="a printable net of the cube (PDF at exact scale, scale bar, glue tabs)")
+    q.add_argument("--out", required=True, help="PDF to write, e.g. cube.pdf")
+    q.add_argument("--size", type=float, default=0.057, help="edge in metres (default 0.057, what the shipped model knows)")
+    q.add_argument("--paper", choices=["a4", "letter"], default="a4")
+    q.set_defaults(func=cmd_cube_print)
+
+
 def cmd_cube_print(args) -> None:
     from discopose.printing import write_cube_pdf
     layout = write_cube_pdf(args.out, size_m=args.size, paper=args.paper)
@@ -140,6 +218,16 @@ def cmd_cube_print(args) -> None:
           f"{layout['edge_mm']:.1f} mm and the scale bar 50 mm. Cut, fold, glue; then track it with --model cube"
           + (" (the shipped model knows the 57 mm cube; another size needs its own training)"
              if abs(args.size - 0.057) > 1e-6 else ""))
+
+
+def _add_pack_args(sub) -> None:
+    p = sub.add_parser("pack", help="make a shipped model (fp16, model card) from a finished demo run")
+    p.add_argument("--demo", required=True, help="the demo's --out folder")
+    p.add_argument("--name", default="cube", help="the name users load it by (default cube)")
+    p.add_argument("--out", help="where to write (default: inside the package, src/discopose/pretrained/NAME)")
+    p.add_argument("--command", help="the command that trained it, for the model card (default: the demo's)")
+    p.add_argument("--code-version", help="git commit that trained it (default: recorded by the demo)")
+    p.set_defaults(func=cmd_pack)
 
 
 def cmd_pack(args) -> None:
@@ -165,15 +253,60 @@ def cmd_pack(args) -> None:
           f"discopose.load({args.name!r})" if not args.out else f"packed into {out} ({folder_mb(out):.1f} MB)")
 
 
+def _add_export_args(sub) -> None:
+    p = sub.add_parser("export", help="export an estimator's networks to ONNX (model.onnx each) for onnxruntime")
+    p.add_argument("--model", required=True, help="estimator folder (or one checkpoint)")
+    p.set_defaults(func=cmd_export)
+
+
 def cmd_export(args) -> None:
     from discopose.models.export import export_estimator
     for path in export_estimator(args.model):
         print(f"wrote {path}")
 
 
+def _add_bop_export_args(sub) -> None:
+    p = sub.add_parser("bop-export", help="write a dataset's view of one camera as a BOP scene folder")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--camera", help="camera name (default: the first)")
+    p.set_defaults(func=cmd_bop_export)
+
+
 def cmd_bop_export(args) -> None:
     from discopose.datasets.bop import export_bop
     print(f"wrote BOP scene to {export_bop(args.dataset, args.out, camera=args.camera)}")
+
+
+def _add_calibrate_args(sub) -> None:
+    p = sub.add_parser("calibrate", help="camera calibration: board, intrinsics, extrinsics")
+    steps = p.add_subparsers(dest="step", required=True)
+    q = steps.add_parser("board", help="a printable board: PDF at exact scale, or PNG")
+    q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
+    q.add_argument("--board", help="full spec, e.g. chessboard:9x6:0.025 or charuco:7x5:0.04:0.03")
+    q.add_argument("--px-per-square", type=int, default=200, help="PNG only: pixels per square")
+    q.add_argument("--paper", choices=["a4", "letter"], default="a4", help="PDF only: the paper size")
+    q.add_argument("--out", required=True, help="board.pdf (exact scale, with a scale bar) or board.png")
+    q = steps.add_parser("capture", help="save views of the board from a camera, whenever it is fully seen")
+    q.add_argument("--camera", default="0", help="device index, video file, image folder or URL (default 0)")
+    q.add_argument("--board", help="spec as printed (default chessboard:9x6:0.025)")
+    q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
+    q.add_argument("--out", default="calib", help="folder for view_NN.png (default calib)")
+    q.add_argument("--count", type=int, default=20, help="views to save (default 20)")
+    q.add_argument("--interval", type=float, default=1.0, help="seconds between saved views (default 1)")
+    q.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
+    q = steps.add_parser("intrinsics", help="K and distortion from board images -> camera file")
+    q.add_argument("--images", required=True, help="glob pattern, quoted: 'cam_left/*.jpg'")
+    q.add_argument("--board", required=True, help="e.g. chessboard:9x6:0.025")
+    q.add_argument("--name", default="camera", help="camera name stored in the file")
+    q.add_argument("--out", required=True, help="camera file (.yaml or .json)")
+    q = steps.add_parser("extrinsics", help="world_from_camera from one image of a board at a known pose")
+    q.add_argument("--camera", required=True, help="camera file with intrinsics")
+    q.add_argument("--image", required=True)
+    q.add_argument("--board", required=True)
+    q.add_argument("--board-pose", help="JSON/YAML with world_from_board (4x4, metres); default: board = world")
+    q.add_argument("--out", help="camera file to write (default: update --camera)")
+    p.set_defaults(func=cmd_calibrate)
 
 
 def cmd_calibrate(args) -> None:
@@ -182,6 +315,8 @@ def cmd_calibrate(args) -> None:
     from discopose.calibration.intrinsics import calibrate_extrinsics, calibrate_intrinsics
     from discopose.camera import CameraModel
 
+    if args.step in ("board", "capture") and not args.board:
+        args.board = "chessboard:9x6:0.025" if args.board_type == "chessboard" else "charuco:7x5:0.04:0.03"
     board = BoardSpec.parse(args.board)
     if args.step == "board" and str(args.out).lower().endswith(".pdf"):
         from discopose.printing import write_board_pdf
@@ -239,6 +374,35 @@ def _named(items: list[str] | None, flag: str) -> dict[str, str]:
     return named
 
 
+def _add_track_args(sub) -> None:
+    p = sub.add_parser("track", help="track the object live on camera feeds and publish poses over ZeroMQ")
+    p.add_argument("--model", required=True, help="estimator folder (a run's best/) or a shipped model: cube")
+    p.add_argument("--camera", action="append", metavar="NAME=SOURCE",
+                   help="device index, video file, RTSP/HTTP URL or image folder, e.g. cam0=0")
+    p.add_argument("--calib", action="append", metavar="NAME=FILE", help="camera file from discopose calibrate")
+    p.add_argument("--assume-nominal", action="store_true",
+                   help="no --calib: assume the model's camera rescaled to the frame size (warns; same lens only)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto (default): onnxruntime when the model has exported networks (the shipped one does)")
+    p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address (default localhost:5555)")
+    p.add_argument("--no-publish", action="store_true")
+    p.add_argument("--record", help="write every pose message to this JSON-lines file")
+    p.add_argument("--record-video", help="write an MP4 with the pose drawn on the first camera")
+    p.add_argument("--show", action="store_true", help="show a window (needs a display)")
+    p.add_argument("--view", nargs="?", const="spawn", metavar="FILE.rrd",
+                   help="see what the tracker believes in a Rerun viewer (cameras, frames, pose, uncertainty, "
+                        "validity, latency); with a path, record a .rrd instead")
+    p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
+    p.add_argument("--fast-track", action="store_true",
+                   help="while the track is sure, aim the crops at the filter's prediction and skip the locator")
+    p.add_argument("--refine", action="store_true",
+                   help="align the object's mesh to each full-resolution frame after the networks (several cameras: "
+                        "jointly, in the world frame)")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_track)
+
+
 def cmd_track(args) -> None:
     from discopose.camera import CameraModel
     from discopose.estimator.api import load
@@ -273,36 +437,7 @@ def cmd_track(args) -> None:
             print(f"wrote {path}" + (f" (open it with: rerun {path})" if path == args.view else ""))
 
 
-def cmd_demo(args) -> None:
-    from discopose.demo import format_summary, run_demo
-    plan = "quick" if args.quick else ("long" if args.long else "full")
-    user_object = None
-    if args.object:
-        from discopose.render.objects import describe_user_object
-        user_object = describe_user_object(args.object, args.object_scale, args.symmetry)
-        print(f"object {args.object}: {user_object.diameter_m * 1000:.0f} mm across; " + "; ".join(user_object.notes))
-    elif args.object_scale is not None or args.symmetry:
-        raise DiscoposeError("--object-scale and --symmetry describe a mesh: give --object too")
-    summary = run_demo(args.out, plan=plan, workers=args.workers, publish=args.publish, progress=not args.quiet,
-                       seed=args.seed, resume=args.resume, user_object=user_object)
-    print(format_summary(summary))
-
-
-def cmd_realistic(args) -> None:
-    from discopose.render.pathtraced import render_realistic_dataset
-    manifest = render_realistic_dataset(args.out, args.num, seed=args.seed, cameras=args.cameras,
-                                        webcam=not args.no_webcam, hand=not args.no_hand, progress=not args.quiet,
-                                        spp=args.spp, overrides=args.set)
-    print(f"wrote {manifest['num_samples']} realistic proxy samples (for evaluation only) to {args.out} "
-          f"({manifest['render_seconds']:.1f} s this run)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
-    parser.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
-                        help="debug logging, and the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_demo_args(sub) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on embedded defaults: render, train, evaluate, track")
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
     p.add_argument("--quick", action="store_true", help="a few-minute version (what the tests run)")
@@ -321,23 +456,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the object's symmetry (default: models_info.json's for BOP models, else none); axis = z")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("render", help="render a domain-randomized dataset (or a preview sheet)")
-    p.add_argument("--out", required=True, help="output folder or fsspec URL (or PNG path with --preview)")
-    p.add_argument("--num", type=int, default=1000, help="number of samples (default 1000)")
-    p.add_argument("--config", help="YAML/JSON render config (see docs/render_config.md)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. camera.count=3")
-    p.add_argument("--seed", type=int, help="dataset seed (same as --set seed=N)")
-    p.add_argument("--object", help="object mesh .ply/.obj/.glb (default: the built-in lettered 57 mm cube)")
-    p.add_argument("--object-scale", type=float, help="mesh units to metres, e.g. 0.001 for BOP models in mm")
-    p.add_argument("--symmetry", choices=["none", "cube", "discrete", "axis"], help="object symmetry group")
-    p.add_argument("--workers", type=int, help="render processes (default: one per CPU core)")
-    p.add_argument("--backend", default="local", choices=["local", "ray"], help="local processes or a Ray cluster")
-    p.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 (default: start a local Ray)")
-    p.add_argument("--preview", type=int, metavar="N", help="render N samples into a contact sheet PNG at --out")
-    p.add_argument("--overlay", action="store_true", help="draw labels on the preview")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_render)
 
+def cmd_demo(args) -> None:
+    from discopose.demo import format_summary, run_demo
+    plan = "quick" if args.quick else ("long" if args.long else "full")
+    user_object = None
+    if args.object:
+        from discopose.render.objects import describe_user_object
+        user_object = describe_user_object(args.object, args.object_scale, args.symmetry)
+        print(f"object {args.object}: {user_object.diameter_m * 1000:.0f} mm across; " + "; ".join(user_object.notes))
+    elif args.object_scale is not None or args.symmetry:
+        raise DiscoposeError("--object-scale and --symmetry describe a mesh: give --object too")
+    summary = run_demo(args.out, plan=plan, workers=args.workers, publish=args.publish, progress=not args.quiet,
+                       seed=args.seed, resume=args.resume, user_object=user_object)
+    print(format_summary(summary))
+
+
+def _add_realistic_args(sub) -> None:
     p = sub.add_parser("realistic", help="render the realistic proxy test set (path traced, webcam model; "
                                          "evaluation only)")
     p.add_argument("--out", required=True, help="output folder or fsspec URL")
@@ -351,137 +486,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_realistic)
 
-    p = sub.add_parser("inspect", help="summarize a dataset and draw labelled samples")
-    p.add_argument("dataset", help="dataset folder or URL")
-    p.add_argument("--num", type=int, default=8, help="samples to draw (default 8)")
-    p.add_argument("--out", default="inspect.png", help="PNG to write (default inspect.png)")
-    p.add_argument("--verify", action="store_true", help="check every shard's sha256 against the manifest")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("bop-export", help="write a dataset's view of one camera as a BOP scene folder")
-    p.add_argument("dataset")
-    p.add_argument("--out", required=True)
-    p.add_argument("--camera", help="camera name (default: the first)")
-    p.set_defaults(func=cmd_bop_export)
+def cmd_realistic(args) -> None:
+    from discopose.realistic.pathtraced import render_realistic_dataset
+    manifest = render_realistic_dataset(args.out, args.num, seed=args.seed, cameras=args.cameras,
+                                        webcam=not args.no_webcam, hand=not args.no_hand, progress=not args.quiet,
+                                        spp=args.spp, overrides=args.set)
+    print(f"wrote {manifest['num_samples']} realistic proxy samples (for evaluation only) to {args.out} "
+          f"({manifest['render_seconds']:.1f} s this run)")
 
-    p = sub.add_parser("train", help="train a pose estimator on rendered shards (torchrun for several GPUs)")
-    p.add_argument("--data", required=True, help="training dataset (from discopose render)")
-    p.add_argument("--val", help="validation dataset")
-    p.add_argument("--out", required=True, help="run folder: best/, last/, tensorboard/")
-    p.add_argument("--config", help="YAML/JSON TrainConfig")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field")
-    p.add_argument("--backbone", help="torchvision backbone, e.g. mobilenet_v2, resnet18")
-    p.add_argument("--pretrained", choices=["imagenet", "none"])
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--num-workers", dest="num_workers", type=int)
-    p.add_argument("--crops", help="zoom-in crops (render --set camera.aim=object): train a two-stage estimator, "
-                   "--data being the locator's full frames")
-    p.add_argument("--crops-val", dest="crops_val", help="validation crops")
-    p.add_argument("--calib", help="frames of another family than training (other textures, lights, sensor effects) "
-                   "to calibrate the stated uncertainty and validity flag on (default: --val)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint: metrics.json + report.html")
-    p.add_argument("--model", required=True, help="estimator folder (a run's best/) or a shipped model: cube")
-    p.add_argument("--data", help="dataset to evaluate on")
-    p.add_argument("--bop", help="BOP folder to evaluate on instead (writes bop_results.csv too)")
-    p.add_argument("--bop-results", action="store_true",
-                   help="also write bop_results.csv (BOP19: scene_id,im_id,obj_id,score,R,t,time) for bop_toolkit")
-    p.add_argument("--out", help="report folder (default MODEL/eval)")
-    p.add_argument("--limit", type=int, help="evaluate at most N samples")
-    p.add_argument("--single-camera", action="store_true",
-                   help="several-camera data: score the first camera alone instead of the fused world pose")
-    p.add_argument("--refine", action="store_true",
-                   help="align the object's mesh to each full-resolution image after the networks, and report what "
-                        "it changed (metrics.json summary.refine)")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("track", help="track the object live on camera feeds and publish poses over ZeroMQ")
-    p.add_argument("--model", required=True, help="estimator folder (a run's best/) or a shipped model: cube")
-    p.add_argument("--camera", action="append", metavar="NAME=SOURCE",
-                   help="device index, video file, RTSP/HTTP URL or image folder, e.g. cam0=0")
-    p.add_argument("--calib", action="append", metavar="NAME=FILE", help="camera file from discopose calibrate")
-    p.add_argument("--assume-nominal", action="store_true",
-                   help="no --calib: assume the model's camera rescaled to the frame size (warns; same lens only)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="auto (default): onnxruntime when the model has exported networks (the shipped one does)")
-    p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB address (default localhost:5555)")
-    p.add_argument("--no-publish", action="store_true")
-    p.add_argument("--record", help="write every pose message to this JSON-lines file")
-    p.add_argument("--record-video", help="write an MP4 with the pose drawn on the first camera")
-    p.add_argument("--show", action="store_true", help="show a window (needs a display)")
-    p.add_argument("--view", nargs="?", const="spawn", metavar="FILE.rrd",
-                   help="see what the tracker believes in a Rerun viewer (cameras, frames, pose, uncertainty, "
-                        "validity, latency); with a path, record a .rrd instead")
-    p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
-    p.add_argument("--fast-track", action="store_true",
-                   help="while the track is sure, aim the crops at the filter's prediction and skip the locator")
-    p.add_argument("--refine", action="store_true",
-                   help="align the object's mesh to each full-resolution frame after the networks (several cameras: "
-                        "jointly, in the world frame)")
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.set_defaults(func=cmd_track)
-
-    p = sub.add_parser("calibrate", help="camera calibration: board, intrinsics, extrinsics")
-    steps = p.add_subparsers(dest="step", required=True)
-    q = steps.add_parser("board", help="a printable board: PDF at exact scale, or PNG")
-    q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
-    q.add_argument("--board", help="full spec, e.g. chessboard:9x6:0.025 or charuco:7x5:0.04:0.03")
-    q.add_argument("--px-per-square", type=int, default=200, help="PNG only: pixels per square")
-    q.add_argument("--paper", choices=["a4", "letter"], default="a4", help="PDF only: the paper size")
-    q.add_argument("--out", required=True, help="board.pdf (exact scale, with a scale bar) or board.png")
-    q = steps.add_parser("capture", help="save views of the board from a camera, whenever it is fully seen")
-    q.add_argument("--camera", default="0", help="device index, video file, image folder or URL (default 0)")
-    q.add_argument("--board", help="spec as printed (default chessboard:9x6:0.025)")
-    q.add_argument("--type", dest="board_type", choices=["chessboard", "charuco"], default="chessboard")
-    q.add_argument("--out", default="calib", help="folder for view_NN.png (default calib)")
-    q.add_argument("--count", type=int, default=20, help="views to save (default 20)")
-    q.add_argument("--interval", type=float, default=1.0, help="seconds between saved views (default 1)")
-    q.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
-    q = steps.add_parser("intrinsics", help="K and distortion from board images -> camera file")
-    q.add_argument("--images", required=True, help="glob pattern, quoted: 'cam_left/*.jpg'")
-    q.add_argument("--board", required=True, help="e.g. chessboard:9x6:0.025")
-    q.add_argument("--name", default="camera", help="camera name stored in the file")
-    q.add_argument("--out", required=True, help="camera file (.yaml or .json)")
-    q = steps.add_parser("extrinsics", help="world_from_camera from one image of a board at a known pose")
-    q.add_argument("--camera", required=True, help="camera file with intrinsics")
-    q.add_argument("--image", required=True)
-    q.add_argument("--board", required=True)
-    q.add_argument("--board-pose", help="JSON/YAML with world_from_board (4x4, metres); default: board = world")
-    q.add_argument("--out", help="camera file to write (default: update --camera)")
-    p.set_defaults(func=cmd_calibrate)
-
-    p = sub.add_parser("cube", help="the built-in cube in the physical world")
-    steps = p.add_subparsers(dest="cube_step", required=True)
-    q = steps.add_parser("print", help="a printable net of the cube (PDF at exact scale, scale bar, glue tabs)")
-    q.add_argument("--out", required=True, help="PDF to write, e.g. cube.pdf")
-    q.add_argument("--size", type=float, default=0.057, help="edge in metres (default 0.057, what the shipped model knows)")
-    q.add_argument("--paper", choices=["a4", "letter"], default="a4")
-    q.set_defaults(func=cmd_cube_print)
-
-    p = sub.add_parser("pack", help="make a shipped model (fp16, model card) from a finished demo run")
-    p.add_argument("--demo", required=True, help="the demo's --out folder")
-    p.add_argument("--name", default="cube", help="the name users load it by (default cube)")
-    p.add_argument("--out", help="where to write (default: inside the package, src/discopose/pretrained/NAME)")
-    p.add_argument("--command", help="the command that trained it, for the model card (default: the demo's)")
-    p.add_argument("--code-version", help="git commit that trained it (default: recorded by the demo)")
-    p.set_defaults(func=cmd_pack)
-
-    p = sub.add_parser("export", help="export an estimator's networks to ONNX (model.onnx each) for onnxruntime")
-    p.add_argument("--model", required=True, help="estimator folder (or one checkpoint)")
-    p.set_defaults(func=cmd_export)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="discopose", description=__doc__)
+    parser.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
+                        help="debug logging, and the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    # In the order `discopose --help` lists them; each command's arguments are declared beside what it runs.
+    for add_args in (_add_demo_args, _add_render_args, _add_realistic_args, _add_inspect_args, _add_bop_export_args,
+                     _add_train_args, _add_eval_args, _add_track_args, _add_calibrate_args, _add_cube_args,
+                     _add_pack_args, _add_export_args):
+        add_args(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "step", None) in ("board", "capture") and not args.board:
-        args.board = "chessboard:9x6:0.025" if args.board_type == "chessboard" else "charuco:7x5:0.04:0.03"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("OpenGL", "trimesh", "PIL", "matplotlib", "torch.onnx", "onnxscript"):

@@ -180,7 +180,7 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
         generate_dataset(str(root / "data" / split), count, config, workers=workers, progress=progress)
     # The realistic proxy: another renderer (path traced, global illumination) through a webcam model.
     # It is only ever evaluated on, never trained or calibrated on.
-    from discopose.render.pathtraced import render_realistic_dataset
+    from discopose.realistic.pathtraced import render_realistic_dataset
     width, height = plan.realistic_px
     realistic = {"realistic": dict(num=plan.realistic, cameras=1, hand=True),
                  "realistic_no_hand": dict(num=plan.realistic_no_hand, cameras=1, hand=False),

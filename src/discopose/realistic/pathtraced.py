@@ -4,13 +4,13 @@ Models train on domain-randomized rasterized images (:class:`~discopose.render.r
 How they do on real webcam frames is approximated here by a second, independent image formation: Mitsuba
 3's path tracer (``scalar_rgb``; global illumination, area lights with soft shadows, glossy materials,
 printed textures) of the same sampled scenes plus everyday clutter, developed like a camera (auto
-exposure and white balance, sRGB tone curve), then passed through :mod:`discopose.render.webcam` (lens
+exposure and white balance, sRGB tone curve), then passed through :mod:`discopose.realistic.webcam` (lens
 distortion, blur, noise, JPEG). Never train on it: it measures the domain gap.
 
 Geometry and labels stay the project's: a :class:`DiscoRenderer` samples every parameter, its rasterized
 object-only pass gives the silhouette and the visible mask (the clutter is in its scene as ordinary
 distractor shapes), and the path tracer renders the identical triangle meshes. Both render one centred,
-square-pixel pinhole (:func:`~discopose.render.webcam.pinhole_cover`) that is remapped into the labelled
+square-pixel pinhole (:func:`~discopose.realistic.webcam.pinhole_cover`) that is remapped into the labelled
 camera: its K (principal point and aspect included) and, with a webcam, its distortion ``dist_coeffs``.
 """
 from __future__ import annotations
@@ -23,15 +23,16 @@ import numpy as np
 from discopose._errors import ConfigError, DiscoposeError
 from discopose.camera import CameraModel
 from discopose.config import check_range
+from discopose.datasets.generate import generate_dataset
+from discopose.realistic.proxy_scene import (ProxySceneConfig, box_uvs, cylinder_uvs, linear_from_srgb255,
+                                             look_texture, radiance, sample_proxy)
+from discopose.realistic.webcam import (WebcamConfig, apply_webcam, distort_image, distortion_maps, linear_to_srgb,
+                                        pinhole_cover, sample_webcam)
 from discopose.render.config import RenderConfig
 from discopose.render.hand import box_corners
 from discopose.render.objects import box_projection_uvs, build_object
-from discopose.render.proxy_scene import (ProxySceneConfig, box_uvs, cylinder_uvs, linear_from_srgb255, look_texture,
-                                          radiance, sample_proxy)
 from discopose.render.renderer import (DiscoRenderer, _mesh_arrays, _scaled_pose, _unit_shape, markings_texture,
                                        wall_poses)
-from discopose.render.webcam import (WebcamConfig, apply_webcam, distort_image, distortion_maps, linear_to_srgb,
-                                     pinhole_cover, sample_webcam)
 
 MITSUBA_VARIANT = "scalar_rgb"  # the llvm_* variants (JIT) crash on some CPUs; scalar runs everywhere
 INSTALL_HINT = "pip install 'discopose[realistic]' (or pip install mitsuba)"
@@ -544,7 +545,6 @@ def render_realistic_dataset(out: str, num: int, seed: int = 0, cameras: int = 1
     model, a :class:`WebcamConfig` for other ranges, False for the ideal developed render; ``hand=False``
     leaves the hand out; ``spp`` overrides the samples per pixel; ``overrides`` are render-config
     ``KEY=VALUE`` pairs. The manifest's ``recipe`` records how the images were made. Returns the manifest."""
-    from discopose.datasets.generate import generate_dataset
     config = realistic_render_config(seed, cameras, width_px, height_px, hand, overrides)
     webcam_config = webcam if isinstance(webcam, WebcamConfig) else (WebcamConfig() if webcam else None)
     realistic = RealisticConfig(webcam=webcam_config, **({} if spp is None else {"spp": spp}))

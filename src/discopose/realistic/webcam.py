@@ -1,7 +1,8 @@
 """A cheap USB webcam: lens distortion, blur, exposure, white balance, sensor noise, tone curve, JPEG.
 
 Pure numpy/cv2 functions of explicit parameters and Generators, so they serve both the realistic
-proxy test set (:mod:`discopose.render.pathtraced`) and, later, training augmentations.
+proxy test set (:mod:`discopose.realistic.pathtraced`) and, later, training augmentations (which would
+first move this module below ``datasets/``: nothing that trains imports ``realistic/``).
 
 Geometry: :func:`distort_image` turns an undistorted pinhole image into the image of a camera with
 OpenCV distortion (same optical centre and axes), so that ``CameraModel(K, dist_coeffs)`` describes the
