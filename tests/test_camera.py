@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from discopose.camera import (CameraModel, aimed_camera, jittered_aim, position_covariance_from_uvz,
+from discopose.camera import (CameraModel, aimed_camera, aimed_field_camera, jittered_aim, position_covariance_from_uvz,
                               position_from_uvz, remap_image, uvz_from_position)
 from discopose.geometry.transforms import project_points
 
@@ -54,6 +54,24 @@ def test_aimed_camera_centres_and_zooms_onto_the_point():
     # Image "down" stays down: the camera's +y maps onto the crop's lower half.
     below, _ = project_points(crop.K, np.eye(4), crop_from_camera @ (point + [0, 0.01, 0]))
     assert below[0, 1] > 31.5
+
+
+def test_aimed_field_camera_spans_its_field_on_a_wide_image():
+    # The locator's second look: a 4:3 view aimed at a far point, field_m wide at the point's distance.
+    point = np.array([-0.3, 0.2, 0.9])
+    view, view_from_camera = aimed_field_camera(point, field_m=0.3, width_px=128, height_px=96)
+    assert (view.width_px, view.height_px) == (128, 96)
+    in_view = view_from_camera @ point
+    np.testing.assert_allclose(in_view[:2], 0.0, atol=1e-12)
+    ends = np.array([in_view + [-0.15, 0, 0], in_view + [0.15, 0, 0]])
+    pixels, _ = project_points(view.K, np.eye(4), ends)
+    assert pixels[1, 0] - pixels[0, 0] == pytest.approx(128.0, rel=1e-9)
+    np.testing.assert_allclose(pixels.mean(0), [63.5, 47.5])
+    # The square crop camera is the same construction.
+    crop, crop_from_camera = aimed_camera(point, diameter_m=0.1, size_px=64, fill_frac=0.5)
+    same, same_from_camera = aimed_field_camera(point, 0.2, 64, 64)
+    np.testing.assert_allclose(crop.K, same.K)
+    np.testing.assert_allclose(crop_from_camera, same_from_camera)
 
 
 def test_jittered_aim_stays_within_its_bounds():

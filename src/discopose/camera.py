@@ -262,14 +262,20 @@ def aimed_camera(position_camera_m, diameter_m: float, size_px: int, fill_frac: 
     rotation from source-camera to virtual-camera axes. This is the zoom-in of GDR-Net/CDPN done as
     a true camera, so the crop is an exact pinhole image and its rotation label is allocentric.
     """
+    return aimed_field_camera(position_camera_m, diameter_m / fill_frac, size_px, size_px, distance_m, name)
+
+
+def aimed_field_camera(position_camera_m, field_m: float, width_px: int, height_px: int,
+                       distance_m: float | None = None, name: str = "aimed") -> tuple[CameraModel, np.ndarray]:
+    """:func:`aimed_camera` of any image size: aimed at a point, its image ``field_m`` wide at ``distance_m``
+    (default: the point's distance). Returns ``(camera, aimed_from_camera)``."""
     from discopose.geometry.transforms import look_at
     point = np.asarray(position_camera_m, float).reshape(3)
     distance = float(np.linalg.norm(point)) if distance_m is None else float(distance_m)
-    camera_from_crop = look_at(np.zeros(3), point, up=(0.0, -1.0, 0.0))[:3, :3]
-    focal = fill_frac * size_px * distance / diameter_m
-    center = (size_px - 1) / 2
-    K = np.array([[focal, 0, center], [0, focal, center], [0, 0, 1.0]])
-    return CameraModel.derived(name, size_px, size_px, K), camera_from_crop.T
+    camera_from_aimed = look_at(np.zeros(3), point, up=(0.0, -1.0, 0.0))[:3, :3]
+    focal = width_px * distance / field_m
+    K = np.array([[focal, 0, (width_px - 1) / 2], [0, focal, (height_px - 1) / 2], [0, 0, 1.0]])
+    return CameraModel.derived(name, width_px, height_px, K), camera_from_aimed.T
 
 
 def jittered_aim(position_camera_m, diameter_m: float, size_px: int, fill_frac: float, offset_frac: float,
