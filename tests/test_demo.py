@@ -33,3 +33,7 @@ def test_demo_quick_runs_end_to_end(tmp_path):
         assert row["chance"]["positions_from"] == "training labels"
         assert name == "test_locator_only" or 0 <= row["validity"]["valid_frac"] <= 1
     assert "chance:" in result.stdout
+    # The demo calibrates its estimator with the refinement, so every evaluation of it refines and reports the
+    # networks alone beside it (the locator-only ablation is a bare network: nothing to refine).
+    assert {name for name, row in results.items() if "refine" in row} == set(results) - {"test_locator_only"}
+    assert "networks alone" in result.stdout

@@ -20,7 +20,7 @@ SMALL = ["seed=5", "camera.width_px=320", "camera.height_px=240"]
 
 @pytest.fixture(scope="module")
 def estimators():
-    return discopose.load("cube"), discopose.load("cube", refine=True)
+    return discopose.load("cube", refine=False), discopose.load("cube", refine=True)
 
 
 def _render(estimator, count: int, extra: list[str] | None = None) -> list[dict]:
@@ -123,7 +123,7 @@ def test_several_cameras_are_refined_jointly_in_the_world_frame(estimators):
 
 
 def test_load_validates_refine_and_takes_a_config():
-    for bad in ("yes", 1, None, {"hypotheses": 3}):
+    for bad in ("yes", 1, {"hypotheses": 3}):
         with pytest.raises(DiscoposeError) as error:
             discopose.load("cube", refine=bad)
         assert "\n" not in str(error.value) and "refine=" in str(error.value)
@@ -186,8 +186,30 @@ def test_eval_reports_what_the_refinement_changed(estimators, tmp_path):
     assert result["summary"]["ms_per_frame"]["median"] > 0
     per_sample = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_sample"]
     assert all({"refine_applied", "refine_score"} <= set(row) for row in per_sample)
-    assert "refine" not in evaluate_checkpoint("cube", str(data), str(tmp_path / "eval_off"))["summary"]
+    assert "refine" not in evaluate_checkpoint("cube", str(data), str(tmp_path / "eval_off"), refine=False)["summary"]
     parser = build_parser()
     assert parser.parse_args(["eval", "--model", "cube", "--data", str(data), "--refine"]).refine
     assert parser.parse_args(["track", "--model", "cube", "--camera", "cam0=0", "--refine"]).refine
-    assert not parser.parse_args(["eval", "--model", "cube", "--data", str(data)]).refine
+    assert parser.parse_args(["eval", "--model", "cube", "--data", str(data), "--no-refine"]).refine is False
+    assert parser.parse_args(["eval", "--model", "cube", "--data", str(data)]).refine is None  # as calibrated
+
+
+def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp_path):
+    """``load(path)`` refines exactly when the estimator's trust model was fitted to refined poses: calibrating
+    with the refinement turns it on for every later load (eval, track, the demo's model), and off again."""
+    import shutil
+
+    from discopose.datasets.generate import generate_dataset
+    from discopose.estimator.calibrate import calibrate_estimator
+    from discopose.pretrained import resolve_model
+    off, _ = estimators
+    model = tmp_path / "cube"
+    shutil.copytree(resolve_model("cube"), model)
+    data = tmp_path / "calibration"
+    generate_dataset(str(data), 24, off.train_render_config.with_overrides(SMALL + ["seed=9"]), workers=1,
+                     progress=False)
+    calibrate_estimator(model, str(data), refine=True)
+    assert discopose.load(model).refines
+    assert not discopose.load(model, refine=False).refines
+    calibrate_estimator(model, str(data), refine=False)
+    assert not discopose.load(model).refines and discopose.load(model, refine=True).refines

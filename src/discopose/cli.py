@@ -166,9 +166,9 @@ def _add_eval_args(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate at most N samples")
     p.add_argument("--single-camera", action="store_true",
                    help="several-camera data: score the first camera alone instead of the fused world pose")
-    p.add_argument("--refine", action="store_true",
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="align the object's mesh to each full-resolution image after the networks, and report what "
-                        "it changed (metrics.json summary.refine)")
+                        "it changed (metrics.json summary.refine); default: as the estimator was calibrated")
     p.set_defaults(func=cmd_eval)
 
 
@@ -395,9 +395,14 @@ def _add_track_args(sub) -> None:
     p.add_argument("--every-frame", action="store_true", help="process every frame of files (offline evaluation)")
     p.add_argument("--fast-track", action="store_true",
                    help="while the track is sure, aim the crops at the filter's prediction and skip the locator")
-    p.add_argument("--refine", action="store_true",
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="align the object's mesh to each full-resolution frame after the networks (several cameras: "
-                        "jointly, in the world frame)")
+                        "jointly, in the world frame); default: as the estimator was calibrated")
+    p.add_argument("--no-follow", action="store_true",
+                   help="run the networks on every frame instead of aligning the mesh from the last frame's pose "
+                        "(the default where the estimator refines: networks every --redetect-every frames)")
+    p.add_argument("--redetect-every", type=int, default=10, metavar="N",
+                   help="while following, run the networks at least every N frames (default 10)")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_track)
@@ -421,7 +426,8 @@ def cmd_track(args) -> None:
             sources[name] = CameraSource(name, uri, mode=mode)
         config = TrackConfig(publish=None if args.no_publish else args.publish, record=args.record,
                              record_video=args.record_video, show=args.show, max_frames=args.max_frames or 0,
-                             duration_s=args.duration or 0.0, reuse_track=args.fast_track, view=args.view)
+                             duration_s=args.duration or 0.0, reuse_track=args.fast_track, view=args.view,
+                             follow=not args.no_follow, redetect_every=args.redetect_every)
         tracker = Tracker(estimator, sources, calibrations, config, assume_nominal=args.assume_nominal)
     except BaseException:
         for source in sources.values():
@@ -431,7 +437,8 @@ def cmd_track(args) -> None:
         print(f"publishing poses on {tracker.publisher.address} (topic 'pose', schema discopose.pose/2)")
     stats = tracker.run()
     print(f"{stats['messages']} poses at {stats['hz']:.1f} Hz, capture->publish latency p50 "
-          f"{stats['latency_ms_p50'] or 0:.1f} ms, p99 {stats['latency_ms_p99'] or 0:.1f} ms")
+          f"{stats['latency_ms_p50'] or 0:.1f} ms, p99 {stats['latency_ms_p99'] or 0:.1f} ms"
+          + (f", {stats['followed']} followed by the mesh alone" if estimator.refines else ""))
     for path in (args.record, args.record_video, args.view if args.view != "spawn" else None):
         if path:
             print(f"wrote {path}" + (f" (open it with: rerun {path})" if path == args.view else ""))

@@ -88,6 +88,12 @@ def _headline(result: dict) -> dict:
         row["validity"] = s["validity"]
     if "heads" in s:
         row["heads"] = s["heads"]
+    if "refine" in s:  # the networks alone beside the refined figures, and the share the refinement made worse
+        r = s["refine"]
+        row["refine"] = {"network_te_mm_median": r["network"]["te_mm_median"],
+                         "network_re_deg_median": r["network"]["re_deg_median"], "applied_frac": r["applied_frac"],
+                         "worse_frac": r["worse_frac"], "worse_flagged_frac": r["worse_flagged_frac"],
+                         "ms_median": r["ms_median"]}
     for key in ("by_distance", "by_volume_third"):
         if key in s:
             row[key] = s[key]
@@ -205,7 +211,8 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
                     crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs, **common), progress=progress,
                     resume=resume)
     model = root / "run" / "best"
-    calibrate_estimator(model, str(data / "calibration"))
+    # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score.
+    calibrate_estimator(model, str(data / "calibration"), refine=True)
 
     stage("evaluate")
     results = {
@@ -315,6 +322,12 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{'':28s} 1 sigma covers {axes} (x/y/z), rotation within 2 sigma {pct(u['rotation_within_2sigma'])}; "
                          f"valid {pct(v['valid_frac'])}: good ones valid {pct(v['good_valid_frac'])}, "
                          f"gross ones invalid {pct(v['gross_invalid_frac'])} ({v['gross_count']} gross)")
+        if "refine" in row:
+            r = row["refine"]
+            flagged = "" if r["worse_flagged_frac"] is None else f", {100 * r['worse_flagged_frac']:.0f}% of those flagged"
+            lines.append(f"{'':28s} networks alone {r['network_te_mm_median']:.1f} mm {r['network_re_deg_median']:.1f} deg; "
+                         f"refinement taken on {100 * r['applied_frac']:.0f}%, {100 * r['worse_frac']:.0f}% made worse "
+                         f"by > 5 deg{flagged} ({r['ms_median']:.0f} ms)")
         if "heads" in row:
             from discopose.models.report import format_rotation_heads
             lines.append(f"{'':28s} rotation per head: " + format_rotation_heads(row["heads"]))

@@ -131,12 +131,13 @@ def refine_summary(predictions: dict, symmetries: np.ndarray, worse_deg: float =
 
 def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
                         worst: int = 16, fuse: bool = True, visible_range: tuple[float, float] | None = None,
-                        bop_results: bool = False, refine=False) -> dict:
+                        bop_results: bool = False, refine=None) -> dict:
     """``discopose eval``: metrics.json + report.html for an estimator on a dataset or a BOP folder.
 
     Images enter through :meth:`PoseEstimator.predict` with each image's own intrinsics, exactly as a
-    user's images would. ``refine`` (True or a :class:`~discopose.refine.RefineConfig`) evaluates the estimator
-    with its refinement on; ``summary["refine"]`` then says what it did (:func:`refine_summary`).
+    user's images would. ``refine`` (True or a :class:`~discopose.refine.RefineConfig`; None: as the estimator
+    was calibrated, see :func:`~discopose.estimator.api.load`) evaluates the estimator with its refinement on;
+    ``summary["refine"]`` then says what it did (:func:`refine_summary`).
     ``visible_range`` scores only samples whose visible fraction lies in it. With ``bop`` (a BOP folder to
     evaluate on) or ``bop_results``, ``bop_results.csv`` (BOP19 format) is written beside ``metrics.json``,
     whose ``per_sample`` list holds the same poses with their errors.

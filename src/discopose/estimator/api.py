@@ -146,11 +146,11 @@ class _Network:
 class PoseEstimator:
     """A locator and a crop network (or one full-frame network) with their preprocessing, and optionally the
     refinement that aligns the object's mesh to the full-resolution image after them (``refine``: False, True
-    for the default :class:`~discopose.refine.RefineConfig`, or a RefineConfig)."""
+    for the default :class:`~discopose.refine.RefineConfig`, a RefineConfig, or None: as the estimator's trust
+    model was calibrated, on where ``calibrate_estimator(..., refine=True)`` fitted it to refined poses)."""
 
     def __init__(self, path: str | Path, backend: str = "auto", device: str | None = None, refine_steps: int = 2,
-                 refine: bool | RefineConfig = False):
-        refine_config = _refine_config(refine)
+                 refine: bool | RefineConfig | None = None):
         from discopose.pretrained import resolve_model
         self.path = resolve_model(path)
         recover_folder(self.path)
@@ -176,6 +176,7 @@ class PoseEstimator:
                 raise DiscoposeError(f"{self.path} is a crop-stage network, which needs a locator to find the "
                                      "object; load the estimator folder that holds both (a run's best/)")
         self.backend = backend
+        refine_config = _refine_config(self.trust.fit_report.get("refine", False) if refine is None else refine)
         self.refine_steps = refine_steps if self.crop is not None else 0
         self.locator_zoom_passes = LOCATOR_ZOOM_PASSES
         self.model_camera, _ = stage_camera(self.locator.spec)
@@ -315,6 +316,38 @@ class PoseEstimator:
             # 22 against 17); the one gross error it keeps is a misread face whose geometry aligns exactly.
             pose.valid = applied
         return pose
+
+    def follow(self, views: list[tuple[np.ndarray, CameraModel]], frame_from_object, names: list[str] | None = None,
+               world: bool = False) -> Pose | None:
+        """The classical tracker's step: the mesh aligned to new frames from a recent pose (the last frame's),
+        without the networks. ``frame_from_object`` (4x4) is in the one camera's frame, or in the world frame
+        with ``world`` (every camera calibrated, refined jointly). Returns None where the estimator cannot follow
+        (it does not refine, or was calibrated without refined poses and so has no sigmas for them) or the image
+        does not support the pose (its alignment score is below ``refine_min_score``, or the alignment failed):
+        the caller then runs the networks. The pose's ``confidence`` is the alignment's score and it states the
+        refined poses' calibrated sigmas; ``extra["followed"]`` is True."""
+        trust = self.trust
+        if not self.refines or trust.refined_rotation_sigma_deg is None:
+            return None
+        from discopose.refine import refine_pose, refine_world_pose
+        start = np.asarray(frame_from_object, float)
+        try:
+            if world:
+                result = refine_world_pose(views, self.refine_model, start, self.refine_config)
+            else:
+                result = refine_pose(views[0][0], views[0][1], self.refine_model, start, self.refine_config)
+        except DiscoposeError:  # e.g. the start behind a camera: nothing to align
+            return None
+        if result.score < self.refine_min_score:
+            return None
+        names = names or [camera.name for _, camera in views]
+        aligned = result.frame_from_object
+        return Pose(position_m=aligned[:3, 3].copy(), rotation=aligned[:3, :3].copy(),
+                    position_covariance_m2=np.diag(np.square(trust.refined_position_sigma_m)),
+                    rotation_sigma_deg=float(trust.refined_rotation_sigma_deg),
+                    frame="world" if world else f"camera:{names[0]}", cameras=list(names), valid=True,
+                    confidence=float(result.score),
+                    extra={"followed": True, "refine": self._refine_record(result, start, True, None)})
 
     def _refine_accepts(self, result: RefineResult | None) -> bool:
         """The score gate: the alignment replaces the start only when the image supports it (its score reaches
@@ -591,23 +624,24 @@ def _auto_backend(path: Path, index: dict | None, device: str | None) -> str:
 
 
 def _refine_config(refine) -> RefineConfig | None:
-    """``refine`` as given to :func:`load`: None for off, else the settings to refine with."""
+    """``refine`` as given to :func:`load` (None resolved): None for off, else the settings to refine with."""
     if isinstance(refine, RefineConfig):
         return refine
     if isinstance(refine, (bool, np.bool_)):
         return RefineConfig() if refine else None
-    raise DiscoposeError(f"refine={refine!r}: give True, False or a discopose.refine.RefineConfig")
+    raise DiscoposeError(f"refine={refine!r}: give True, False, None (as calibrated) or a discopose.refine.RefineConfig")
 
 
 def load(path: str | Path, backend: str = "auto", device: str | None = None,
-         refine: bool | RefineConfig = False) -> PoseEstimator:
+         refine: bool | RefineConfig | None = None) -> PoseEstimator:
     """Load a trained estimator from its folder (e.g. ``runs/cube/best``) or a shipped one by name (``"cube"``).
 
     ``backend``: ``auto`` (ONNX Runtime when the folder has exported networks and the device is the CPU, else
     torch), ``torch`` or ``onnx``. ``refine``: align the object's mesh to each full-resolution image after the
-    networks (True, or a :class:`~discopose.refine.RefineConfig`), about 12 ms a camera at 640x480 on one core.
-    Off by default for now: on the demo model it takes the median rotation error from 18.9 to 13.5 deg on
-    synthetic frames, 17.4 to 8.0 on the realistic proxy without the hand and 9.9 to 0.7 with three cameras,
-    but barely moves it with the hand (19.2 to 18.9), and the estimator's trust model reads the alignment's
-    score only once calibrated with it (``calibrate_estimator(..., refine=True)``)."""
+    networks (about 12 ms a camera at 640x480 on one core): True, False, a :class:`~discopose.refine.RefineConfig`,
+    or None (the default): on where the estimator was calibrated with it (``calibrate_estimator(...,
+    refine=True)``, as the demo and the shipped model are), since only then does its trust model read the
+    alignment's score and state the refined poses' own sigmas. On the demo model it takes the median rotation
+    error from 18.9 to 13.5 deg on synthetic frames, 17.4 to 8.0 on the realistic proxy without the hand and
+    9.9 to 0.7 with three cameras (README)."""
     return PoseEstimator(path, backend=backend, device=device, refine=refine)

@@ -43,6 +43,13 @@ class TrackConfig:
     reuse_track: bool = False
     reuse_track_max_age_s: float = 0.2
     reuse_track_max_sigma_m: float = 0.01
+    # The classical tracker, where the estimator refines (and was calibrated with it): each frame the mesh is
+    # aligned from the last valid pose alone, without the networks, while that pose is at most follow_max_age_s
+    # old; the networks run again when the alignment's score drops below the estimator's gate, when the track is
+    # lost, and every redetect_every frames (a followed track keeps its face: the networks catch a wrong one).
+    follow: bool = True
+    follow_max_age_s: float = 0.2
+    redetect_every: int = 10
     # A published pose is valid while its last valid, accepted measurement is at most this old.
     valid_max_age_s: float = 0.25
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -52,6 +59,8 @@ class TrackConfig:
         check_range("duration_s", self.duration_s, 0.0)
         check_range("tolerance_s", self.tolerance_s, 0.0)
         check_range("valid_max_age_s", self.valid_max_age_s, 0.0)
+        check_range("follow_max_age_s", self.follow_max_age_s, 0.0)
+        check_range("redetect_every", self.redetect_every, 1)
 
 
 def _ellipse(image, K, camera_from_object, covariance_position, color):
@@ -109,6 +118,9 @@ class Tracker:
         self._last_accepted = False
         self._confidence = 0.0
         self._last_index = {name: -1 for name in sources}
+        self._follow_from = None  # (capture time, frame_from_object) of the last valid measurement
+        self._since_networks = 0
+        self.followed = 0
         self._record = None
         self._video = None
         self._video_tmp = None
@@ -146,6 +158,16 @@ class Tracker:
             priors.append(camera_from_frame[:3, :3] @ position + camera_from_frame[:3, 3])
         return priors
 
+    def _follow(self, pairs: list, names: list[str], capture_time_s: float):
+        """The mesh aligned from the last valid pose (TrackConfig.follow), or None: run the networks."""
+        config, last = self.config, self._follow_from
+        if not (config.follow and self.estimator.refines and last is not None
+                and capture_time_s - last[0] <= config.follow_max_age_s and self._since_networks + 1 < config.redetect_every):
+            return None
+        if self.world_frame and set(names) != set(self.sources):
+            return None  # a camera missing: the networks' fusion states what the rest support
+        return self.estimator.follow(pairs, last[1], names, world=self.world_frame)
+
     def _camera(self, name: str, image: np.ndarray) -> CameraModel:
         return self.estimator.camera_for(image, self.calibrations.get(name), self.assume_nominal, name=name)
 
@@ -166,15 +188,22 @@ class Tracker:
         cameras = {name: self._camera(name, image) for name, image in images.items()}
         views = list(images)
         pairs = [(images[n], cameras[n]) for n in views]
-        priors = self._priors(capture_time, [cameras[n] for n in views])
-        if self.world_frame and self.estimator.refines:
-            # Several cameras are refined jointly after fusion (estimator.fuse_views), not each on its own.
-            poses = self.estimator.predict_views(pairs, priors, refine=False)
+        pose = self._follow(pairs, views, capture_time)
+        if pose is None:
+            self._since_networks = 0
+            priors = self._priors(capture_time, [cameras[n] for n in views])
+            if self.world_frame and self.estimator.refines:
+                # Several cameras are refined jointly after fusion (estimator.fuse_views), not each on its own.
+                poses = self.estimator.predict_views(pairs, priors, refine=False)
+            else:
+                poses = self.estimator.predict_views(pairs, priors)
+            # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
+            # out and the stated covariance grows accordingly.
+            pose = self.estimator.fuse_views(poses, pairs, views) if self.world_frame else poses[0]
         else:
-            poses = self.estimator.predict_views(pairs, priors)
-        # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
-        # out and the stated covariance grows accordingly.
-        pose = self.estimator.fuse_views(poses, pairs, views) if self.world_frame else poses[0]
+            self._since_networks += 1
+            self.followed += 1
+        self._follow_from = (capture_time, pose.frame_from_object) if pose.valid else None
         raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
         position_sigma = pose.position_sigma_m
         rotation_sigma = float(np.radians(pose.rotation_sigma_deg))
@@ -220,7 +249,8 @@ class Tracker:
             record = {**message, "frame_index": {n: f.index for n, f in frames.items()},
                       "raw_position_m": raw_position.tolist(), "raw_quat_wxyz": quat_wxyz_from_matrix(raw_rotation).tolist(),
                       "raw_position_sigma_m": position_sigma.tolist(), "raw_rotation_sigma_rad": rotation_sigma,
-                      "raw_valid": bool(pose.valid), "raw_confidence": float(pose.confidence)}
+                      "raw_valid": bool(pose.valid), "raw_confidence": float(pose.confidence),
+                      "followed": bool(pose.extra.get("followed", False))}
             self._record.write(json.dumps(record) + "\n")
         if self._view is not None:
             self._view.log(message, images, cameras, {n: invert_transform(self._camera_from_frame(c))
@@ -268,7 +298,7 @@ class Tracker:
         latencies = np.array(self.latencies) * 1000
         times = np.array(self.publish_times)
         hz = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-        return {"messages": self.messages, "hz": float(hz),
+        return {"messages": self.messages, "hz": float(hz), "followed": self.followed,
                 "latency_ms_p50": float(np.percentile(latencies, 50)) if len(latencies) else None,
                 "latency_ms_p99": float(np.percentile(latencies, 99)) if len(latencies) else None,
                 "cameras": {n: {"state": s.state, "frames_read": s.frames_read, "reconnects": s.reconnects}
