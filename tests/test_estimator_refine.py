@@ -211,5 +211,12 @@ def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp
     calibrate_estimator(model, str(data), refine=True)
     assert discopose.load(model).refines
     assert not discopose.load(model, refine=False).refines
+    # Switched off, it judges its poses with the model fitted for the networks alone (the refined one leans on
+    # the alignment's score and, without it, would flag nearly everything).
+    index = json.loads((model / "estimator.json").read_text())
+    assert index["trust"]["fit_report"]["refine"] and not index["trust_networks"]["fit_report"]["refine"]
+    assert discopose.load(model, refine=False).trust.weights == index["trust_networks"]["weights"]
+    assert discopose.load(model).trust.weights == index["trust"]["weights"] != index["trust_networks"]["weights"]
     calibrate_estimator(model, str(data), refine=False)
     assert not discopose.load(model).refines and discopose.load(model, refine=True).refines
+    assert "trust_networks" not in json.loads((model / "estimator.json").read_text())

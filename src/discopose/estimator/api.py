@@ -177,6 +177,9 @@ class PoseEstimator:
                                      "object; load the estimator folder that holds both (a run's best/)")
         self.backend = backend
         refine_config = _refine_config(self.trust.fit_report.get("refine", False) if refine is None else refine)
+        if refine_config is None and self.meta.get("trust_networks"):
+            # Calibrated with the refinement and run without it: the model fitted for the networks alone.
+            self.trust = TrustModel.from_dict(self.meta["trust_networks"])
         self.refine_steps = refine_steps if self.crop is not None else 0
         self.locator_zoom_passes = LOCATOR_ZOOM_PASSES
         self.model_camera, _ = stage_camera(self.locator.spec)

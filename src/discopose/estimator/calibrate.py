@@ -76,7 +76,29 @@ def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400, 
 
     ``refine`` (True or a :class:`~discopose.refine.RefineConfig`): calibrate the estimator as it runs with the
     refinement on: the alignment's score joins the validity model's signals and refined poses get sigmas of
-    their own (an estimator used without the refinement reads the missing score as no evidence)."""
+    their own; ``load()`` then refines by default. A second model, fitted on the same frames with the refinement
+    off, is stored beside it ("trust_networks") for an estimator loaded with ``refine=False``: the refined model
+    leans on the alignment's score, and without it would call nearly every pose invalid."""
+    trust = _fit_trust(folder, data, limit, refine)
+    networks = _fit_trust(folder, data, limit, False) if trust.fit_report["refine"] else None
+    index_path = Path(folder) / "estimator.json"
+    index = json.loads(index_path.read_text())
+    index.pop("uncertainty_scale", None)
+    index.pop("trust_networks", None)
+    if networks is not None:
+        index["trust_networks"] = networks.to_dict()
+    atomic_write_json(index_path, {**index, "trust": trust.to_dict()})
+    report = trust.fit_report
+    log.info("trust calibrated on %s (%d views): position sigma x%.2f + %.2f x disagreement, rotation sigma x%.2f + "
+             "%.2f x disagreement; %s good views valid, %s of the others flagged", data, trust.samples,
+             trust.position_scale, trust.position_disagreement, trust.rotation_scale, trust.rotation_disagreement,
+             f"{100 * report['good_valid']:.0f}%" if "good_valid" in report else "all",
+             f"{100 * report['not_good_invalid']:.0f}%" if "not_good_invalid" in report else "none")
+    return trust
+
+
+def _fit_trust(folder: str | Path, data: str, limit: int | None, refine) -> TrustModel:
+    """The trust model of the estimator in ``folder`` as it runs with ``refine``, fitted on ``data``."""
     from discopose.estimator.api import load
     estimator = load(folder, refine=refine)
     estimator.trust = TrustModel()  # what the networks state, uncalibrated
@@ -94,14 +116,4 @@ def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400, 
                       views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data),
                       refined=views["refined"] if estimator.refines else None)
     trust.fit_report["refine"] = estimator.refines
-    index_path = Path(folder) / "estimator.json"
-    index = json.loads(index_path.read_text())
-    index.pop("uncertainty_scale", None)
-    atomic_write_json(index_path, {**index, "trust": trust.to_dict()})
-    report = trust.fit_report
-    log.info("trust calibrated on %s (%d views): position sigma x%.2f + %.2f x disagreement, rotation sigma x%.2f + "
-             "%.2f x disagreement; %s good views valid, %s of the others flagged", data, trust.samples,
-             trust.position_scale, trust.position_disagreement, trust.rotation_scale, trust.rotation_disagreement,
-             f"{100 * report['good_valid']:.0f}%" if "good_valid" in report else "all",
-             f"{100 * report['not_good_invalid']:.0f}%" if "not_good_invalid" in report else "none")
     return trust
