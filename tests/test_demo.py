@@ -9,7 +9,8 @@ import pytest
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "discopose.cli", "demo", "--quick", "--out", str(out),
+    # --resume on a fresh folder starts everything (scripts/train_shipped_model.sh always passes it).
+    result = subprocess.run([sys.executable, "-m", "discopose.cli", "demo", "--quick", "--out", str(out), "--resume",
                              "--publish", "tcp://127.0.0.1:0", "--quiet"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "demo_summary.json").read_text())

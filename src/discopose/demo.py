@@ -205,11 +205,13 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     stage("train")
     common = dict(batch_size=plan.batch_size, num_workers=1 if quick else 2, seed=plan.seed)
     data = root / "data"
+    # --resume goes on from whatever the folder holds: a run stopped before its training began starts it.
+    started = any((root / "run" / stage / "last" / "train_state.pt").is_file() for stage in ("locator", "crop"))
     train_estimator(str(data / "frames"), str(data / "crops"), str(root / "run"), frames_val=str(data / "frames_val"),
                     crops_val=str(data / "crops_val"),
                     locator_config=TrainConfig(stage="locator", epochs=plan.locator_epochs, **common),
                     crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs, **common), progress=progress,
-                    resume=resume)
+                    resume=resume and started)
     model = root / "run" / "best"
     # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score.
     calibrate_estimator(model, str(data / "calibration"), refine=True)
