@@ -56,6 +56,7 @@ class DemoPlan:
     realistic_rig3: int  # path-traced 3-camera scenes
     realistic_px: tuple  # (width, height) of the proxy's webcam
     seed: int = 0
+    crop_val_every_steps: int = 0  # the crop stage's validation within epochs too (its error-vs-views curve)
 
 
 # About 25 minutes on 2 CPU cores (README: measured).
@@ -68,7 +69,7 @@ FULL = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=3000,
 # an AVX2-only one.
 LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000, crops=120000, val=300, test=300,
                 locator_epochs=4, crop_epochs=2, batch_size=32, clip_frames=300, calibration=400, realistic=40,
-                realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
+                realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480), crop_val_every_steps=625)
 QUICK = DemoPlan(frame_px=(64, 48), crop_px=64, test_px=(128, 96), frames=120, crops=160, val=24, test=24,
                  locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=24, realistic=3,
                  realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
@@ -210,7 +211,8 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     train_estimator(str(data / "frames"), str(data / "crops"), str(root / "run"), frames_val=str(data / "frames_val"),
                     crops_val=str(data / "crops_val"),
                     locator_config=TrainConfig(stage="locator", epochs=plan.locator_epochs, **common),
-                    crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs, **common), progress=progress,
+                    crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs,
+                                            val_every_steps=plan.crop_val_every_steps, **common), progress=progress,
                     resume=resume and started)
     model = root / "run" / "best"
     # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score.

@@ -1,6 +1,7 @@
 """Training (``discopose train``): single process, or DDP under ``torchrun`` with the same command."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -59,6 +60,9 @@ class TrainConfig:
     dense_stride: int = 8
     seed: int = 0
     val_limit: int = 0           # 0 = the whole validation set
+    # Also validate every this many steps within an epoch (0: at epoch ends only): the curve of error against
+    # images seen (val_curve.jsonl) that says whether a longer run would still pay.
+    val_every_steps: int = 0
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -76,6 +80,7 @@ class TrainConfig:
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ConfigError(f"{name}={getattr(self, name)!r}; use auto, on or off")
         check_range("epochs", self.epochs, 1)
+        check_range("val_every_steps", self.val_every_steps, 0)
         check_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 1e-8, 1.0)
         check_range("num_workers", self.num_workers, 0, 64)
@@ -243,6 +248,41 @@ def learning_rate_schedule(optimizer, max_lr: float, total_steps: int, step: int
     return scheduler
 
 
+def _validate(model, val_info, train_info, meta: dict, points: np.ndarray, config: TrainConfig, device, writer,
+              step: int, world: int, when: str, stage: str, out_dir: Path) -> dict:
+    """Validate ``model``: log every head's error (and TensorBoard's val/ scalars at ``step``), append the row to
+    ``val_curve.jsonl`` (error against images seen), and return the metrics summary."""
+    predictions = predict_dataset(model, val_info, batch_size=config.batch_size, limit=config.val_limit or None,
+                                  device=str(device))
+    symmetries = train_info.symmetry.matrices()
+    _, summary = compute_metrics(predictions, meta, points, symmetries)
+    for key in ("te_mm", "re_deg", "add_mm"):
+        writer.add_scalar(f"val/{key}_median", summary[key]["median"], step)
+    shape = f" ({summary['re_shape_deg']['median']:.1f} deg up to the shape's symmetry)" \
+        if "re_shape_deg" in summary else ""
+    log.info("%s (%s): val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", when, stage, summary["te_mm"]["median"],
+             summary["re_deg"]["median"], shape, summary["add_s_rel_diameter_median"])
+    chance = chance_levels(predictions, meta, points, symmetries, meta["train_camera_position_m_mean"])
+    summary["heads"] = head_errors(predictions, meta, chance)
+    log.info("%s (%s): val heads: %s", when, stage, format_head_errors(summary["heads"]))
+    for name, value in _flat_scalars(summary["heads"]):
+        if value is not None:
+            writer.add_scalar(f"val_heads/{name}", value, step)
+    if "dense_rotation" in predictions:
+        _, dense = compute_metrics({**predictions, "rotation": predictions["dense_rotation"],
+                                    "position_m": predictions["dense_position_m"]}, meta, points, symmetries)
+        summary["reported"] = {k: dense[k] for k in ("te_mm", "re_deg", "success", "add_s_rel_diameter_median")}
+        log.info("%s (%s): val median as reported (with PnP) %.1f mm, %.1f deg, %.0f%% within 30 deg", when, stage,
+                 dense["te_mm"]["median"], dense["re_deg"]["median"], 100 * dense["success"]["re<30deg"])
+    row = {"step": step, "images_seen": step * config.batch_size * world, "te_mm_median": summary["te_mm"]["median"],
+           "re_deg_median": summary["re_deg"]["median"],
+           "reported_re_deg_median": summary.get("reported", {}).get("re_deg", {}).get("median"),
+           "heads": dict(_flat_scalars(summary["heads"]))}
+    with open(out_dir / "val_curve.jsonl", "a") as curve:  # append-only: a resumed run continues the curve
+        curve.write(json.dumps(row) + "\n")
+    return summary
+
+
 def train(data: str, out: str, val: str | None = None, config: TrainConfig | None = None, resume: bool = False,
           progress: bool = True) -> dict:
     """Train a pose network on ``data`` (shards from ``discopose render``); checkpoints in ``out``.
@@ -380,35 +420,17 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                         writer.add_scalar(f"train/{name}", float(parts[name]), step)
                 writer.add_scalar("train/images_per_s", rate, step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            if (rank == 0 and val_info is not None and config.val_every_steps and step % config.val_every_steps == 0
+                    and batch_index < steps_per_epoch - 1):  # the epoch's end validates anyway
+                _validate(model, val_info, train_info, meta, points, config, device, writer, step, world,
+                          f"epoch {epoch + 1} step {step}", spec.stage, out_dir)
+                net.train()
         bar.close()
         if rank != 0:
             continue
         if val_info is not None:
-            predictions = predict_dataset(model, val_info, batch_size=config.batch_size,
-                                          limit=config.val_limit or None, device=str(device))
-            _, summary = compute_metrics(predictions, meta, points, train_info.symmetry.matrices())
-            for key in ("te_mm", "re_deg", "add_mm"):
-                writer.add_scalar(f"val/{key}_median", summary[key]["median"], step)
-            shape = f" ({summary['re_shape_deg']['median']:.1f} deg up to the shape's symmetry)" \
-                if "re_shape_deg" in summary else ""
-            log.info("epoch %d (%s): val median %.1f mm, %.1f deg%s, ADD(-S) %.3f d", epoch + 1, spec.stage,
-                     summary["te_mm"]["median"], summary["re_deg"]["median"], shape,
-                     summary["add_s_rel_diameter_median"])
-            chance = chance_levels(predictions, meta, points, train_info.symmetry.matrices(),
-                                   meta["train_camera_position_m_mean"])
-            summary["heads"] = head_errors(predictions, meta, chance)
-            log.info("epoch %d (%s): val heads: %s", epoch + 1, spec.stage, format_head_errors(summary["heads"]))
-            for name, value in _flat_scalars(summary["heads"]):
-                if value is not None:
-                    writer.add_scalar(f"val_heads/{name}", value, step)
-            if "dense_rotation" in predictions:
-                _, dense = compute_metrics({**predictions, "rotation": predictions["dense_rotation"],
-                                            "position_m": predictions["dense_position_m"]}, meta, points,
-                                           train_info.symmetry.matrices())
-                summary["reported"] = {k: dense[k] for k in ("te_mm", "re_deg", "success", "add_s_rel_diameter_median")}
-                log.info("epoch %d (%s): val median as reported (with PnP) %.1f mm, %.1f deg, %.0f%% within 30 deg", epoch + 1,
-                         spec.stage, dense["te_mm"]["median"], dense["re_deg"]["median"],
-                         100 * dense["success"]["re<30deg"])
+            summary = _validate(model, val_info, train_info, meta, points, config, device, writer, step, world,
+                                f"epoch {epoch + 1}", spec.stage, out_dir)
         score = _validation_score(summary, spec.stage) if summary else -epoch  # no val: the latest is the best
         epoch_meta = {**meta, "epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
                       "val_metrics": summary}
