@@ -249,6 +249,31 @@ def test_a_live_camera_that_raises_on_release_is_still_reopened():
         source.close()  # releases the current capture, which raises: logged, not raised
 
 
+def test_the_tracker_never_estimates_a_lost_camera_from_its_last_frame():
+    """A camera pulled out mid-run (reads fail, reopening fails): the tracker publishes nothing more from it, rather
+    than estimating again, and again, from the last frame it delivered (which would claim the camera is fine)."""
+    import discopose
+    from discopose.estimator.tracker import TrackConfig, Tracker
+    opens = []
+
+    def open_fn(uri):
+        opens.append(uri)
+        if len(opens) > 1:
+            raise OSError("no such device (unplugged)")
+        return FlakyCapture(5), True
+    source = CameraSource("cam0", "fake://", open_fn=open_fn, max_backoff_s=0.05)
+    tracker = Tracker(discopose.load("cube", refine=False), {"cam0": source}, config=TrackConfig(publish=None),
+                      assume_nominal=True)
+    try:
+        messages = [tracker.step() for _ in range(20)]
+        delivered = [m for m in messages if m is not None]
+        assert source.frames_read == 5 and source.state == "reconnecting" and len(opens) >= 2
+        assert 1 <= len(delivered) <= 5 and all(m["cameras"]["cam0"]["state"] == "ok" for m in delivered)
+        assert messages[-1] is None  # the camera is gone: nothing to estimate
+    finally:
+        tracker.close()
+
+
 def test_video_file_source_lockstep_delivers_every_frame(tmp_path):
     path = str(tmp_path / "clip.mp4")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (32, 24))

@@ -134,8 +134,9 @@ class Tracker:
         for name, source in self.sources.items():
             # Pace on the primary camera, but never depend on it: if it is gone the others carry on.
             waits = lockstep or (name == primary and source.state == "ok")
-            frame = source.latest(wait_s=1.0 if waits else 0.0,
-                                  newer_than=self._last_index[name] if waits else -1)
+            # Only frames not yet processed: a camera that stopped delivering (unplugged, reconnecting) is left
+            # out of the group and reported by its state, never estimated again from its last frame.
+            frame = source.latest(wait_s=1.0 if waits else 0.0, newer_than=self._last_index[name])
             if frame is not None:
                 frames[name] = frame
         if not frames:

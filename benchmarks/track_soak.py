@@ -1,0 +1,189 @@
+"""Soak: the live tracker for tens of minutes through the real capture path, one camera and three, with a camera
+unplugged and plugged back in mid-run. Does memory grow, does latency drift, does an unplugged camera come back?
+
+    python benchmarks/track_soak.py --model cube [--minutes 30] [--window 5] [--cameras 1 3] [--size 640x480]
+                                    [--unplug-at 0.5] [--unplug-s 10] [--out soak.json]
+
+A rendered clip (the model's own world) loops forever as a live 30 fps webcam: a capture that paces itself like a
+device and, from ``--unplug-at`` of the run for ``--unplug-s`` seconds, fails its reads and refuses to reopen, as a
+pulled USB camera does (the first camera of the rig). The tracker runs as ``discopose track`` would (publishing on
+localhost, the estimator's default refinement and following), its camera sources reopening with their backoff.
+Reported per window: published Hz, capture -> publish latency p50 / p99, resident memory; over the run: the RSS
+slope (MB/hour, a line fitted after the first window, which holds the warm-up) and the last window's p99 against
+the first's; for the unplug: how long the camera stayed away, whether it came back, and how many poses published
+while it was away claimed that camera was fine (must be none) or — one camera — were still valid after the
+tracker's ``valid_max_age_s`` (must be none). Print the CPU flags and the machine's load beside the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import discopose
+from discopose._hardware import describe_cpu
+from discopose.camera import CameraModel
+from discopose.estimator.sources import CameraSource
+from discopose.estimator.tracker import TrackConfig, Tracker
+from discopose.render.trajectory import render_trajectory_video
+
+
+class LoopingWebcam:
+    """A cv2.VideoCapture-like live camera over a video file: it loops, paces itself at ``fps`` and, between the
+    monotonic times ``unplugged_s``, fails every read (and every reopen, through :meth:`opener`)."""
+
+    def __init__(self, path: str, fps: float, unplugged_s: tuple[float, float] | None):
+        self.path, self.period_s, self.unplugged_s = path, 1.0 / fps, unplugged_s
+        self.capture = cv2.VideoCapture(path)
+        self.next_time = time.monotonic()
+
+    def unplugged(self) -> bool:
+        return self.unplugged_s is not None and self.unplugged_s[0] <= time.monotonic() < self.unplugged_s[1]
+
+    def isOpened(self) -> bool:  # noqa: N802 - mirrors cv2.VideoCapture
+        return self.capture.isOpened()
+
+    def read(self):
+        if self.unplugged():
+            return False, None
+        self.next_time = max(self.next_time + self.period_s, time.monotonic() - self.period_s)
+        time.sleep(max(self.next_time - time.monotonic(), 0.0))
+        ok, image = self.capture.read()
+        if not ok:  # the end of the clip: loop
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self.capture.read()
+        return ok, image
+
+    def get(self, prop):
+        return 0  # live: no file frame rate for CameraSource to pace on
+
+    def release(self):
+        self.capture.release()
+
+    @classmethod
+    def opener(cls, fps: float, unplugged_s: tuple[float, float] | None):
+        def open_fn(uri: str):
+            camera = cls(uri, fps, unplugged_s)
+            if camera.unplugged():
+                raise OSError("no such device (unplugged)")
+            return camera, True
+        return open_fn
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, unplug_s: float) -> dict:
+    duration = 60 * minutes
+    start = time.monotonic()
+    unplug = (start + unplug_at * duration, start + unplug_at * duration + unplug_s)
+    names = list(clip.videos)
+    sources = {name: CameraSource(name, str(video), open_fn=LoopingWebcam.opener(
+        30.0, unplug if i == 0 else None)) for i, (name, video) in enumerate(clip.videos.items())}
+    calibrations = {name: CameraModel.load(path) for name, path in clip.cameras.items()}
+    tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", duration_s=duration))
+    samples, states, stop = [], [], threading.Event()
+    first = names[0]
+
+    def sample():  # resident memory every 5 s, the pulled camera's state every 0.1 s
+        while not stop.wait(0.1):
+            now = time.monotonic() - start
+            states.append((now, sources[first].state))
+            if not samples or now - samples[-1][0] >= 5.0:
+                samples.append((now, rss_mb()))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    published = []
+    original_step = tracker.step
+
+    def step():  # every published message, with its time, for the windows and the unplug checks
+        message = original_step()
+        if message is not None:
+            published.append((time.monotonic() - start, message))
+        return message
+    tracker.step = step
+    try:
+        stats = tracker.run()
+    finally:
+        stop.set()
+        sampler.join()
+    unplug_s0, unplug_s1 = unplug[0] - start, unplug[1] - start
+    back = next((t for t, state in states if t >= unplug_s1 and state == "ok"), None)
+    # Poses of frames captured while the camera was out (a frame read just before still publishes a little later).
+    in_unplug = [m for _, m in published if unplug[0] <= m["capture_time_s"] < unplug[1]]
+    claimed_ok = sum(m["cameras"][first]["state"] == "ok" for m in in_unplug)
+    stale_valid = sum(m["valid"] and (m["measurement_age_s"] or 0) > tracker.config.valid_max_age_s
+                      for m in in_unplug) if len(names) == 1 else None
+    windows = []
+    edges = np.arange(0, duration + 1e-9, 60 * window_min)
+    for low, high in zip(edges, edges[1:]):
+        latencies = [1000 * m["latency_s"] for t, m in published if low <= t < high]
+        memory = [mb for t, mb in samples if low <= t < high]
+        windows.append({"minutes": [low / 60, high / 60], "messages": len(latencies),
+                        "hz": len(latencies) / (high - low),
+                        "latency_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
+                        "latency_ms_p99": float(np.percentile(latencies, 99)) if latencies else None,
+                        "rss_mb": float(np.median(memory)) if memory else None})
+    later = [(t, mb) for t, mb in samples if t >= 60 * window_min] or samples
+    slope = float(np.polyfit([t for t, _ in later], [mb for _, mb in later], 1)[0] * 3600) if len(later) > 2 else None
+    p99 = [w["latency_ms_p99"] for w in windows if w["latency_ms_p99"] is not None]
+    return {"cameras": len(names), "minutes": minutes, "messages": stats["messages"], "windows": windows,
+            "rss_slope_mb_per_hour": slope, "p99_drift": (p99[-1] / p99[0] - 1) if len(p99) > 1 else None,
+            "unplug": {"camera": first, "at_s": unplug_s0, "for_s": unplug_s,
+                       "back_after_replug_s": None if back is None else back - unplug_s1,
+                       "came_back": back is not None, "reconnects": stats["cameras"][first]["reconnects"],
+                       "published_while_away": len(in_unplug), "claimed_ok_while_away": claimed_ok,
+                       "stale_valid_while_away": stale_valid},
+            "followed": stats.get("followed")}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="cube")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--window", type=float, default=5.0, help="minutes per reported window")
+    parser.add_argument("--cameras", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--unplug-at", type=float, default=0.5, help="share of the run at which camera 0 is pulled")
+    parser.add_argument("--unplug-s", type=float, default=10.0)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    print(f"# {args.model}: {args.size}, {args.minutes:g} min per rig, CPU: {describe_cpu()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start\n")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in args.cameras:
+            estimator = discopose.load(args.model)
+            world = estimator.train_render_config.with_overrides(
+                [f"camera.width_px={width}", f"camera.height_px={height}", f"camera.count={count}", "seed=4343"])
+            clip = render_trajectory_video(world, Path(tmp) / f"clip{count}.mp4", num_frames=150, fps=30.0)
+            result = soak(estimator, clip, args.minutes, args.window, args.unplug_at, args.unplug_s)
+            results.append(result)
+            print(f"## {count} camera(s): {result['messages']} poses, RSS slope "
+                  f"{result['rss_slope_mb_per_hour']:+.1f} MB/hour, p99 drift {100 * (result['p99_drift'] or 0):+.0f}%, "
+                  f"followed {result['followed']}")
+            print("| minutes | Hz | latency p50 / p99 ms | RSS MB |\n|---|---|---|---|")
+            for w in result["windows"]:
+                print(f"| {w['minutes'][0]:g}-{w['minutes'][1]:g} | {w['hz']:.1f} | {w['latency_ms_p50'] or 0:.0f} / "
+                      f"{w['latency_ms_p99'] or 0:.0f} | {w['rss_mb'] or 0:.0f} |")
+            print(f"unplug: {json.dumps(result['unplug'])}\n", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
