@@ -178,3 +178,30 @@ def overlay_prediction(rgb: np.ndarray, camera_labels: dict, predicted_camera_fr
             cv2.putText(image, caption, (4, int(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, color,
                         thickness, cv2.LINE_AA)
     return image
+
+
+def plot_val_curve(curve_jsonl: str | Path, png: str | Path) -> str | None:
+    """Validation error against images seen (``val_curve.jsonl`` from training): each rotation head's median and
+    chance on a log axis, the position error beside them. Returns the PNG's path, or None when the curve has fewer
+    than two points."""
+    rows = [json.loads(line) for line in Path(curve_jsonl).read_text().splitlines() if line.strip()]
+    if len(rows) < 2:
+        return None
+    plt = _figure()
+    fig, (rotation, position) = plt.subplots(1, 2, figsize=(10, 3.6))
+    seen = np.array([row["images_seen"] for row in rows]) / 1000
+    for key, label in (("regressed/re_deg", "regressed"), ("pnp/re_deg", "PnP"), ("reported/re_deg", "reported"),
+                       ("chance/re_deg", "chance")):
+        values = [row["heads"].get(key) for row in rows]
+        if any(v is not None for v in values):
+            rotation.plot(seen, [np.nan if v is None else v for v in values], "o-" if label != "chance" else "k--",
+                          label=label, markersize=3)
+    rotation.set_yscale("log")
+    rotation.set(xlabel="images seen (thousands)", ylabel="median rotation error (deg)", title="rotation")
+    rotation.grid(True, which="both", alpha=0.3)
+    rotation.legend()
+    position.plot(seen, [row["te_mm_median"] for row in rows], "o-", markersize=3)
+    position.set(xlabel="images seen (thousands)", ylabel="median position error (mm)", title="position")
+    position.grid(True, alpha=0.3)
+    _save(fig, Path(png))
+    return str(png)

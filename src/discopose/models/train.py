@@ -442,6 +442,9 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
                                      "step": step})
     if writer is not None:
         writer.close()
+        if (out_dir / "val_curve.jsonl").is_file():
+            from discopose.models.report import plot_val_curve
+            plot_val_curve(out_dir / "val_curve.jsonl", out_dir / "val_curve.png")
     if world > 1:
         torch.distributed.barrier()
     from discopose.models.checkpoint import read_meta
