@@ -22,7 +22,8 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert "report.html" in result.stdout and "tracking:" in result.stdout
     results = summary["results"]
     assert set(results) == {"test", "test_no_hand", "test_held_out", "test_beyond", "rig3_fused", "rig3_first_camera",
-                            "realistic", "realistic_no_hand", "realistic_rig3_fused", "realistic_rig3_first_camera",
+                            "realistic", "realistic_no_hand", "realistic_heavy_grip", "realistic_rig3_fused",
+                            "realistic_rig3_first_camera",
                             "test_locator_only"}
     # Every set spans distances and reports them per band, in the summary and the printed headline.
     assert all(row["by_distance"] and sum(band["count"] for band in row["by_distance"]) == row["count"]
@@ -30,7 +31,8 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert "by distance: " in result.stdout
     assert results["rig3_fused"]["frame"] == results["realistic_rig3_fused"]["frame"] == "world (cameras fused)"
     for name, row in results.items():
-        assert row["count"] == {"realistic": 3, "realistic_no_hand": 3}.get(name, 2 if "realistic" in name else 24)
+        assert row["count"] == {"realistic": 3, "realistic_no_hand": 3, "realistic_heavy_grip": 3}.get(
+            name, 2 if "realistic" in name else 24)
         assert row["chance"]["positions_from"] == "training labels"
         assert name == "test_locator_only" or 0 <= row["validity"]["valid_frac"] <= 1
     assert "chance:" in result.stdout
@@ -38,3 +40,12 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     # networks alone beside it (the locator-only ablation is a bare network: nothing to refine).
     assert {name for name, row in results.items() if "refine" in row} == set(results) - {"test_locator_only"}
     assert "networks alone" in result.stdout
+    # Packed as a shipped model would be: the card carries the recipe, the CPU and every figure.
+    packed = tmp_path / "packed"
+    result = subprocess.run([sys.executable, "-m", "discopose.cli", "pack", "--demo", str(out), "--out", str(packed)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((packed / "estimator.json").read_text())["model_card"]
+    assert card["crop_views"] == summary["plan"]["crops"] * summary["plan"]["crop_epochs"]
+    assert card["cpu"] == summary["cpu"] and "avx2" in card["cpu"] and card["figures"] == summary["results"]
+    assert card["trained_distances_m"] and card["val_curve"] is None  # the quick recipe validates at epoch ends

@@ -244,9 +244,21 @@ def cmd_pack(args) -> None:
     if not code_version:
         raise DiscoposeError(f"{summary_path} does not record the code version; give --code-version (git commit)")
     plan = summary["plan"]
+    from discopose._hardware import describe_cpu
+    from discopose.models.checkpoint import read_meta
+    locator = read_meta(demo / "run" / "best" / "locator")
+    curve = demo / "run" / "crop" / "val_curve.jsonl"
     card = {"name": args.name, "trained_by": args.command or f"discopose demo --{plan['name']} --seed {plan['seed']}",
-            "seed": plan["seed"], "code_version": code_version, "plan": plan, "seconds": summary.get("seconds"),
-            "figures": summary["results"], "tracking": summary.get("tracking")}
+            "seed": plan["seed"], "code_version": code_version, "plan": plan,
+            "crop_views": plan["crops"] * plan["crop_epochs"],
+            "trained_distances_m": (locator.get("train_render_config") or {}).get("camera", {}).get("distance_range_m"),
+            "seconds": summary.get("seconds"),
+            # The CPU the demo ran on (recorded by it); older summaries lack it: then the CPU that packed it.
+            "cpu": summary.get("cpu") or f"packed on: {describe_cpu()}",
+            "figures": summary["results"], "tracking": summary.get("tracking"),
+            # The crop stage's validation against crop views seen (TrainConfig.val_every_steps).
+            "val_curve": [{k: row[k] for k in ("images_seen", "te_mm_median", "re_deg_median", "reported_re_deg_median")}
+                          for row in map(json.loads, curve.read_text().splitlines())] if curve.is_file() else None}
     out = Path(args.out) if args.out else SHIPPED_DIR / args.name
     pack_estimator(demo / "run" / "best", out, card)
     print(f"packed {demo / 'run' / 'best'} as {out} ({folder_mb(out):.1f} MB, fp16 weights); load it with "
