@@ -73,8 +73,8 @@ def test_refine_wires_through_predict(estimators, frames):
             applied.append((rotation_angle_deg(plain.rotation, truth), rotation_angle_deg(pose.rotation, truth)))
         else:
             np.testing.assert_array_equal(pose.frame_from_object, plain.frame_from_object)
-    # Measured on these 8 frames: 3 taken (2.5 -> 0.6, 20.5 -> 1.7 and 114 -> 103 deg), 5 left.
-    assert 0 < len(applied) < len(frames), applied
+    # The shipped model's refinement is taken on all 8 of these frames (the gate's refusals: the next test).
+    assert applied, "the refinement was taken on none of the frames"
     before, after = np.array(applied).T
     assert after.mean() < before.mean(), applied
 
@@ -104,11 +104,16 @@ def _rotation_x(angle: float) -> np.ndarray:
 
 
 def test_several_cameras_are_refined_jointly_in_the_world_frame(estimators):
+    import copy
     off, on = estimators
     sample = _render(off, 1, ["camera.count=2"])[0]
     images = {name: view["rgb"] for name, view in sample.items()}
     cameras = {name: view["camera"] for name, view in sample.items()}
-    plain = off.predict(images, camera=cameras)
+    # The same estimator without the refinement: the same trust model, so the same fusion weights (`off` judges
+    # its poses with the model fitted for the networks alone, which weighs the cameras a little differently).
+    unrefined = copy.copy(on)
+    unrefined.refine_config = None
+    plain = unrefined.predict(images, camera=cameras)
     pose = on.predict(images, camera=cameras)
     record = pose.extra["refine"]
     assert pose.frame == "world" and record["iterations"] > 0 and record["error"] is None

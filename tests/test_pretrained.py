@@ -102,19 +102,23 @@ def test_the_shipped_cube_reads_the_cube(tmp_path):
     assert {"test", "realistic", "realistic_rig3_fused"} <= set(card["figures"])
     estimator = discopose.load("cube")
     assert estimator.object["name"] == "cube"
-    # Frames of the world it was trained in (one camera distance; the render default has since become a range).
-    config = estimator.train_render_config.with_overrides(["camera.width_px=224", "camera.height_px=224", "seed=9107"])
+    # Frames of the world it was trained in, over the near half of the working volume (at 224 px a cube at 1 m is a
+    # dozen pixels: millimetres there say little about whether this is the right model).
+    config = estimator.train_render_config.with_overrides(["camera.width_px=224", "camera.height_px=224", "seed=9107",
+                                                           "camera.distance_range_m=[0.15, 0.5]"])
     generate_dataset(str(tmp_path / "frames"), 16, config, workers=1, progress=False)
     result = evaluate_checkpoint("cube", str(tmp_path / "frames"), str(tmp_path / "eval"))
     summary, chance = result["summary"], result["baseline"]
-    # The model card's in-family median is ~7 mm; chance is ~37 mm / ~130 deg. A broken or wrong model fails.
+    # The model card's in-family median is 5 mm (2-5 mm under 0.5 m); chance is ~100 mm / ~130 deg. A broken or
+    # wrong model fails.
     assert summary["te_mm"]["median"] < 15, summary["te_mm"]
     assert summary["re_deg"]["median"] < 45 < chance["re_deg_median"], (summary["re_deg"], chance)
 
 
 # Network outputs of the two backends on the same crop (fp16 weights in both; ONNX Runtime fuses BatchNorm at
-# load): 3e-6 apart measured; with BatchNorm fused before the fp16 rounding they were 5e-3 apart.
-BACKEND_OUTPUTS_ATOL = 1e-4
+# load): 1.03e-4 apart at most measured with the model shipped on 2026-12-05 (3e-6 with the one before, 0.006 deg
+# of rotation either way); with BatchNorm fused before the fp16 rounding they were 5e-3 apart.
+BACKEND_OUTPUTS_ATOL = 5e-4
 # The markings' class probability through the whole estimator: 8e-4 apart at most on these frames (measured);
 # before the graph carried symmetry_logits, 1.0 on ONNX against 0.06-0.93 on torch.
 CLASS_PROB_ATOL = 0.01
@@ -141,7 +145,9 @@ def test_both_backends_compute_the_same_validity_on_the_shipped_cube(tmp_path):
     from discopose.datasets.generate import generate_dataset
     from discopose.decoding import stage_camera, stage_view
     from discopose.models.export import output_names
-    on_torch, on_onnx = discopose.load("cube", backend="torch"), discopose.load("cube", backend="onnx")
+    # The networks' backends compared alone: the refinement, run from each backend's pose, is another matter.
+    on_torch = discopose.load("cube", backend="torch", refine=False)
+    on_onnx = discopose.load("cube", backend="onnx", refine=False)
     for stage in ("locator", "crop"):
         graph = ort.InferenceSession(str(SHIPPED_DIR / "cube" / stage / "model.onnx"),
                                      providers=["CPUExecutionProvider"])
@@ -149,9 +155,10 @@ def test_both_backends_compute_the_same_validity_on_the_shipped_cube(tmp_path):
     assert "symmetry_logits" in output_names(on_onnx.crop.spec)
     # Frames of the world the model was trained in (its own render config, another seed).
     config = on_torch.train_render_config.with_overrides(["camera.width_px=224", "camera.height_px=224", "seed=9108"])
-    generate_dataset(str(tmp_path / "frames"), 12, config, workers=2, progress=False)
+    # 20 frames: the model shipped on 2026-12-05 calls 2 of the first 12 invalid, and both kinds must be seen.
+    generate_dataset(str(tmp_path / "frames"), 20, config, workers=2, progress=False)
     rows = []
-    for image, camera in _first_frames(str(tmp_path / "frames"), 12):
+    for image, camera in _first_frames(str(tmp_path / "frames"), 20):
         a, b = on_torch.predict(image, camera=camera), on_onnx.predict(image, camera=camera)
         crop, crop_from_camera = stage_camera(on_torch.crop.spec, aim_m=a.position_m)
         view = stage_view(image, camera, crop, crop_from_camera)
@@ -161,8 +168,10 @@ def test_both_backends_compute_the_same_validity_on_the_shipped_cube(tmp_path):
         signals = {**b.extra["signals"], **{k: a.extra["signals"][k] for k in PNP_SIGNALS}}
         confidence = on_onnx.trust.confidence(signals)
         rows.append((a.extra["signals"]["class_prob"], b.extra["signals"]["class_prob"], a.valid,
-                     on_onnx.trust.is_valid(confidence), a.confidence, confidence))
+                     on_onnx.trust.is_valid(confidence) and a.extra["out_of_volume"] == 0.0, a.confidence, confidence))
     assert sum(row[2] for row in rows) >= 3 and sum(not row[2] for row in rows) >= 3, rows  # both kinds seen
     for class_torch, class_onnx, valid_torch, valid_onnx, confidence_torch, confidence_onnx in rows:
         assert abs(class_torch - class_onnx) < CLASS_PROB_ATOL, rows
-        assert valid_torch == valid_onnx and abs(confidence_torch - confidence_onnx) < CONFIDENCE_ATOL, rows
+        assert abs(confidence_torch - confidence_onnx) < CONFIDENCE_ATOL, rows
+        # The same verdict, except for a confidence within float noise of the threshold, which either may tip.
+        assert valid_torch == valid_onnx or abs(confidence_torch - on_onnx.trust.threshold) < CONFIDENCE_ATOL, rows

@@ -265,7 +265,12 @@ def test_the_tracker_never_estimates_a_lost_camera_from_its_last_frame():
     tracker = Tracker(discopose.load("cube", refine=False), {"cam0": source}, config=TrackConfig(publish=None),
                       assume_nominal=True)
     try:
-        messages = [tracker.step() for _ in range(20)]
+        messages = [tracker.step() for _ in range(8)]
+        deadline = time.time() + 5.0
+        while len(opens) < 2 and time.time() < deadline:  # until the source has tried to reopen the camera
+            messages.append(tracker.step())
+            time.sleep(0.01)
+        messages += [tracker.step() for _ in range(5)]
         delivered = [m for m in messages if m is not None]
         assert source.frames_read == 5 and source.state == "reconnecting" and len(opens) >= 2
         assert 1 <= len(delivered) <= 5 and all(m["cameras"]["cam0"]["state"] == "ok" for m in delivered)
