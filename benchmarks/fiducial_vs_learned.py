@@ -89,6 +89,8 @@ def run(model: str, num: int, out: Path, width: int, height: int, seed: int) -> 
             "learned_te_mm": median([r["learned_te_mm"] for r in learned]),
             "learned_re_deg": median([r["learned_re_deg"] for r in learned]),
             "learned_valid_share": len(valid) / len(learned) if learned else None,
+            # What a hand controller can act on: valid and within 5 degrees.
+            "learned_valid_5deg_share": sum(r["learned_re_deg"] <= 5 for r in valid) / len(learned) if learned else None,
             "learned_valid_te_mm": median([r["learned_te_mm"] for r in valid]),
             "learned_valid_re_deg": median([r["learned_re_deg"] for r in valid]),
             "fiducial_pose_share": len(posed) / len(fiducial) if fiducial else None,
@@ -117,12 +119,13 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     result = run(args.model, args.num, Path(args.out), width, height, args.seed)
     print(f"\n{args.num} hand-held scenes, {width}x{height} webcam model, seed {args.seed}\n")
-    print("| visible | n | learned: median mm / deg | learned: valid | valid: median mm / deg | "
+    print("| visible | n | learned: median mm / deg | learned: valid | valid and <= 5 deg | valid: median mm / deg | "
           "ArUco cube: any pose | ArUco: median mm / deg |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in result["table"]:
         print(f"| {row['visible'][0]:.1f}-{row['visible'][1]:.1f} | {row['learned_n']} / {row['fiducial_n']} | "
               f"{_fmt(row['learned_te_mm'])} / {_fmt(row['learned_re_deg'])} | {_fmt(row['learned_valid_share'], pct=True)} | "
+              f"{_fmt(row['learned_valid_5deg_share'], pct=True)} | "
               f"{_fmt(row['learned_valid_te_mm'])} / {_fmt(row['learned_valid_re_deg'])} | "
               f"{_fmt(row['fiducial_pose_share'], pct=True)} | {_fmt(row['fiducial_te_mm'])} / {_fmt(row['fiducial_re_deg'])} |")
     print(f"\nwrote {args.out}/fiducial_vs_learned.json")
