@@ -75,7 +75,7 @@ LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000,
                 locator_epochs=4, crop_epochs=2, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480), crop_val_every_steps=625)
 QUICK = DemoPlan(frame_px=(64, 48), crop_px=64, test_px=(128, 96), frames=120, crops=160, val=24, test=24,
-                 locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=24, realistic=3,
+                 locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=32, realistic=3,
                  realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
 
 
@@ -224,7 +224,8 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
                     resume=resume and started)
     model = root / "run" / "best"
     # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score.
-    calibrate_estimator(model, str(data / "calibration"), refine=True)
+    # A user's mesh is not refined yet (the estimator folder does not carry the mesh the alignment needs).
+    calibrate_estimator(model, str(data / "calibration"), refine=user_object is None)
 
     stage("evaluate")
     results = {
