@@ -707,3 +707,17 @@ def test_per_head_errors_read_the_same_in_the_validation_line_report_and_demo():
         assert f"{name} {full} deg ({shape} up to shape)" in line + demo_line or name == "chance"
         assert f"<td>{name}</td><td>{full}</td><td>{shape}</td><td>{found}</td>" in table
     assert demo_line.endswith(line.split(", class")[0].split("mm, ", 1)[1])
+
+
+def test_validation_within_epochs_draws_the_curve_of_error_against_images_seen(trained_run):
+    """TrainConfig.val_every_steps: the shared run's crop stage validates every 25 steps besides each epoch's end;
+    each validation is a row of val_curve.jsonl in the order of images seen, with every head, and it is plotted."""
+    run, _ = trained_run
+    rows = [json.loads(line) for line in (run / "crop" / "val_curve.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows]
+    assert steps == sorted(set(steps)) and all(row["images_seen"] == 32 * row["step"] for row in rows)
+    per_epoch = steps[-1] // 4  # the epochs' ends: 4 of them, equally long
+    ends = {per_epoch * (epoch + 1) for epoch in range(4)}
+    assert set(steps) == ends | set(range(25, steps[-1], 25)), steps
+    assert all(0 < row["heads"]["regressed/re_deg"] < 180 and row["te_mm_median"] > 0 for row in rows)
+    assert (run / "crop" / "val_curve.png").stat().st_size > 10_000
