@@ -128,7 +128,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.cameras:
             world = estimator.train_render_config.with_overrides(
-                [f"camera.width_px={width}", f"camera.height_px={height}", f"camera.count={count}", "seed=4545"])
+                [f"camera.width_px={width}", f"camera.height_px={height}", f"camera.count={count}", "seed=4545",
+                 # Arm's length: a clip far out (0.7 m) in a hand is all invalid, and nothing would be followed.
+                 "camera.distance_range_m=[0.2, 0.4]"])
             clip = render_trajectory_video(world, Path(tmp) / f"clip{count}.mp4", num_frames=args.frames)
             for follow in ((False, True) if estimator.refines else (False,)):
                 for path, row in measure(estimator, clip, timings, follow).items():
