@@ -76,11 +76,33 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
 
 
 def test_packing_over_the_size_cap_writes_nothing(trained_run, tmp_path, monkeypatch):
+    """The cap counts the whole packed folder, ONNX graphs included, and a refusal leaves nothing behind.
+
+    The export is stood in for by a graph file the size of the stage's fp16 weights (what a real fp16 graph
+    weighs: test_packing_halves_the_weights_and_keeps_the_poses, which runs the real export and parity check);
+    two real dynamo exports cost ~20 s and say nothing about the cap. The cap sits between the fp16 weights
+    alone and weights plus graphs, so only a check that counts the graphs refuses."""
+    import discopose.models.export as export
     run, _ = trained_run
-    monkeypatch.setattr("discopose.pretrained.MAX_SHIPPED_MB", 0.5)
-    with pytest.raises(DiscoposeError, match="over the 0 MB a shipped model may take"):
+    graphs_written = []
+
+    def export_onnx(stage):
+        graph = stage / "model.onnx"
+        graph.write_bytes(bytes((stage / "model.safetensors").stat().st_size))
+        graphs_written.append(graph)
+        return graph
+    monkeypatch.setattr(export, "export_onnx", export_onnx)
+    monkeypatch.setattr(export, "halve_onnx_weights", lambda graph: graph)
+    monkeypatch.setattr(export, "check_onnx_parity", lambda stage, graph: None)
+    fp16_weights_mb = sum((run / "best" / stage / "model.safetensors").stat().st_size
+                          for stage in ("locator", "crop")) / 2 / 2 ** 20
+    monkeypatch.setattr("discopose.pretrained.MAX_SHIPPED_MB", 1.5 * fp16_weights_mb)
+    with pytest.raises(DiscoposeError, match=r"over the \d+ MB a shipped model may take"):
         pack_estimator(run / "best", tmp_path / "packed", CARD)
+    assert len(graphs_written) == 2  # the refusal came after both graphs were in the folder it measured
     assert not (tmp_path / "packed").exists() and not list(tmp_path.glob(".packed*"))
+    # The same cap without the graphs is not exceeded: the refusal above was the graphs' weight.
+    assert pack_estimator(run / "best", tmp_path / "weights_only", CARD, onnx=False).is_dir()
 
 
 def test_an_unknown_model_name_lists_the_shipped_ones(tmp_path, monkeypatch):
