@@ -128,8 +128,10 @@ def test_a_small_mesh_in_millimetres_through_the_demo_recipe_beats_chance(tmp_pa
                        user_object=user)
     assert summary["object"]["diameter_m"] == pytest.approx(0.048, rel=0.05)
     test = summary["results"]["test"]
-    # Beats chance in position (measured 0.83x of chance, seed 0); the orientation of a part needs the full
-    # recipe's budget, which a test cannot spend.
+    # Beats chance in position; the orientation of a part needs the full recipe's budget, which a test cannot spend.
+    # Measured at 8054e23 (fraction of chance): seed 0 0.52 (0.40 with torch held to AVX2), seed 1 0.33, seed 2
+    # 0.79. The budget is not cut to save time: 400 frames and 500 crops (85 s against 103) read seed 0 at 0.37 /
+    # 0.39 but seed 2 at 1.78, and 300 / 300 with 3 locator epochs seed 0 at 0.73.
     assert test["te_mm_median"] < 0.9 * test["chance"]["te_mm_median"], test
     assert {"realistic", "realistic_rig3_fused"} <= set(summary["results"])
     # Scaled settings: the small part fills the test frames about as the cube does (not a speck, not cropped).
