@@ -303,13 +303,8 @@ class PoseEstimator:
         refines, the fused pose aligned to every camera's image jointly (one pose, all cameras' evidence)."""
         pose = fuse_world_poses(camera_poses, [cam for _, cam in views], names, symmetries=self.symmetries)
         if self.refines:
-            from discopose.refine import refine_world_pose
             start = pose.frame_from_object
-            result, error = None, None
-            try:
-                result = refine_world_pose(views, self.refine_model, start, self.refine_config)
-            except DiscoposeError as exc:  # e.g. the fused pose behind a camera: nothing to align
-                error = str(exc)
+            result, error = self._align(views, start, world=True)
             # Where fusion already judged the pose invalid, only a convincing alignment may make it valid (measured
             # on the shipped model's two-camera renders: correct joint alignments scored 0.87-0.93, a wrong one that
             # turned an invalid 11 deg pose into 29 deg scored 0.52).
@@ -337,16 +332,9 @@ class PoseEstimator:
         trust = self.trust
         if not self.refines or trust.refined_rotation_sigma_deg is None:
             return None
-        from discopose.refine import refine_pose, refine_world_pose
         start = np.asarray(frame_from_object, float)
-        try:
-            if world:
-                result = refine_world_pose(views, self.refine_model, start, self.refine_config)
-            else:
-                result = refine_pose(views[0][0], views[0][1], self.refine_model, start, self.refine_config)
-        except DiscoposeError:  # e.g. the start behind a camera: nothing to align
-            return None
-        if result.score < self.refine_min_score:
+        result, _ = self._align(views, start, world)
+        if result is None or result.score < self.refine_min_score:
             return None
         names = names or [camera.name for _, camera in views]
         aligned = result.frame_from_object
@@ -356,6 +344,19 @@ class PoseEstimator:
                     frame="world" if world else f"camera:{names[0]}", cameras=list(names), valid=True,
                     confidence=float(result.score),
                     extra={"followed": True, "refine": self._refine_record(result, start, True, None)})
+
+    def _align(self, views: list[tuple[np.ndarray, CameraModel]], start: np.ndarray, world: bool
+               ) -> tuple[RefineResult | None, str | None]:
+        """The refinement from ``start``: one camera in its own frame, or (``world``) every camera jointly in the
+        world frame. Returns ``(result, None)``, or ``(None, why)`` where there is nothing to align (e.g. a start
+        behind a camera)."""
+        from discopose.refine import refine_pose, refine_world_pose
+        try:
+            if world:
+                return refine_world_pose(views, self.refine_model, start, self.refine_config), None
+            return refine_pose(views[0][0], views[0][1], self.refine_model, start, self.refine_config), None
+        except DiscoposeError as exc:
+            return None, str(exc)
 
     def _refine_accepts(self, result: RefineResult | None) -> bool:
         """The score gate: the alignment replaces the start only when the image supports it (its score reaches
@@ -416,12 +417,9 @@ class PoseEstimator:
                     check["regressed_rotation"] = rotation
                     rotation = check["rotation"]
                     check["class_prob"] = _class_probability(out, i)
-                camera_from_crop = crop_from_camera.T
-                position_camera = camera_from_crop @ position
-                estimates.append((position_camera, camera_from_crop @ rotation,
-                                  camera_from_crop @ covariance @ crop_from_camera, sigma))
+                estimates.append(_in_source_frame((position, rotation, covariance, sigma), crop_from_camera))
                 if check is not None:
-                    check["camera_from_crop"] = camera_from_crop
+                    check["camera_from_crop"] = crop_from_camera.T
                     check["aim_m"] = aims[i]
                 checks.append(check)
         refine = refine and self.refines
@@ -447,10 +445,7 @@ class PoseEstimator:
                                 for i, (camera, aimed_from_camera) in zip(chosen, aimed)])
         estimates = list(estimates)
         for j, (i, (camera, aimed_from_camera)) in enumerate(zip(chosen, aimed)):
-            position, rotation, covariance, sigma = self.locator.decode(located, j, camera.K)
-            camera_from_aimed = aimed_from_camera.T
-            estimates[i] = (camera_from_aimed @ position, camera_from_aimed @ rotation,
-                            camera_from_aimed @ covariance @ aimed_from_camera, sigma)
+            estimates[i] = _in_source_frame(self.locator.decode(located, j, camera.K), aimed_from_camera)
         return estimates
 
     def _trusted_pose(self, estimate: tuple, check: dict | None, camera: CameraModel,
@@ -480,13 +475,8 @@ class PoseEstimator:
                          rotation_disagreement_rad=rotation_disagreement, head_rotations=head_rotations)
         applied = False
         if image is not None:
-            from discopose.refine import refine_pose
             start = make_transform(rotation, position)
-            result, error = None, None
-            try:
-                result = refine_pose(image, camera, self.refine_model, start, self.refine_config)
-            except DiscoposeError as exc:  # e.g. a pose behind the camera: nothing to align
-                error = str(exc)
+            result, error = self._align([(image, camera)], start, world=False)
             applied = self._refine_accepts(result)
             extra["refine"] = record = self._refine_record(result, start, applied, error)
             if signals is not None:
@@ -516,6 +506,15 @@ class PoseEstimator:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DiscoposeError(f"{name}: expected an HxWx3 RGB uint8 image, got {image.dtype} {image.shape}")
+
+
+def _in_source_frame(estimate: tuple, view_from_source: np.ndarray) -> tuple:
+    """A network's ``(position, rotation, covariance, sigma)`` read in a virtual camera rotated by
+    ``view_from_source`` from the source camera (a crop, the locator's zoomed look), in the source camera's frame."""
+    position, rotation, covariance, sigma = estimate
+    source_from_view = view_from_source.T
+    return (source_from_view @ position, source_from_view @ rotation,
+            source_from_view @ covariance @ view_from_source, sigma)
 
 
 def _class_probability(out: dict, i: int) -> float:
