@@ -7,6 +7,11 @@ uncertainty and validity) and the clip's truth (``clip.gt.jsonl``). Each measure
 :class:`PoseFilter` exactly as the tracker feeds it (valid: update; invalid: predict only), and the median
 error of the filtered track is printed beside the raw one, for the constant-velocity baseline and for
 velocities decaying with several time constants, in the same process.
+
+Then the floor no filter goes below: each valid raw measurement's error (position, and rotation as a tangent
+vector) averaged with its neighbours' over a window of consecutive frames centred on it — a smoother with perfect
+hindsight and no lag, which removes the frame-to-frame noise and keeps what persists. Where that floor is not 10%
+below the raw median, the raw error is bias that lasts longer than the window, and no causal filter can lower it.
 """
 from __future__ import annotations
 
@@ -18,9 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from discopose.estimator.filter import FilterConfig, PoseFilter
+from discopose.estimator.filter import _log
 from discopose.estimator.quality import tracking_quality
 from discopose.geometry.transforms import matrix_from_quat_wxyz, quat_wxyz_from_matrix
 
+# Hindsight windows, frames (centred): ~0.2 s and ~0.4 s at 30 fps.
+HINDSIGHT_FRAMES = (5, 11)
 SETTINGS = {"constant velocity (baseline)": 1e9, "decay 1.0 s": 1.0, "decay 0.5 s (default)": 0.5, "decay 0.2 s": 0.2}
 
 
@@ -47,6 +55,31 @@ def replay(records: list[dict], config: FilterConfig) -> list[dict]:
     return out_records
 
 
+def raw_errors(records: list[dict], ground_truth: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame indices, position errors (N, 3) in mm and rotation errors (N, 3) as tangent vectors in degrees of the
+    valid raw measurements, in the frame they were published in."""
+    rows = {row["frame"]: row for row in map(json.loads, ground_truth.read_text().splitlines()) if row}
+    frames, position, rotation = [], [], []
+    for record in records:
+        if not record["raw_valid"]:
+            continue
+        index = next(iter(record["frame_index"].values()))
+        row = rows[index]
+        truth = np.asarray(row["world_from_object"] if record["frame"] == "world" else
+                           row["camera_from_object"][record["frame"].split(":", 1)[1]])
+        frames.append(index)
+        position.append(1000 * (np.asarray(record["raw_position_m"]) - truth[:3, 3]))
+        rotation.append(np.degrees(_log(matrix_from_quat_wxyz(record["raw_quat_wxyz"]) @ truth[:3, :3].T)))
+    return np.array(frames), np.array(position).reshape(-1, 3), np.array(rotation).reshape(-1, 3)
+
+
+def hindsight_floor(frames: np.ndarray, errors: np.ndarray, window: int) -> float:
+    """Median norm of each error averaged with those of the frames within ``window // 2`` of it (the valid ones)."""
+    half = window // 2
+    smoothed = [errors[np.abs(frames - frame) <= half].mean(0) for frame in frames]
+    return float(np.median(np.linalg.norm(smoothed, axis=1)))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="demo output folders")
@@ -65,6 +98,18 @@ def main():
             print(f"| {run.name} | {valid:.0%} | {name} | {raw['te_mm_median']:.1f} mm / {raw['re_deg_median']:.1f}° | "
                   f"{filtered['te_mm_median']:.1f} mm / {filtered['re_deg_median']:.1f}° | "
                   f"{filtered['te_mm_median'] / raw['te_mm_median']:.2f} |", flush=True)
+    print("\n| track | raw median (valid) | " + " | ".join(f"hindsight floor, {w} frames" for w in HINDSIGHT_FRAMES)
+          + " | frame-to-frame share of the error |")
+    print("|---|---|" + "---|" * len(HINDSIGHT_FRAMES) + "---|")
+    for run in map(Path, args.runs):
+        records = [json.loads(line) for line in (run / "poses.jsonl").read_text().splitlines() if line.strip()]
+        frames, position, rotation = raw_errors(records, run / "clip.gt.jsonl")
+        raw = np.median(np.linalg.norm(position, axis=1)), np.median(np.linalg.norm(rotation, axis=1))
+        floors = [(hindsight_floor(frames, position, w), hindsight_floor(frames, rotation, w)) for w in HINDSIGHT_FRAMES]
+        cells = " | ".join(f"{t:.1f} mm / {r:.2f}° ({t / raw[0]:.2f} / {r / raw[1]:.2f})" for t, r in floors)
+        widest = floors[-1]
+        print(f"| {run.name} | {raw[0]:.1f} mm / {raw[1]:.2f}° | {cells} | {1 - widest[0] / raw[0]:.0%} / "
+              f"{1 - widest[1] / raw[1]:.0%} |", flush=True)
 
 
 if __name__ == "__main__":

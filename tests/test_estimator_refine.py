@@ -222,6 +222,12 @@ def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp
     assert index["trust"]["fit_report"]["refine"] and not index["trust_networks"]["fit_report"]["refine"]
     assert discopose.load(model, refine=False).trust.weights == index["trust_networks"]["weights"]
     assert discopose.load(model).trust.weights == index["trust"]["weights"] != index["trust_networks"]["weights"]
+    # The tracker's followed poses (aligned from one frame's motion off the truth, not from the networks' estimate)
+    # state sigmas of their own, fitted on the same frames: tighter than the poses refined from the networks'.
+    trust = discopose.load(model).trust
+    assert trust.fit_report["followed"] >= 20, trust.fit_report
+    assert trust.followed_rotation_sigma_deg < trust.refined_rotation_sigma_deg, trust
+    assert np.all(np.array(trust.followed_position_sigma_m) < np.array(trust.refined_position_sigma_m)), trust
     calibrate_estimator(model, str(data), refine=False)
     assert not discopose.load(model).refines and discopose.load(model, refine=True).refines
     assert "trust_networks" not in json.loads((model / "estimator.json").read_text())

@@ -141,6 +141,42 @@ def test_a_small_mesh_in_millimetres_through_the_demo_recipe_beats_chance(tmp_pa
         x0, y0, x1, y1 = sample["labels"]["cameras"]["cam0"]["bbox_xyxy"]
         fills.append(max(x1 - x0, y1 - y0) / 96)
     assert 0.15 < np.median(fills) < 0.7, np.median(fills)
+    # The estimator folder carries the mesh, so the refinement aligns the user's part as it does the cube: on by
+    # default (calibrated with it), the same geometry in metres, and still there in a packed copy.
+    import discopose
+    from discopose.pretrained import pack_estimator
+    assert "refine" in test, sorted(test)
+    packed = pack_estimator(tmp_path / "demo" / "run" / "best", tmp_path / "packed", card={}, onnx=False)
+    for folder in (tmp_path / "demo" / "run" / "best", packed):
+        estimator = discopose.load(folder)
+        assert estimator.refines, folder
+        extents = estimator.refine_model.vertices_m.max(0) - estimator.refine_model.vertices_m.min(0)
+        np.testing.assert_allclose(np.sort(extents), np.sort(1e-3 * drill.extents), rtol=1e-3)
+
+
+def test_an_estimators_mesh_must_be_the_one_its_data_was_rendered_from(tmp_path):
+    from discopose._errors import DiscoposeError
+    from discopose.models.checkpoint import OBJECT_MESH_FILE, _write_object_mesh, read_object_mesh
+    from discopose.render.objects import load_mesh_object
+    mesh = tmp_path / "part.ply"
+    trimesh.creation.box((40, 30, 20)).export(mesh)
+    meta = {"train_render_config": {"object": {"mesh": str(mesh), "mesh_scale_to_m": 0.001}},
+            "object": {"name": "part", "source_sha256": load_mesh_object(str(mesh), 0.001).source_sha256}}
+    assert _write_object_mesh(tmp_path, meta)
+    vertices, faces = read_object_mesh(tmp_path, {"object_mesh": OBJECT_MESH_FILE})
+    np.testing.assert_allclose(vertices.max(0) - vertices.min(0), [0.04, 0.03, 0.02], rtol=1e-6)
+    assert faces.shape == (12, 3)
+    # The built-in cube carries no mesh: it is rebuilt from its bounds.
+    assert not _write_object_mesh(tmp_path / "none", {"train_render_config": {"object": {"mesh": None}}, "object": {}})
+    trimesh.creation.box((40, 30, 21)).export(mesh)  # edited after its data was rendered
+    with pytest.raises(DiscoposeError, match="has changed since the training data"):
+        _write_object_mesh(tmp_path, meta)
+    mesh.unlink()
+    with pytest.raises(DiscoposeError, match="is gone"):
+        _write_object_mesh(tmp_path, meta)
+    (tmp_path / OBJECT_MESH_FILE).write_bytes(b"truncated")
+    with pytest.raises(DiscoposeError, match="missing or corrupt"):
+        read_object_mesh(tmp_path, {"object_mesh": OBJECT_MESH_FILE})
 
 
 def test_fusion_counts_rotations_equal_up_to_the_objects_symmetry_as_agreeing():

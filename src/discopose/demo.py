@@ -223,9 +223,9 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
                                             val_every_steps=plan.crop_val_every_steps, **common), progress=progress,
                     resume=resume and started)
     model = root / "run" / "best"
-    # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score.
-    # A user's mesh is not refined yet (the estimator folder does not carry the mesh the alignment needs).
-    calibrate_estimator(model, str(data / "calibration"), refine=user_object is None)
+    # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score
+    # (a user's mesh too: the estimator folder carries it).
+    calibrate_estimator(model, str(data / "calibration"), refine=True)
 
     stage("evaluate")
     results = {

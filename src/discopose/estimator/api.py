@@ -29,7 +29,7 @@ import numpy as np
 from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel, aimed_field_camera
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
-from discopose.models.checkpoint import read_estimator_index, recover_folder
+from discopose.models.checkpoint import read_estimator_index, read_object_mesh, recover_folder
 from discopose.estimator.trust import OUT_OF_VOLUME_SIGMA_GROWTH, TrustModel, out_of_volume
 from discopose.refine.config import RefineConfig, RefineResult
 from discopose.geometry.symmetry import Symmetry
@@ -197,7 +197,12 @@ class PoseEstimator:
         self.refine_model = None
         if refine_config is not None:
             from discopose.refine import RefineModel
-            self.refine_model = RefineModel.from_object_meta(self.object)
+            mesh = read_object_mesh(self.path, index)
+            if mesh is None and self.object.get("name") != "cube":
+                raise DiscoposeError(f"{self.path} carries no mesh of {self.object.get('name')!r} to refine with "
+                                     "(assembled before estimators carried their mesh); retrain it, or load it with "
+                                     "refine=False")
+            self.refine_model = RefineModel.from_object_meta(self.object, mesh=mesh)
 
     @property
     def refines(self) -> bool:
@@ -326,24 +331,36 @@ class PoseEstimator:
         without the networks. ``frame_from_object`` (4x4) is in the one camera's frame, or in the world frame
         with ``world`` (every camera calibrated, refined jointly). Returns None where the estimator cannot follow
         (it does not refine, or was calibrated without refined poses and so has no sigmas for them) or the image
-        does not support the pose (its alignment score is below ``refine_min_score``, or the alignment failed):
-        the caller then runs the networks. The pose's ``confidence`` is the alignment's score and it states the
-        refined poses' calibrated sigmas; ``extra["followed"]`` is True."""
+        does not support the pose (:meth:`follow_alignment`): the caller then runs the networks. The pose's
+        ``confidence`` is the alignment's score; its sigmas are the followed poses' own where the estimator was
+        calibrated with them (else the refined poses'); ``extra["followed"]`` is True."""
         trust = self.trust
-        if not self.refines or trust.refined_rotation_sigma_deg is None:
+        position_sigma_m, rotation_sigma_deg = trust.followed_position_sigma_m, trust.followed_rotation_sigma_deg
+        if rotation_sigma_deg is None:
+            position_sigma_m, rotation_sigma_deg = trust.refined_position_sigma_m, trust.refined_rotation_sigma_deg
+        if rotation_sigma_deg is None:
             return None
         start = np.asarray(frame_from_object, float)
-        result, _ = self._align(views, start, world)
-        if result is None or result.score < self.refine_min_score:
+        result = self.follow_alignment(views, start, world)
+        if result is None:
             return None
         names = names or [camera.name for _, camera in views]
         aligned = result.frame_from_object
         return Pose(position_m=aligned[:3, 3].copy(), rotation=aligned[:3, :3].copy(),
-                    position_covariance_m2=np.diag(np.square(trust.refined_position_sigma_m)),
-                    rotation_sigma_deg=float(trust.refined_rotation_sigma_deg),
+                    position_covariance_m2=np.diag(np.square(position_sigma_m)),
+                    rotation_sigma_deg=float(rotation_sigma_deg),
                     frame="world" if world else f"camera:{names[0]}", cameras=list(names), valid=True,
                     confidence=float(result.score),
                     extra={"followed": True, "refine": self._refine_record(result, start, True, None)})
+
+    def follow_alignment(self, views: list[tuple[np.ndarray, CameraModel]], start: np.ndarray, world: bool = False
+                         ) -> RefineResult | None:
+        """The alignment a follow step takes from ``start``, or None where the estimator does not refine, the
+        alignment failed, or its score is below ``refine_min_score`` (the image does not support the pose)."""
+        if not self.refines:
+            return None
+        result, _ = self._align(views, np.asarray(start, float), world)
+        return result if result is not None and result.score >= self.refine_min_score else None
 
     def _align(self, views: list[tuple[np.ndarray, CameraModel]], start: np.ndarray, world: bool
                ) -> tuple[RefineResult | None, str | None]:

@@ -15,15 +15,34 @@ import numpy as np
 
 from discopose._errors import DiscoposeError
 from discopose._io import atomic_write_json
-from discopose.estimator.trust import TrustModel, fit_trust
+from discopose.estimator.trust import MIN_VIEWS_PER_SIGMA_FIT, TrustModel, fit_trust, stated_sigmas
+from discopose.geometry.transforms import rotation_about_axis
 
 log = logging.getLogger(__name__)
+
+# One frame's motion, where the tracker follows from the last frame's pose: a hand turning the cube at up to
+# 90 deg/s and moving it at up to 0.15 m/s, seen at 30 fps. The followed poses' sigmas are fitted from it.
+FOLLOW_MOTION_DEG = 3.0
+FOLLOW_MOTION_M = 0.005
+
+
+def one_frame_motion(camera_from_object: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``camera_from_object`` turned about the object's origin by up to ``FOLLOW_MOTION_DEG`` and moved by up
+    to ``FOLLOW_MOTION_M``, each in a uniformly random direction."""
+    moved = np.array(camera_from_object, float)
+    axis, step = rng.normal(size=3), rng.normal(size=3)
+    moved[:3, :3] = rotation_about_axis(axis / np.linalg.norm(axis),
+                                        np.radians(rng.uniform(0, FOLLOW_MOTION_DEG))) @ moved[:3, :3]
+    moved[:3, 3] += step / np.linalg.norm(step) * rng.uniform(0, FOLLOW_MOTION_M)
+    return moved
 
 
 def collect_views(estimator, data: str, limit: int | None = None, batch: int = 16) -> dict:
     """Every camera view of ``data`` through ``estimator.predict_views`` (each with its own camera),
     with what the networks stated before calibration, the consistency signals, whether the refinement replaced
-    the pose (``refined``; always False for an estimator that does not refine) and the truth."""
+    the pose (``refined``; always False for an estimator that does not refine) and the truth. An estimator that
+    refines also follows each view from one frame's motion off the truth (:func:`one_frame_motion`): the error
+    of what it followed (``followed_error_*``; NaN where it would have run the networks instead)."""
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples, open_dataset
     from discopose.geometry.symmetry import Symmetry
@@ -32,8 +51,10 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
     symmetries = Symmetry.from_dict(estimator.object["symmetry"]).matrices()
     rows = {k: [] for k in ("error_position_m", "network_covariance", "position_disagreement_m", "error_rotation_rad",
                             "network_rotation_sigma_rad", "rotation_disagreement_rad", "signals", "position_sigma_m",
-                            "rotation_sigma_rad", "confidence", "valid", "refined")}
+                            "rotation_sigma_rad", "confidence", "valid", "refined", "followed_error_position_m",
+                            "followed_error_rotation_rad")}
     pending: list = []
+    rng = np.random.default_rng(0)
 
     def flush():
         poses = estimator.predict_views([(image, camera) for image, camera, _ in pending])
@@ -57,6 +78,16 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
             rows["confidence"].append(pose.confidence)
             rows["valid"].append(pose.valid)
             rows["refined"].append(bool(extra.get("refine", {}).get("applied", False)))
+        for image, camera, truth in pending:
+            followed = estimator.follow_alignment([(image, camera)], one_frame_motion(truth, rng))
+            if followed is None:
+                rows["followed_error_position_m"].append(np.full(3, np.nan))
+                rows["followed_error_rotation_rad"].append(np.nan)
+                continue
+            aligned = followed.frame_from_object
+            rows["followed_error_position_m"].append(aligned[:3, 3] - truth[:3, 3])
+            rows["followed_error_rotation_rad"].append(np.radians(re(aligned[:3, :3], truth[:3, :3],
+                                                                     symmetries if len(symmetries) > 1 else None)))
         pending.clear()
 
     for sample in iter_samples(open_dataset(data), limit=limit):
@@ -116,4 +147,9 @@ def _fit_trust(folder: str | Path, data: str, limit: int | None, refine) -> Trus
                       views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data),
                       refined=views["refined"] if estimator.refines else None)
     trust.fit_report["refine"] = estimator.refines
+    followed = np.isfinite(views["followed_error_rotation_rad"])
+    trust.fit_report["followed"] = int(followed.sum())
+    if followed.sum() >= MIN_VIEWS_PER_SIGMA_FIT:
+        trust.followed_position_sigma_m, trust.followed_rotation_sigma_deg = stated_sigmas(
+            views["followed_error_position_m"][followed], views["followed_error_rotation_rad"][followed])
     return trust

@@ -95,6 +95,11 @@ class TrustModel:
     # calibration views: per camera axis (m) and rotation (deg). None: they state the networks' sigmas.
     refined_position_sigma_m: list[float] | None = None
     refined_rotation_sigma_deg: float | None = None
+    # Poses the tracker followed (the mesh aligned from the last frame's pose, PoseEstimator.follow): their start is
+    # one frame's motion from the truth, not the networks' estimate, so they are fitted apart (calibrate_estimator).
+    # None: they state the refined poses' sigmas.
+    followed_position_sigma_m: list[float] | None = None
+    followed_rotation_sigma_deg: float | None = None
     # Logistic regression on standardized features(): P(good) = sigmoid(w . (x - mean) / std + bias).
     weights: list[float] = field(default_factory=list)
     bias: float = 0.0
@@ -182,6 +187,15 @@ def _coverage_scale(ratio: np.ndarray, quantile: float) -> float:
     return float(np.quantile(ratio, quantile)) if len(ratio) else 1.0
 
 
+def stated_sigmas(errors_position_m: np.ndarray, errors_rotation_rad: np.ndarray, position_coverage: float = 0.75
+                  ) -> tuple[list[float], float]:
+    """Sigmas of their own for a kind of pose (refined, followed) from its errors: per camera axis (m), the
+    ``position_coverage`` quantile of the absolute error; rotation (deg), half the angle that 73.85% of the
+    errors stay under (a 3-dof Maxwell angle is within 2 sigma that often), as the scaled sigmas are fitted."""
+    position = np.quantile(np.abs(np.asarray(errors_position_m, float)), position_coverage, axis=0).tolist()
+    return position, float(np.degrees(np.quantile(np.asarray(errors_rotation_rad, float), 0.7385)) / 2)
+
+
 def fit_trust(errors_position_m: np.ndarray, network_covariances: np.ndarray, position_disagreements_m: np.ndarray,
               errors_rotation_rad: np.ndarray, network_rotation_sigmas_rad: np.ndarray,
               rotation_disagreements_rad: np.ndarray, signals: list[dict], good_valid_frac: float = 0.90,
@@ -257,8 +271,8 @@ def fit_trust(errors_position_m: np.ndarray, network_covariances: np.ndarray, po
     refined_position_sigma = refined_rotation_sigma = None
     fit["refined"] = int(refined.sum())
     if refined.sum() >= MIN_VIEWS_PER_SIGMA_FIT:
-        refined_position_sigma = np.quantile(np.abs(errors_position_m[refined]), position_coverage, axis=0).tolist()
-        refined_rotation_sigma = float(np.degrees(np.quantile(errors_rotation_rad[refined], 0.7385)) / 2)
+        refined_position_sigma, refined_rotation_sigma = stated_sigmas(errors_position_m[refined],
+                                                                       errors_rotation_rad[refined], position_coverage)
 
     good = (np.linalg.norm(errors_position_m, axis=1) <= GOOD_POSITION_M) & \
         (np.degrees(errors_rotation_rad) <= GOOD_ROTATION_DEG)

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = "discopose-checkpoint"
 CHECKPOINT_VERSION = 1
-# An estimator folder: estimator.json plus one checkpoint folder per stage (locator/, crop/).
+# An estimator folder: estimator.json plus one checkpoint folder per stage (locator/, crop/), and for a user's
+# mesh the mesh itself (the refinement aligns it to the image; the built-in cube is rebuilt from its bounds).
 ESTIMATOR_FORMAT = "discopose-estimator"
 ESTIMATOR_VERSION = 1
+OBJECT_MESH_FILE = "object_mesh.npz"
 
 
 def save_checkpoint(folder: str | Path, model: PoseNet, meta: dict, train_state: dict | None = None) -> Path:
@@ -138,6 +140,42 @@ def load_train_state(folder: str | Path) -> dict:
     return torch.load(Path(folder) / "train_state.pt", map_location="cpu", weights_only=True)
 
 
+def _write_object_mesh(folder: Path, locator_meta: dict) -> bool:
+    """The trained object's mesh (metres) into ``folder`` when it is a user's mesh; False for the built-in cube.
+    Read from the file the training data was rendered from, which must still be that mesh (its sha256)."""
+    import numpy as np
+    from discopose.render.objects import load_mesh_object
+    config = (locator_meta.get("train_render_config") or {}).get("object") or {}
+    if not config.get("mesh"):
+        return False
+    path, expected = config["mesh"], locator_meta["object"].get("source_sha256")
+    if not Path(path).is_file():
+        raise DiscoposeError(f"the estimator's mesh {path} is gone; put the mesh the training data was rendered "
+                             "from back there to assemble the estimator (the refinement aligns it)")
+    obj = load_mesh_object(path, config.get("mesh_scale_to_m", 1.0))
+    if expected and obj.source_sha256 != expected:
+        raise DiscoposeError(f"{path} has changed since the training data was rendered from it (sha256); restore "
+                             "that mesh to assemble the estimator")
+    with open(folder / OBJECT_MESH_FILE, "wb") as handle:
+        np.savez(handle, vertices_m=obj.positions.astype(np.float32), faces=obj.indices.astype(np.int32))
+    return True
+
+
+def read_object_mesh(folder: str | Path, index: dict | None):
+    """``(vertices_m, faces)`` of the user's mesh an estimator folder carries, or None (the built-in cube,
+    single checkpoints, estimators assembled before meshes travelled with them)."""
+    import numpy as np
+    if not index or not index.get("object_mesh"):
+        return None
+    path = Path(folder) / index["object_mesh"]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data["vertices_m"], float), np.asarray(data["faces"], np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DiscoposeError(f"{path} is missing or corrupt ({type(exc).__name__}); copy the whole estimator "
+                             "folder, or load it with refine=False") from None
+
+
 def assemble_estimator(folder: str | Path, locator: str | Path, crop: str | Path | None) -> Path:
     """An estimator folder: ``estimator.json`` + copies of the stage checkpoints, swapped in atomically."""
     folder = Path(folder)
@@ -149,6 +187,8 @@ def assemble_estimator(folder: str | Path, locator: str | Path, crop: str | Path
         meta = read_meta(tmp / "locator")
         index = {"format": ESTIMATOR_FORMAT, "version": ESTIMATOR_VERSION, "object": meta["object"],
                  "cameras": meta["cameras"], "stages": ["locator"] + (["crop"] if crop is not None else [])}
+        if _write_object_mesh(tmp, meta):
+            index["object_mesh"] = OBJECT_MESH_FILE
         (tmp / "estimator.json").write_text(json.dumps(index, indent=1))
         swap_folder(tmp, folder)
     except BaseException:

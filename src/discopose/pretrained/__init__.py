@@ -93,6 +93,8 @@ def pack_estimator(estimator: str | Path, out: str | Path, card: dict, onnx: boo
                 # two backends would state different confidences and validity.
                 from discopose.models.export import check_onnx_parity, export_onnx, halve_onnx_weights
                 check_onnx_parity(tmp / stage, halve_onnx_weights(export_onnx(tmp / stage)))
+        if index.get("object_mesh"):
+            shutil.copy2(estimator / index["object_mesh"], tmp / index["object_mesh"])
         index["model_card"] = card
         (tmp / "estimator.json").write_text(json.dumps(index, indent=1))
         size = folder_mb(tmp)
