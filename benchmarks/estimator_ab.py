@@ -1,6 +1,7 @@
 """Estimator alone, one camera: model A (the baseline) against model B in one process, calls alternating.
 
     python benchmarks/estimator_ab.py --a cube --b runs/demo/run/best [--backend onnx|torch] [--size 640x480]
+                                      [--refine calibrated|on|off]
 
 Renders 40 frames of the default world at the given size once, then times ``predict_views`` on one view per
 call, three passes, alternating A and B so that both see the same machine load, and which of them runs first on a
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--b", required=True)
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     parser.add_argument("--size", default="640x480")
+    parser.add_argument("--refine", choices=["calibrated", "on", "off"], default="calibrated",
+                        help="the refinement: as each model was calibrated (default), on or off for both")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as data:
@@ -55,12 +58,14 @@ def main():
         for sample in iter_samples(open_dataset(data)):
             name, labels = next(iter(sample["labels"]["cameras"].items()))
             views.append((sample["views"][name]["rgb"], camera_from_labels(name, labels)))
-    models = {name: discopose.load(name, backend=args.backend) for name in (args.a, args.b)}
+    refine = {"calibrated": None, "on": True, "off": False}[args.refine]
+    models = {name: discopose.load(name, backend=args.backend, refine=refine) for name in (args.a, args.b)}
     for estimator in models.values():
         estimator.predict_views([views[0]])  # warm-up
     times = time_alternating({name: (lambda view, e=estimator: e.predict_views([view]))
                               for name, estimator in models.items()}, views)
-    print(f"# estimator alone, 1 camera {width}x{height}, {args.backend}, {os.cpu_count()} CPU cores ({describe_cpu()})")
+    print(f"# estimator alone, 1 camera {width}x{height}, {args.backend}, refinement {args.refine}, "
+          f"{os.cpu_count()} CPU cores ({describe_cpu()})")
     baseline = np.percentile(times[args.a], 50)
     for name, values in times.items():
         p50 = np.percentile(values, 50)

@@ -223,11 +223,33 @@ def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp
     assert discopose.load(model, refine=False).trust.weights == index["trust_networks"]["weights"]
     assert discopose.load(model).trust.weights == index["trust"]["weights"] != index["trust_networks"]["weights"]
     # The tracker's followed poses (aligned from one frame's motion off the truth, not from the networks' estimate)
-    # state sigmas of their own, fitted on the same frames: tighter than the poses refined from the networks'.
-    trust = discopose.load(model).trust
+    # state sigmas of their own, fitted on the same frames, and the alignment earns them: they are well under what
+    # the starts alone would state (sigmas fitted to one frame's motion itself, not aligned).
+    from discopose.estimator.calibrate import one_frame_motion
+    from discopose.estimator.trust import stated_sigmas
+    estimator = discopose.load(model)
+    trust = estimator.trust
     assert trust.fit_report["followed"] >= 20, trust.fit_report
-    assert trust.followed_rotation_sigma_deg < trust.refined_rotation_sigma_deg, trust
-    assert np.all(np.array(trust.followed_position_sigma_m) < np.array(trust.refined_position_sigma_m)), trust
+    rng, truth = np.random.default_rng(1), np.eye(4)
+    starts = [one_frame_motion(truth, rng) for _ in range(400)]
+    start_position_sigma_m, start_rotation_sigma_deg = stated_sigmas(
+        [start[:3, 3] for start in starts], [math.radians(rotation_angle_deg(start[:3, :3], np.eye(3))) for start in starts])
+    measured = (trust.followed_position_sigma_m, trust.followed_rotation_sigma_deg, start_position_sigma_m,
+                start_rotation_sigma_deg)
+    assert trust.followed_rotation_sigma_deg < 0.5 * start_rotation_sigma_deg, measured
+    assert np.median(trust.followed_position_sigma_m) < 0.5 * np.median(start_position_sigma_m), measured
+    # ... and a followed pose states them (not the refined poses').
+    from discopose.datasets.format import camera_from_labels
+    from discopose.datasets.reader import iter_samples, open_dataset
+    followed = []
+    for sample in iter_samples(open_dataset(str(data)), limit=8):
+        name, labels = next(iter(sample["labels"]["cameras"].items()))
+        pose = estimator.follow([(sample["views"][name]["rgb"], camera_from_labels(name, labels))],
+                                np.asarray(labels["camera_from_object"]))
+        followed += [pose] if pose is not None else []
+    assert followed and all(pose.extra["followed"] for pose in followed)
+    assert followed[0].rotation_sigma_deg == pytest.approx(trust.followed_rotation_sigma_deg)
+    np.testing.assert_allclose(followed[0].position_sigma_m, trust.followed_position_sigma_m)
     calibrate_estimator(model, str(data), refine=False)
     assert not discopose.load(model).refines and discopose.load(model, refine=True).refines
     assert "trust_networks" not in json.loads((model / "estimator.json").read_text())

@@ -31,7 +31,7 @@ from discopose.camera import CameraModel, aimed_field_camera
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, read_object_mesh, recover_folder
 from discopose.estimator.trust import OUT_OF_VOLUME_SIGMA_GROWTH, TrustModel, out_of_volume
-from discopose.refine.config import RefineConfig, RefineResult
+from discopose.refine.config import RefineConfig, RefineResult, follow_schedule
 from discopose.geometry.symmetry import Symmetry
 from discopose.decoding import (PoseNetSpec, decode_position, dense_consistency, network_batch, stage_camera,
                                 stage_view)
@@ -193,6 +193,8 @@ class PoseEstimator:
         self.symmetries = Symmetry.from_dict(self.object["symmetry"]).matrices()
         # The refinement: its settings, the mesh model built once, and the score a refined pose needs.
         self.refine_config = refine_config
+        # Following starts one frame's motion from the truth, where the coarse scales only lose precision.
+        self.follow_config = None if refine_config is None else follow_schedule(refine_config)
         self.refine_min_score = REFINE_MIN_SCORE
         self.refine_model = None
         if refine_config is not None:
@@ -359,19 +361,19 @@ class PoseEstimator:
         alignment failed, or its score is below ``refine_min_score`` (the image does not support the pose)."""
         if not self.refines:
             return None
-        result, _ = self._align(views, np.asarray(start, float), world)
+        result, _ = self._align(views, np.asarray(start, float), world, self.follow_config)
         return result if result is not None and result.score >= self.refine_min_score else None
 
-    def _align(self, views: list[tuple[np.ndarray, CameraModel]], start: np.ndarray, world: bool
-               ) -> tuple[RefineResult | None, str | None]:
+    def _align(self, views: list[tuple[np.ndarray, CameraModel]], start: np.ndarray, world: bool,
+               config: RefineConfig | None = None) -> tuple[RefineResult | None, str | None]:
         """The refinement from ``start``: one camera in its own frame, or (``world``) every camera jointly in the
         world frame. Returns ``(result, None)``, or ``(None, why)`` where there is nothing to align (e.g. a start
         behind a camera)."""
         from discopose.refine import refine_pose, refine_world_pose
         try:
             if world:
-                return refine_world_pose(views, self.refine_model, start, self.refine_config), None
-            return refine_pose(views[0][0], views[0][1], self.refine_model, start, self.refine_config), None
+                return refine_world_pose(views, self.refine_model, start, config or self.refine_config), None
+            return refine_pose(views[0][0], views[0][1], self.refine_model, start, config or self.refine_config), None
         except DiscoposeError as exc:
             return None, str(exc)
 

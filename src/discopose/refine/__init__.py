@@ -13,8 +13,8 @@ crease edges searched along their normals), ``projection`` (pure projection and 
 ``optimizer`` (sums the modalities of every camera, damped Gauss-Newton coarse to fine, scores, tries several
 starts). Plain numpy/cv2/scipy: no torch and no renderer, so a tracker on ONNX Runtime can use it.
 """
-from discopose.refine.config import RefineConfig, RefineResult
+from discopose.refine.config import RefineConfig, RefineResult, follow_schedule
 from discopose.refine.model import RefineModel
 from discopose.refine.optimizer import refine_pose, refine_world_pose
 
-__all__ = ["RefineConfig", "RefineModel", "RefineResult", "refine_pose", "refine_world_pose"]
+__all__ = ["RefineConfig", "RefineModel", "RefineResult", "follow_schedule", "refine_pose", "refine_world_pose"]

@@ -2,7 +2,7 @@
 its result."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -106,6 +106,15 @@ class RefineConfig:
             raise ConfigError("refine.hypothesis_screen_levels must be >= 0 and refine.hypotheses_kept >= 1")
         if self.damping < 0 or self.agree_px <= 0:
             raise ConfigError("refine.damping must be >= 0 and refine.agree_px > 0")
+
+
+def follow_schedule(config: RefineConfig) -> RefineConfig:
+    """``config`` for a start one frame's motion from the truth (the tracker following its last pose): the two
+    finest scales only, two steps each, one hypothesis. Measured from starts up to 3 deg / 5 mm off
+    (benchmarks/follow_schedule.py, 30 frames a set): realistic proxy with the hand 1.27 deg median against 4.04
+    with the whole schedule (whose coarse scales slide under the fingers), three cameras jointly 0.31 against 0.41 deg,
+    in 0.57-0.61x the time."""
+    return replace(config, scales_px=(2, 1), iterations=(2, 2), edge_search_px=(6.0, 4.0), hypotheses=1)
 
 
 @dataclass
