@@ -211,7 +211,8 @@ def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp
     model = tmp_path / "cube"
     shutil.copytree(resolve_model("cube"), model)
     data = tmp_path / "calibration"
-    generate_dataset(str(data), 24, off.train_render_config.with_overrides(SMALL + ["seed=9"]), workers=1,
+    # 48 frames: enough refined and followed views (20 each) for each kind's own sigmas.
+    generate_dataset(str(data), 48, off.train_render_config.with_overrides(SMALL + ["seed=9"]), workers=1,
                      progress=False)
     calibrate_estimator(model, str(data), refine=True)
     assert discopose.load(model).refines
@@ -223,21 +224,15 @@ def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp
     assert discopose.load(model, refine=False).trust.weights == index["trust_networks"]["weights"]
     assert discopose.load(model).trust.weights == index["trust"]["weights"] != index["trust_networks"]["weights"]
     # The tracker's followed poses (aligned from one frame's motion off the truth, not from the networks' estimate)
-    # state sigmas of their own, fitted on the same frames, and the alignment earns them: they are well under what
-    # the starts alone would state (sigmas fitted to one frame's motion itself, not aligned).
-    from discopose.estimator.calibrate import one_frame_motion
-    from discopose.estimator.trust import stated_sigmas
+    # state sigmas of their own, fitted on the same frames: tighter than the poses refined from the networks' start
+    # (measured at 320x240: 1.1 deg and 0.6-2.3 mm against 4.4 deg and 1.9-14 mm).
     estimator = discopose.load(model)
     trust = estimator.trust
-    assert trust.fit_report["followed"] >= 20, trust.fit_report
-    rng, truth = np.random.default_rng(1), np.eye(4)
-    starts = [one_frame_motion(truth, rng) for _ in range(400)]
-    start_position_sigma_m, start_rotation_sigma_deg = stated_sigmas(
-        [start[:3, 3] for start in starts], [math.radians(rotation_angle_deg(start[:3, :3], np.eye(3))) for start in starts])
-    measured = (trust.followed_position_sigma_m, trust.followed_rotation_sigma_deg, start_position_sigma_m,
-                start_rotation_sigma_deg)
-    assert trust.followed_rotation_sigma_deg < 0.5 * start_rotation_sigma_deg, measured
-    assert np.median(trust.followed_position_sigma_m) < 0.5 * np.median(start_position_sigma_m), measured
+    assert trust.fit_report["followed"] >= 20 and trust.fit_report["refined"] >= 20, trust.fit_report
+    measured = (trust.followed_position_sigma_m, trust.followed_rotation_sigma_deg, trust.refined_position_sigma_m,
+                trust.refined_rotation_sigma_deg)
+    assert trust.followed_rotation_sigma_deg < trust.refined_rotation_sigma_deg, measured
+    assert np.median(trust.followed_position_sigma_m) < np.median(trust.refined_position_sigma_m), measured
     # ... and a followed pose states them (not the refined poses').
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples, open_dataset
