@@ -75,7 +75,8 @@ def quantize(model: str, out: Path, calibration: str, limit: int) -> Path:
     for stage, recorder in recorders.items():
         graph = out / stage / "model.onnx"
         prepared = graph.with_name("prepared.onnx")
-        quant_pre_process(str(graph), str(prepared))
+        # Symbolic shape inference fails on the dynamo export's Expand nodes; ONNX's own shape inference suffices.
+        quant_pre_process(str(graph), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(graph), Batches(recorder.batches), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax)
