@@ -58,31 +58,43 @@ class Batches:
         return None if batch is None else {"images": batch}
 
 
+STAGES = ("locator", "crop")
+
+
+def recorded_inputs(estimator, data: str, limit: int) -> dict[str, list[np.ndarray]]:
+    """Each stage's input batches while ``estimator`` (ONNX backend) runs on ``data``'s frames."""
+    recorders = {stage: Recorder(getattr(estimator, stage).session) for stage in STAGES}
+    for stage, recorder in recorders.items():
+        getattr(estimator, stage).session = recorder
+    try:
+        for sample in iter_samples(open_dataset(data), limit=limit):
+            estimator.predict_views([(sample["views"][name]["rgb"], camera_from_labels(name, labels))
+                                     for name, labels in sample["labels"]["cameras"].items()])
+    finally:
+        for stage, recorder in recorders.items():
+            getattr(estimator, stage).session = recorder.session
+    return {stage: recorder.batches for stage, recorder in recorders.items()}
+
+
 def quantize(model: str, out: Path, calibration: str, limit: int) -> Path:
     """``out``: a copy of the estimator whose stages run int8 graphs calibrated on ``calibration``'s frames."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     shutil.copytree(resolve_model(model), out)
-    for stage in ("locator", "crop"):
+    for stage in STAGES:
         export_onnx(out / stage)  # float32 weights (shipped graphs store float16 ones)
-    estimator = discopose.load(out, backend="onnx", refine=False)
-    recorders = {stage: Recorder(getattr(estimator, stage).session) for stage in ("locator", "crop")}
-    for stage, recorder in recorders.items():
-        getattr(estimator, stage).session = recorder
-    for sample in iter_samples(open_dataset(calibration), limit=limit):
-        estimator.predict_views([(sample["views"][name]["rgb"], camera_from_labels(name, labels))
-                                 for name, labels in sample["labels"]["cameras"].items()])
-    for stage, recorder in recorders.items():
+    inputs = recorded_inputs(discopose.load(out, backend="onnx", refine=False), calibration, limit)
+    for stage, batches in inputs.items():
         graph = out / stage / "model.onnx"
         prepared = graph.with_name("prepared.onnx")
         # Symbolic shape inference fails on the dynamo export's Expand nodes; ONNX's own shape inference suffices.
         quant_pre_process(str(graph), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(graph), Batches(recorder.batches), quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepared), str(graph), Batches(batches), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         prepared.unlink()
         record_onnx_hash(graph)
-        print(f"{stage}: int8 graph {graph.stat().st_size / 2 ** 20:.1f} MB from {len(recorder.batches)} batches",
+        print(f"{stage}: int8 graph {graph.stat().st_size / 2 ** 20:.1f} MB from {len(batches)} batches",
               flush=True)
     return out
 
@@ -90,19 +102,11 @@ def quantize(model: str, out: Path, calibration: str, limit: int) -> Path:
 def network_times(models: dict[str, Path], calibration: str, limit: int, repeats: int = 3) -> dict:
     """Median ms of each stage's network call per model, on the batches the estimator gives it, alternating."""
     estimators = {name: discopose.load(path, backend="onnx", refine=False) for name, path in models.items()}
-    first = next(iter(estimators.values()))
-    recorders = {stage: Recorder(getattr(first, stage).session) for stage in ("locator", "crop")}
-    for stage, recorder in recorders.items():
-        getattr(first, stage).session = recorder
-    for sample in iter_samples(open_dataset(calibration), limit=limit):
-        first.predict_views([(sample["views"][name]["rgb"], camera_from_labels(name, labels))
-                             for name, labels in sample["labels"]["cameras"].items()])
-    for stage, recorder in recorders.items():
-        getattr(first, stage).session = recorder.session
-    times = {(name, stage): [] for name in estimators for stage in recorders}
+    inputs = recorded_inputs(next(iter(estimators.values())), calibration, limit)
+    times = {(name, stage): [] for name in estimators for stage in STAGES}
     for repeat in range(repeats):
-        for stage, recorder in recorders.items():
-            for i, batch in enumerate(recorder.batches):
+        for stage, batches in inputs.items():
+            for i, batch in enumerate(batches):
                 order = list(estimators.items())
                 for name, estimator in (order if (i + repeat) % 2 == 0 else order[::-1]):
                     session = getattr(estimator, stage).session
@@ -128,7 +132,7 @@ def main():
         models = {"float (shipped)": resolve_model(args.model), "int8": out}
         times = network_times(models, args.calibration, 16)
         print("\n| network | float ms | int8 ms | x float |\n|---|---|---|---|")
-        for stage in ("locator", "crop"):
+        for stage in STAGES:
             base, fast = times[("float (shipped)", stage)], times[("int8", stage)]
             print(f"| {stage} | {base:.2f} | {fast:.2f} | {base / fast:.2f} |")
         print("\n| data | refinement | float: median mm / deg | int8: median mm / deg | int8 / float |")
