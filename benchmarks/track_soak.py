@@ -108,10 +108,12 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     published = []
     original_step = tracker.step
 
-    def step():  # every published message, with its time, for the windows and the unplug checks
+    def step():  # what the windows and the unplug checks read of each published message (a few numbers: the
+        # whole messages, kept for 30 minutes, would grow this process's memory by far more than the tracker does)
         message = original_step()
         if message is not None:
-            published.append((time.monotonic() - start, message))
+            published.append((time.monotonic() - start, message["capture_time_s"], message["latency_s"],
+                              message["cameras"][first]["state"], message["valid"], message["measurement_age_s"]))
         return message
     tracker.step = step
     try:
@@ -122,14 +124,14 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     unplug_s0, unplug_s1 = unplug[0] - start, unplug[1] - start
     back = next((t for t, state in states if t >= unplug_s1 and state == "ok"), None)
     # Poses of frames captured while the camera was out (a frame read just before still publishes a little later).
-    in_unplug = [m for _, m in published if unplug[0] <= m["capture_time_s"] < unplug[1]]
-    claimed_ok = sum(m["cameras"][first]["state"] == "ok" for m in in_unplug)
-    stale_valid = sum(m["valid"] and (m["measurement_age_s"] or 0) > tracker.config.valid_max_age_s
-                      for m in in_unplug) if len(names) == 1 else None
+    in_unplug = [row for row in published if unplug[0] <= row[1] < unplug[1]]
+    claimed_ok = sum(state == "ok" for _, _, _, state, _, _ in in_unplug)
+    stale_valid = sum(valid and (age or 0) > tracker.config.valid_max_age_s
+                      for _, _, _, _, valid, age in in_unplug) if len(names) == 1 else None
     windows = []
     edges = np.arange(0, duration + 1e-9, 60 * window_min)
     for low, high in zip(edges, edges[1:]):
-        latencies = [1000 * m["latency_s"] for t, m in published if low <= t < high]
+        latencies = [1000 * latency for t, _, latency, _, _, _ in published if low <= t < high]
         memory = [mb for t, mb in samples if low <= t < high]
         windows.append({"minutes": [low / 60, high / 60], "messages": len(latencies),
                         "hz": len(latencies) / (high - low),
