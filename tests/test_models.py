@@ -201,7 +201,7 @@ def head_check_crops(tmp_path_factory):
 # bars of 0.4 / 0.85; seeds 0-3 otherwise 0.19-0.22 / 0.58-0.64); 40 passes read seed 0 at 0.12 / 0.36 with AVX2
 # kernels and 0.13 / 0.38 with avx512 ones (PnP and reported 0.11-0.13 / 0.32-0.40, class 22x chance), a margin of
 # 3x / 2.2x. At half the budget the heads are not yet far below chance (15 passes: 0.66 / 1.0; 30 passes over 128
-# crops: 0.57 / 0.94). ~40 s more than 30 passes on the avx512 class.
+# crops: 0.57 / 0.94). Cost on the avx512 class: 202 s in the full suite (119 s at 30 passes).
 HEAD_CHECK_CROPS = 256
 HEAD_CHECK_EPOCHS = 40
 
