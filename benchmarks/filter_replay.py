@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from discopose.estimator.filter import FilterConfig, PoseFilter
-from discopose.estimator.filter import _log
 from discopose.estimator.quality import tracking_quality
-from discopose.geometry.transforms import matrix_from_quat_wxyz, quat_wxyz_from_matrix
+from discopose.geometry.transforms import matrix_from_quat_wxyz, quat_wxyz_from_matrix, rotation_vector
 
 # Hindsight windows, frames (centred): ~0.2 s and ~0.4 s at 30 fps.
 HINDSIGHT_FRAMES = (5, 11)
@@ -69,7 +68,7 @@ def raw_errors(records: list[dict], ground_truth: Path) -> tuple[np.ndarray, np.
                            row["camera_from_object"][record["frame"].split(":", 1)[1]])
         frames.append(index)
         position.append(1000 * (np.asarray(record["raw_position_m"]) - truth[:3, 3]))
-        rotation.append(np.degrees(_log(matrix_from_quat_wxyz(record["raw_quat_wxyz"]) @ truth[:3, :3].T)))
+        rotation.append(np.degrees(rotation_vector(matrix_from_quat_wxyz(record["raw_quat_wxyz"]) @ truth[:3, :3].T)))
     return np.array(frames), np.array(position).reshape(-1, 3), np.array(rotation).reshape(-1, 3)
 
 

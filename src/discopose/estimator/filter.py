@@ -13,34 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from discopose.geometry.transforms import rotation_about_axis
+from discopose.geometry.transforms import rotation_from_vector, rotation_vector
 
 # Gate on the 6-dof innovation (3 position + 3 rotation): 99.9% of inliers with correctly stated
 # uncertainty pass (chi-squared, 6 degrees of freedom).
 CHI2_6DOF_999 = 22.46
-
-
-def _exp(vector: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(vector))
-    return np.eye(3) if angle < 1e-12 else rotation_about_axis(vector, angle)
-
-
-def _log(rotation: np.ndarray) -> np.ndarray:
-    cos = np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)
-    angle = np.arccos(cos)
-    if angle < 1e-9:
-        return np.zeros(3)
-    skew = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
-    if np.pi - angle < 1e-6:
-        # Near pi the skew part vanishes: R ~ 2 a a^T - I, so any column of (R + I) / 2 is a multiple of
-        # the axis a; the largest one carries the components' relative signs (a and -a are both right).
-        symmetric = (rotation + np.eye(3)) / 2
-        column = symmetric[:, int(np.argmax(np.diag(symmetric)))]
-        axis = column / np.linalg.norm(column)
-        if axis @ skew < 0:  # just below pi the skew part still tells the sign
-            axis = -axis
-        return angle * axis
-    return angle * skew / (2 * np.sin(angle))
 
 
 @dataclass
@@ -113,7 +90,7 @@ class PoseFilter:
         self.p, self.v = state[:3], state[3:]
         self.P_pos = F @ self.P_pos @ F.T + Q
         F, Q = self._transition(dt, self.config.angular_acceleration_std)
-        self.R = _exp(self.w * F[0, 3]) @ self.R
+        self.R = rotation_from_vector(self.w * F[0, 3]) @ self.R
         self.w = self.w * F[3, 3]
         self.P_rot = F @ self.P_rot @ F.T + Q
         self.time_s = time_s
@@ -126,7 +103,7 @@ class PoseFilter:
     def closest_equivalent(self, rotation: np.ndarray) -> np.ndarray:
         """The symmetric equivalent of ``rotation`` nearest the current estimate."""
         candidates = rotation[None] @ self.symmetries
-        angles = [np.linalg.norm(_log(c @ self.R.T)) for c in candidates]
+        angles = [np.linalg.norm(rotation_vector(c @ self.R.T)) for c in candidates]
         return candidates[int(np.argmin(angles))]
 
     def update(self, time_s: float, position_m, rotation, position_sigma_m, rotation_sigma_rad: float) -> FilterOutput:
@@ -143,7 +120,7 @@ class PoseFilter:
         H = np.hstack([np.eye(3), np.zeros((3, 3))])
         innovation_p = np.asarray(position_m, float) - self.p
         S_p = H @ self.P_pos @ H.T + np.diag(position_var)
-        innovation_r = _log(rotation @ self.R.T)
+        innovation_r = rotation_vector(rotation @ self.R.T)
         S_r = H @ self.P_rot @ H.T + np.eye(3) * rotation_var
         distance = innovation_p @ np.linalg.solve(S_p, innovation_p) + innovation_r @ np.linalg.solve(S_r, innovation_r)
         if distance > self.config.gate_chi2:
@@ -161,7 +138,7 @@ class PoseFilter:
         self.P_pos = (np.eye(6) - K @ H) @ self.P_pos
         K = self.P_rot @ H.T @ np.linalg.inv(S_r)
         correction = K @ innovation_r
-        self.R = _exp(correction[:3]) @ self.R
+        self.R = rotation_from_vector(correction[:3]) @ self.R
         self.w = self.w + correction[3:]
         self.P_rot = (np.eye(6) - K @ H) @ self.P_rot
         self.last_measurement_s = time_s

@@ -18,6 +18,8 @@ from discopose.geometry.transforms import (
     random_rotation,
     rotation_angle_deg,
     rotation_about_axis,
+    rotation_from_vector,
+    rotation_vector,
 )
 from discopose.geometry.symmetry import Symmetry
 
@@ -33,4 +35,6 @@ __all__ = [
     "random_rotation",
     "rotation_angle_deg",
     "rotation_about_axis",
+    "rotation_from_vector",
+    "rotation_vector",
 ]

@@ -71,6 +71,33 @@ def rotation_about_axis(axis, angle_rad: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle_rad) * k + (1 - np.cos(angle_rad)) * (k @ k)
 
 
+def rotation_from_vector(vector) -> np.ndarray:
+    """The rotation of a rotation vector (axis times angle in radians): the exponential map of SO(3)."""
+    vector = np.asarray(vector, float)
+    angle = float(np.linalg.norm(vector))
+    return np.eye(3) if angle < 1e-12 else rotation_about_axis(vector, angle)
+
+
+def rotation_vector(rotation: np.ndarray) -> np.ndarray:
+    """The rotation vector (axis times angle in radians, angle in [0, pi]) of ``rotation``: the logarithm map of
+    SO(3), the inverse of :func:`rotation_from_vector`."""
+    cos = np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0)
+    angle = np.arccos(cos)
+    if angle < 1e-9:
+        return np.zeros(3)
+    skew = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
+    if np.pi - angle < 1e-6:
+        # Near pi the skew part vanishes: R ~ 2 a a^T - I, so any column of (R + I) / 2 is a multiple of
+        # the axis a; the largest one carries the components' relative signs (a and -a are both right).
+        symmetric = (rotation + np.eye(3)) / 2
+        column = symmetric[:, int(np.argmax(np.diag(symmetric)))]
+        axis = column / np.linalg.norm(column)
+        if axis @ skew < 0:  # just below pi the skew part still tells the sign
+            axis = -axis
+        return angle * axis
+    return angle * skew / (2 * np.sin(angle))
+
+
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """Rotation drawn uniformly from SO(3) (normalised Gaussian quaternion)."""
     q = rng.normal(size=4)
