@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from discopose.estimator.filter import FilterConfig, PoseFilter
-from discopose.estimator.quality import tracking_quality
+from discopose.estimator.quality import ground_truth_poses, tracking_quality
 from discopose.geometry.transforms import matrix_from_quat_wxyz, quat_wxyz_from_matrix, rotation_vector
 
 # Hindsight windows, frames (centred): ~0.2 s and ~0.4 s at 30 fps.
@@ -57,15 +57,13 @@ def replay(records: list[dict], config: FilterConfig) -> list[dict]:
 def raw_errors(records: list[dict], ground_truth: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frame indices, position errors (N, 3) in mm and rotation errors (N, 3) as tangent vectors in degrees of the
     valid raw measurements, in the frame they were published in."""
-    rows = {row["frame"]: row for row in map(json.loads, ground_truth.read_text().splitlines()) if row}
+    truths = ground_truth_poses(ground_truth, records[0]["frame"])
     frames, position, rotation = [], [], []
     for record in records:
         if not record["raw_valid"]:
             continue
         index = next(iter(record["frame_index"].values()))
-        row = rows[index]
-        truth = np.asarray(row["world_from_object"] if record["frame"] == "world" else
-                           row["camera_from_object"][record["frame"].split(":", 1)[1]])
+        truth = truths[index]
         frames.append(index)
         position.append(1000 * (np.asarray(record["raw_position_m"]) - truth[:3, 3]))
         rotation.append(np.degrees(rotation_vector(matrix_from_quat_wxyz(record["raw_quat_wxyz"]) @ truth[:3, :3].T)))

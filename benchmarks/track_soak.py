@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -33,6 +34,17 @@ from discopose.camera import CameraModel
 from discopose.estimator.sources import CameraSource
 from discopose.estimator.tracker import TrackConfig, Tracker
 from discopose.render.trajectory import render_trajectory_video
+
+
+class Published(NamedTuple):
+    """What the soak keeps of one published message."""
+
+    run_s: float  # since the run started (monotonic)
+    capture_time_s: float
+    latency_s: float
+    pulled_camera_state: str  # the state the message gives the camera that is pulled mid-run
+    valid: bool
+    measurement_age_s: float | None
 
 
 class LoopingWebcam:
@@ -105,15 +117,16 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
                 samples.append((now, rss_mb()))
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    published = []
+    published: list[Published] = []
     original_step = tracker.step
 
     def step():  # what the windows and the unplug checks read of each published message (a few numbers: the
         # whole messages, kept for 30 minutes, would grow this process's memory by far more than the tracker does)
         message = original_step()
         if message is not None:
-            published.append((time.monotonic() - start, message["capture_time_s"], message["latency_s"],
-                              message["cameras"][first]["state"], message["valid"], message["measurement_age_s"]))
+            published.append(Published(time.monotonic() - start, message["capture_time_s"], message["latency_s"],
+                                        message["cameras"][first]["state"], message["valid"],
+                                        message["measurement_age_s"]))
         return message
     tracker.step = step
     try:
@@ -124,14 +137,14 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     unplug_s0, unplug_s1 = unplug[0] - start, unplug[1] - start
     back = next((t for t, state in states if t >= unplug_s1 and state == "ok"), None)
     # Poses of frames captured while the camera was out (a frame read just before still publishes a little later).
-    in_unplug = [row for row in published if unplug[0] <= row[1] < unplug[1]]
-    claimed_ok = sum(state == "ok" for _, _, _, state, _, _ in in_unplug)
-    stale_valid = sum(valid and (age or 0) > tracker.config.valid_max_age_s
-                      for _, _, _, _, valid, age in in_unplug) if len(names) == 1 else None
+    in_unplug = [row for row in published if unplug[0] <= row.capture_time_s < unplug[1]]
+    claimed_ok = sum(row.pulled_camera_state == "ok" for row in in_unplug)
+    stale_valid = sum(row.valid and (row.measurement_age_s or 0) > tracker.config.valid_max_age_s
+                      for row in in_unplug) if len(names) == 1 else None
     windows = []
     edges = np.arange(0, duration + 1e-9, 60 * window_min)
     for low, high in zip(edges, edges[1:]):
-        latencies = [1000 * latency for t, _, latency, _, _, _ in published if low <= t < high]
+        latencies = [1000 * row.latency_s for row in published if low <= row.run_s < high]
         memory = [mb for t, mb in samples if low <= t < high]
         windows.append({"minutes": [low / 60, high / 60], "messages": len(latencies),
                         "hz": len(latencies) / (high - low),
@@ -174,9 +187,11 @@ def main():
             clip = render_trajectory_video(world, Path(tmp) / f"clip{count}.mp4", num_frames=150, fps=30.0)
             result = soak(estimator, clip, args.minutes, args.window, args.unplug_at, args.unplug_s)
             results.append(result)
-            print(f"## {count} camera(s): {result['messages']} poses, RSS slope "
-                  f"{result['rss_slope_mb_per_hour']:+.1f} MB/hour, p99 drift {100 * (result['p99_drift'] or 0):+.0f}%, "
-                  f"followed {result['followed']}")
+            slope = result["rss_slope_mb_per_hour"]
+            slope = "not fitted (fewer than 3 memory samples after the first window)" if slope is None else \
+                f"{slope:+.1f} MB/hour"
+            print(f"## {count} camera(s): {result['messages']} poses, RSS slope {slope}, p99 drift "
+                  f"{100 * (result['p99_drift'] or 0):+.0f}%, followed {result['followed']}")
             print("| minutes | Hz | latency p50 / p99 ms | RSS MB |\n|---|---|---|---|")
             for w in result["windows"]:
                 print(f"| {w['minutes'][0]:g}-{w['minutes'][1]:g} | {w['hz']:.1f} | {w['latency_ms_p50'] or 0:.0f} / "

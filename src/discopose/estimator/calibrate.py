@@ -55,6 +55,10 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
                             "followed_error_rotation_rad")}
     pending: list = []
     rng = np.random.default_rng(0)
+    shape_group = symmetries if len(symmetries) > 1 else None
+
+    def rotation_error_rad(rotation: np.ndarray, truth: np.ndarray) -> float:
+        return np.radians(re(rotation, truth[:3, :3], shape_group))
 
     def flush():
         poses = estimator.predict_views([(image, camera) for image, camera, _ in pending])
@@ -67,8 +71,7 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
             rows["network_covariance"].append(extra["network_position_covariance_m2"])
             disagreement = extra["position_disagreement_m"]
             rows["position_disagreement_m"].append(np.full(3, np.nan) if disagreement is None else disagreement)
-            rows["error_rotation_rad"].append(np.radians(re(pose.rotation, truth[:3, :3],
-                                                            symmetries if len(symmetries) > 1 else None)))
+            rows["error_rotation_rad"].append(rotation_error_rad(pose.rotation, truth))
             rows["network_rotation_sigma_rad"].append(extra["network_rotation_sigma_rad"])
             angle = extra["rotation_disagreement_rad"]
             rows["rotation_disagreement_rad"].append(np.nan if angle is None else angle)
@@ -86,8 +89,7 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
                 continue
             aligned = followed.frame_from_object
             rows["followed_error_position_m"].append(aligned[:3, 3] - truth[:3, 3])
-            rows["followed_error_rotation_rad"].append(np.radians(re(aligned[:3, :3], truth[:3, :3],
-                                                                     symmetries if len(symmetries) > 1 else None)))
+            rows["followed_error_rotation_rad"].append(rotation_error_rad(aligned[:3, :3], truth))
         pending.clear()
 
     for sample in iter_samples(open_dataset(data), limit=limit):

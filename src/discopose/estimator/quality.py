@@ -11,6 +11,16 @@ from discopose.geometry.transforms import matrix_from_quat_wxyz
 from discopose.models.metrics import re
 
 
+def ground_truth_poses(ground_truth_jsonl: str | Path, frame: str) -> dict[int, np.ndarray]:
+    """A rendered clip's true pose (4x4) per frame index, in ``frame`` as poses are published (``world`` or
+    ``camera:<name>``)."""
+    rows = [json.loads(line) for line in Path(ground_truth_jsonl).read_text().splitlines() if line.strip()]
+    if frame == "world":
+        return {row["frame"]: np.asarray(row["world_from_object"]) for row in rows}
+    camera = frame.split(":", 1)[1]
+    return {row["frame"]: np.asarray(row["camera_from_object"][camera]) for row in rows}
+
+
 def tracking_quality(records_jsonl: str | Path, ground_truth_jsonl: str | Path, symmetries: np.ndarray | None = None,
                      skip: int = 10) -> dict:
     """Compare a ``--record`` file with a rendered clip's ``.gt.jsonl``, in the frame the poses were
@@ -20,16 +30,11 @@ def tracking_quality(records_jsonl: str | Path, ground_truth_jsonl: str | Path, 
     in mm and degrees, over consecutive processed frames. The first ``skip`` poses (filter warm-up) are
     left out.
     """
-    rows = [json.loads(line) for line in Path(ground_truth_jsonl).read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in Path(records_jsonl).read_text().splitlines() if line.strip()][skip:]
     if not records:
         raise DiscoposeError(f"{records_jsonl} holds no more than {skip} poses; track longer to judge quality")
     frame = records[0]["frame"]
-    if frame == "world":
-        truth = {row["frame"]: np.asarray(row["world_from_object"]) for row in rows}
-    else:
-        camera = frame.split(":", 1)[1]
-        truth = {row["frame"]: np.asarray(row["camera_from_object"][camera]) for row in rows}
+    truth = ground_truth_poses(ground_truth_jsonl, frame)
     result = {"frames": len(records), "frame": frame}
     for kind, pos_key, quat_key in (("raw", "raw_position_m", "raw_quat_wxyz"), ("filtered", "position_m", "quat_wxyz")):
         t_err, r_err, steps_t, steps_r = [], [], [], []
