@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -36,25 +35,43 @@ from discopose.estimator.tracker import TrackConfig, Tracker
 from discopose.render.trajectory import render_trajectory_video
 
 
-class Published(NamedTuple):
-    """What the soak keeps of one published message."""
+class PublishedLog:
+    """What the soak keeps of each published message, in arrays allocated and written up front: rows appended
+    to a list for 30 minutes grew this process by ~6 MB, which the RSS slope would have blamed on the tracker."""
 
-    run_s: float  # since the run started (monotonic)
-    capture_time_s: float
-    latency_s: float
-    pulled_camera_state: str  # the state the message gives the camera that is pulled mid-run
-    valid: bool
-    measurement_age_s: float | None
+    def __init__(self, capacity: int):
+        self.count = 0
+        self.run_s, self.capture_time_s, self.latency_s, self.measurement_age_s = (
+            np.full(capacity, np.nan) for _ in range(4))
+        self.pulled_camera_ok, self.valid = np.full(capacity, False), np.full(capacity, False)
+
+    def add(self, run_s: float, message: dict, pulled_camera: str) -> None:
+        i = self.count
+        if i == len(self.run_s):
+            raise RuntimeError(f"soak log full after {i} messages: raise its capacity")
+        self.run_s[i], self.capture_time_s[i], self.latency_s[i] = run_s, message["capture_time_s"], message["latency_s"]
+        self.measurement_age_s[i] = np.nan if message["measurement_age_s"] is None else message["measurement_age_s"]
+        self.pulled_camera_ok[i] = message["cameras"][pulled_camera]["state"] == "ok"
+        self.valid[i] = message["valid"]
+        self.count += 1
+
+    def column(self, name: str) -> np.ndarray:
+        return getattr(self, name)[:self.count]
 
 
 class LoopingWebcam:
-    """A cv2.VideoCapture-like live camera over a video file: it loops, paces itself at ``fps`` and, between the
-    monotonic times ``unplugged_s``, fails every read (and every reopen, through :meth:`opener`)."""
+    """A cv2.VideoCapture-like live camera over a looping video file, on a clock shared by the rig: at run time t it
+    shows frame ``round(t * fps) % frames`` of the clip, as a live camera shows the present — one that fell behind
+    or was plugged back in skips ahead rather than replaying what the others showed seconds ago (before, the
+    replugged camera restarted its clip, so fusion saw three different moments). Between the monotonic times
+    ``unplugged_s`` every read fails, and so does every reopen (:meth:`opener`)."""
 
-    def __init__(self, path: str, fps: float, unplugged_s: tuple[float, float] | None):
-        self.path, self.period_s, self.unplugged_s = path, 1.0 / fps, unplugged_s
+    def __init__(self, path: str, fps: float, origin_s: float, unplugged_s: tuple[float, float] | None):
+        self.period_s, self.origin_s, self.unplugged_s = 1.0 / fps, origin_s, unplugged_s
         self.capture = cv2.VideoCapture(path)
-        self.next_time = time.monotonic()
+        self.frames = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.position = 0  # the decoder's next frame
+        self.tick = -1  # the clock tick of the last frame delivered
 
     def unplugged(self) -> bool:
         return self.unplugged_s is not None and self.unplugged_s[0] <= time.monotonic() < self.unplugged_s[1]
@@ -65,12 +82,17 @@ class LoopingWebcam:
     def read(self):
         if self.unplugged():
             return False, None
-        self.next_time = max(self.next_time + self.period_s, time.monotonic() - self.period_s)
-        time.sleep(max(self.next_time - time.monotonic(), 0.0))
-        ok, image = self.capture.read()
-        if not ok:  # the end of the clip: loop
+        self.tick = max(self.tick + 1, int((time.monotonic() - self.origin_s) / self.period_s))
+        time.sleep(max(self.origin_s + self.tick * self.period_s - time.monotonic(), 0.0))
+        target = self.tick % self.frames
+        if target < self.position:  # looped (or far behind): back to the start, then forward
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, image = self.capture.read()
+            self.position = 0
+        while self.position < target:  # skipped frames are decoded, not converted: what a late reader costs
+            self.capture.grab()
+            self.position += 1
+        ok, image = self.capture.read()
+        self.position += 1
         return ok, image
 
     def get(self, prop):
@@ -80,9 +102,9 @@ class LoopingWebcam:
         self.capture.release()
 
     @classmethod
-    def opener(cls, fps: float, unplugged_s: tuple[float, float] | None):
+    def opener(cls, fps: float, origin_s: float, unplugged_s: tuple[float, float] | None):
         def open_fn(uri: str):
-            camera = cls(uri, fps, unplugged_s)
+            camera = cls(uri, fps, origin_s, unplugged_s)
             if camera.unplugged():
                 raise OSError("no such device (unplugged)")
             return camera, True
@@ -103,30 +125,32 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     unplug = (start + unplug_at * duration, start + unplug_at * duration + unplug_s)
     names = list(clip.videos)
     sources = {name: CameraSource(name, str(video), open_fn=LoopingWebcam.opener(
-        30.0, unplug if i == 0 else None)) for i, (name, video) in enumerate(clip.videos.items())}
+        30.0, start, unplug if i == 0 else None)) for i, (name, video) in enumerate(clip.videos.items())}
     calibrations = {name: CameraModel.load(path) for name, path in clip.cameras.items()}
     tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", duration_s=duration))
-    samples, states, stop = [], [], threading.Event()
+    published = PublishedLog(capacity=int(duration * 40) + 1000)  # past the cameras' 30 Hz
+    memory = np.full((int(duration / 5) + 10, 2), np.nan)  # (run s, RSS MB) every 5 s
+    transitions = [(0.0, sources[names[0]].state)]  # the pulled camera's state, when it changes
+    stop = threading.Event()
     first = names[0]
 
-    def sample():  # resident memory every 5 s, the pulled camera's state every 0.1 s
+    def sample():
+        samples = 0
         while not stop.wait(0.1):
             now = time.monotonic() - start
-            states.append((now, sources[first].state))
-            if not samples or now - samples[-1][0] >= 5.0:
-                samples.append((now, rss_mb()))
+            if sources[first].state != transitions[-1][1]:
+                transitions.append((now, sources[first].state))
+            if samples < len(memory) and (samples == 0 or now - memory[samples - 1, 0] >= 5.0):
+                memory[samples] = now, rss_mb()
+                samples += 1
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    published: list[Published] = []
     original_step = tracker.step
 
-    def step():  # what the windows and the unplug checks read of each published message (a few numbers: the
-        # whole messages, kept for 30 minutes, would grow this process's memory by far more than the tracker does)
+    def step():
         message = original_step()
         if message is not None:
-            published.append(Published(time.monotonic() - start, message["capture_time_s"], message["latency_s"],
-                                        message["cameras"][first]["state"], message["valid"],
-                                        message["measurement_age_s"]))
+            published.add(time.monotonic() - start, message, first)
         return message
     tracker.step = step
     try:
@@ -135,31 +159,36 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
         stop.set()
         sampler.join()
     unplug_s0, unplug_s1 = unplug[0] - start, unplug[1] - start
-    back = next((t for t, state in states if t >= unplug_s1 and state == "ok"), None)
+    back = next((t for t, state in transitions if t >= unplug_s1 and state == "ok"), None)
+    run_s, capture_s, latency_ms = (published.column(c) for c in ("run_s", "capture_time_s", "latency_s"))
+    latency_ms = 1000 * latency_ms
     # Poses of frames captured while the camera was out (a frame read just before still publishes a little later).
-    in_unplug = [row for row in published if unplug[0] <= row.capture_time_s < unplug[1]]
-    claimed_ok = sum(row.pulled_camera_state == "ok" for row in in_unplug)
-    stale_valid = sum(row.valid and (row.measurement_age_s or 0) > tracker.config.valid_max_age_s
-                      for row in in_unplug) if len(names) == 1 else None
+    in_unplug = (unplug[0] <= capture_s) & (capture_s < unplug[1])
+    claimed_ok = int(np.sum(in_unplug & published.column("pulled_camera_ok")))
+    age = np.nan_to_num(published.column("measurement_age_s"), nan=0.0)
+    stale_valid = int(np.sum(in_unplug & published.column("valid") & (age > tracker.config.valid_max_age_s))) \
+        if len(names) == 1 else None
     windows = []
+    memory = memory[~np.isnan(memory[:, 0])]
     edges = np.arange(0, duration + 1e-9, 60 * window_min)
     for low, high in zip(edges, edges[1:]):
-        latencies = [1000 * row.latency_s for row in published if low <= row.run_s < high]
-        memory = [mb for t, mb in samples if low <= t < high]
+        latencies = latency_ms[(low <= run_s) & (run_s < high)]
+        rss = memory[(low <= memory[:, 0]) & (memory[:, 0] < high), 1]
         windows.append({"minutes": [low / 60, high / 60], "messages": len(latencies),
                         "hz": len(latencies) / (high - low),
-                        "latency_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
-                        "latency_ms_p99": float(np.percentile(latencies, 99)) if latencies else None,
-                        "rss_mb": float(np.median(memory)) if memory else None})
-    later = [(t, mb) for t, mb in samples if t >= 60 * window_min] or samples
-    slope = float(np.polyfit([t for t, _ in later], [mb for _, mb in later], 1)[0] * 3600) if len(later) > 2 else None
+                        "latency_ms_p50": float(np.percentile(latencies, 50)) if len(latencies) else None,
+                        "latency_ms_p99": float(np.percentile(latencies, 99)) if len(latencies) else None,
+                        "rss_mb": float(np.median(rss)) if len(rss) else None})
+    later = memory[memory[:, 0] >= 60 * window_min]
+    later = later if len(later) > 2 else memory
+    slope = float(np.polyfit(later[:, 0], later[:, 1], 1)[0] * 3600) if len(later) > 2 else None
     p99 = [w["latency_ms_p99"] for w in windows if w["latency_ms_p99"] is not None]
     return {"cameras": len(names), "minutes": minutes, "messages": stats["messages"], "windows": windows,
             "rss_slope_mb_per_hour": slope, "p99_drift": (p99[-1] / p99[0] - 1) if len(p99) > 1 else None,
             "unplug": {"camera": first, "at_s": unplug_s0, "for_s": unplug_s,
                        "back_after_replug_s": None if back is None else back - unplug_s1,
                        "came_back": back is not None, "reconnects": stats["cameras"][first]["reconnects"],
-                       "published_while_away": len(in_unplug), "claimed_ok_while_away": claimed_ok,
+                       "published_while_away": int(np.sum(in_unplug)), "claimed_ok_while_away": claimed_ok,
                        "stale_valid_while_away": stale_valid},
             "followed": stats.get("followed")}
 

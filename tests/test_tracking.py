@@ -10,6 +10,7 @@ from discopose._errors import DiscoposeError
 from discopose.estimator.filter import FilterConfig, PoseFilter
 from discopose.estimator.publisher import PosePublisher, PoseSubscriber, validate_message
 from discopose.estimator.sources import CameraSource
+from discopose.estimator.tracker import RecentLatencies
 from discopose.geometry import random_rotation, rotation_about_axis, rotation_angle_deg
 from discopose.geometry.symmetry import Symmetry
 from tests.conftest import NO_HAND, ONE_DISTANCE
@@ -128,6 +129,17 @@ def _message(seq_time):
             "velocity_m_s": [0, 0, 0], "angular_velocity_rad_s": [0, 0, 0], "covariance": np.eye(6).tolist(),
             "measurement_age_s": 0.0, "accepted": True, "valid": True, "confidence": 0.9, "measurement_valid": True,
             "measurement_confidence": 0.9, "cameras": {"cam0": {"state": "ok", "age_s": 0.01}}}
+
+
+def test_tracker_latency_record_is_bounded_and_reports_the_recent_window():
+    # A tracker runs for hours: its latency record must not grow with the run, and its percentiles must be of the
+    # newest messages (an index that never wraps, or one that keeps the oldest, reads 0.1 s here).
+    recent = RecentLatencies(capacity=100)
+    for i in range(1000):
+        recent.add(0.1 if i < 900 else 0.001 * (i - 900))
+    assert recent.count == 1000 and recent._values.nbytes == 100 * 8
+    assert recent.percentile_ms(99) == pytest.approx(np.percentile(np.arange(100), 99), abs=1e-6)
+    assert RecentLatencies(10).percentile_ms(50) is None
 
 
 def test_pub_sub_round_trip_on_localhost():
