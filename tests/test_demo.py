@@ -10,10 +10,17 @@ import pytest
 def test_demo_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     # --resume on a fresh folder starts everything (scripts/train_shipped_model.sh always passes it).
+    # A budget no CPU meets: both stages' training rates are measured, the crop stage keeps its one epoch (never
+    # under the minimum) and the run says it is over budget.
     result = subprocess.run([sys.executable, "-m", "discopose.cli", "demo", "--quick", "--out", str(out), "--resume",
-                             "--publish", "tcp://127.0.0.1:0", "--quiet"], capture_output=True, text=True, timeout=900)
+                             "--publish", "tcp://127.0.0.1:0", "--quiet", "--budget", "0.05"], capture_output=True,
+                            text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "demo_summary.json").read_text())
+    budget = summary["budget"]
+    assert budget["crop_epochs"] == summary["plan"]["crop_epochs"] == 1 and not budget["fits"]
+    assert budget["crop_images_s"] > 0 and budget["locator_images_s"] > 0
+    assert json.loads((out / "run" / "budget.json").read_text()) == budget and "budget 0.05 min" in result.stdout
     for path in summary["artefacts"].values():
         assert (tmp_path / path).exists() or __import__("pathlib").Path(path).exists(), path
     tracking = summary["tracking"]
@@ -50,3 +57,23 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert card["cpu"] == summary["cpu"] and "avx2" in card["cpu"] and card["figures"] == summary["results"]
     # The quick recipe validates at epoch ends only: one point per crop epoch.
     assert card["trained_distances_m"] and len(card["val_curve"]) == summary["plan"]["crop_epochs"]
+
+
+def test_the_budget_trains_fewer_crop_epochs_only_where_the_cpu_is_too_slow():
+    from discopose.demo import AFTER_TRAINING_IMAGES, BUDGET_MIN_CROP_EPOCHS, FULL, budgeted_crop_epochs
+
+    def projected_min(elapsed_s, locator_rate, crop_rate, crop_epochs):  # the demo's stages at these rates
+        return (elapsed_s + FULL.frames * FULL.locator_epochs / locator_rate
+                + (FULL.crops * crop_epochs + AFTER_TRAINING_IMAGES) / crop_rate) / 60
+    # Rates like the avx512 class's: the whole recipe fits in 30 minutes and is kept.
+    fast = budgeted_crop_epochs(FULL, 10 * 60, 150.0, 89.0)
+    assert fast["crop_epochs"] == FULL.crop_epochs and fast["fits"] and fast["budget_min"] == 30
+    # Half as fast: the most epochs that fit, and one more would not.
+    slow = budgeted_crop_epochs(FULL, 10 * 60, 75.0, 55.0)
+    epochs = slow["crop_epochs"]
+    assert BUDGET_MIN_CROP_EPOCHS <= epochs < FULL.crop_epochs and slow["fits"]
+    assert projected_min(600, 75.0, 55.0, epochs) <= 30 < projected_min(600, 75.0, 55.0, epochs + 1)
+    assert slow["projected_min"] == pytest.approx(projected_min(600, 75.0, 55.0, epochs), abs=0.05)
+    # The render already took most of the budget: never under the minimum, and said to be over it.
+    late = budgeted_crop_epochs(FULL, 28 * 60, 75.0, 55.0)
+    assert late["crop_epochs"] == BUDGET_MIN_CROP_EPOCHS and not late["fits"]

@@ -467,6 +467,10 @@ def _add_demo_args(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted demo in the same --out: finished datasets and training stages are kept")
+    p.add_argument("--budget", type=float, metavar="MIN",
+                   help="wall-clock budget in minutes (default: 30, none with --quick and --long): after rendering, the training "
+                        "rate is measured and, on a CPU too slow for the whole recipe, the crop stage trains fewer "
+                        "epochs (down to 2); 0 keeps the whole recipe")
     p.add_argument("--object", help="your own mesh (.ply/.obj/.glb/.gltf/.stl/.off; a BOP models/obj_NNNNNN.ply reads "
                                     "models_info.json beside it) instead of the built-in cube")
     p.add_argument("--object-scale", type=float, help="mesh units to metres (default: BOP models and meshes over 5 "
@@ -486,8 +490,10 @@ def cmd_demo(args) -> None:
         print(f"object {args.object}: {user_object.diameter_m * 1000:.0f} mm across; " + "; ".join(user_object.notes))
     elif args.object_scale is not None or args.symmetry:
         raise DiscoposeError("--object-scale and --symmetry describe a mesh: give --object too")
+    if args.budget is not None and args.budget < 0:
+        raise DiscoposeError(f"--budget {args.budget:g}: give minutes >= 0 (0: no budget)")
     summary = run_demo(args.out, plan=plan, workers=args.workers, publish=args.publish, progress=not args.quiet,
-                       seed=args.seed, resume=args.resume, user_object=user_object)
+                       seed=args.seed, resume=args.resume, user_object=user_object, budget_min=args.budget)
     print(format_summary(summary))
 
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from discopose._errors import DiscoposeError
 from discopose._io import atomic_write_json, output_folder
@@ -61,12 +61,15 @@ class DemoPlan:
     realistic_px: tuple  # (width, height) of the proxy's webcam
     seed: int = 0
     crop_val_every_steps: int = 0  # the crop stage's validation within epochs too (its error-vs-views curve)
+    # Wall-clock budget of the whole demo: after rendering, the training rate is measured on this machine and the
+    # crop stage gets the most epochs (down to BUDGET_MIN_CROP_EPOCHS) that fit (see budgeted_crop_epochs).
+    budget_min: float | None = None
 
 
 # About 25 minutes on 2 CPU cores (README: measured).
 FULL = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=3000, crops=12000, val=300, test=300,
                 locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
-                realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480))
+                realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480), budget_min=30.0)
 # The long CPU recipe (the shipped model's), over the same working volume: 2x the frames, 10x the crops, each
 # seen twice: 240,000 crop views (the issue's floor; an earlier five-pass, 240k-view recipe reached 4.5 deg on
 # renders). About 2 h on an avx512 2-core CPU (crops render at ~120/s and train at ~95/s there), twice that on
@@ -77,6 +80,29 @@ LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000,
 QUICK = DemoPlan(frame_px=(64, 48), crop_px=64, test_px=(128, 96), frames=120, crops=160, val=24, test=24,
                  locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=32, realistic=3,
                  realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
+
+
+# What the demo does after training (calibration, eight evaluations, the clip), in crop-training images: about
+# 250 s on the avx512 class, whose crop stage trains at ~89 crops/s (the full plan's stages, 2026-12-05); it runs
+# the same kernels, so it scales with the measured crop rate.
+AFTER_TRAINING_IMAGES = 22_000
+BUDGET_MIN_CROP_EPOCHS = 2
+
+
+def budgeted_crop_epochs(plan: DemoPlan, elapsed_s: float, locator_images_s: float, crop_images_s: float) -> dict:
+    """The crop stage's epochs for ``plan.budget_min``: the plan's when the projected demo fits (render time so
+    far, the locator's and crop stage's images at their measured rates, what follows training), else the most that
+    fit, never under BUDGET_MIN_CROP_EPOCHS (a projection that still overruns is said, not hidden)."""
+    def projected_s(crop_epochs: int) -> float:
+        return (elapsed_s + plan.frames * plan.locator_epochs / locator_images_s
+                + (plan.crops * crop_epochs + AFTER_TRAINING_IMAGES) / crop_images_s)
+    epochs = plan.crop_epochs
+    while epochs > BUDGET_MIN_CROP_EPOCHS and projected_s(epochs) > 60 * plan.budget_min:
+        epochs -= 1
+    return {"budget_min": plan.budget_min, "crop_epochs": epochs, "planned_crop_epochs": plan.crop_epochs,
+            "elapsed_s": round(elapsed_s, 1), "locator_images_s": round(locator_images_s, 1),
+            "crop_images_s": round(crop_images_s, 1), "projected_min": round(projected_s(epochs) / 60, 1),
+            "fits": projected_s(epochs) <= 60 * plan.budget_min}
 
 
 def _headline(result: dict) -> dict:
@@ -124,8 +150,11 @@ def code_version() -> str:
 
 
 def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | None = None, publish: str = "tcp://127.0.0.1:5555",
-             progress: bool = True, seed: int = 0, resume: bool = False, user_object=None) -> dict:
+             progress: bool = True, seed: int = 0, resume: bool = False, user_object=None,
+             budget_min: float | None = None) -> dict:
     """Render, train, calibrate, evaluate and track in ``out``; returns (and writes) ``demo_summary.json``.
+
+    ``budget_min``: replaces the plan's wall-clock budget (0: none; see DemoPlan.budget_min).
 
     ``user_object``: a :class:`~discopose.render.objects.UserObject` (``describe_user_object``) to run the
     same recipe on a user's mesh instead of the built-in cube; distances follow its size."""
@@ -151,6 +180,8 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
         name, plan = "custom", DemoPlan(**{**asdict(plan), "seed": seed})
     else:
         name, plan = plan, DemoPlan(**{**asdict(PLANS[plan]), "seed": seed})
+    if budget_min is not None:
+        plan = replace(plan, budget_min=budget_min or None)
     quick = name in ("quick", "custom")
     root = output_folder(out)
     timings = {}
@@ -216,13 +247,18 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     data = root / "data"
     # --resume goes on from whatever the folder holds: a run stopped before its training began starts it.
     started = any((root / "run" / stage / "last" / "train_state.pt").is_file() for stage in ("locator", "crop"))
+    locator_config = TrainConfig(stage="locator", epochs=plan.locator_epochs, **common)
+    crop_config = TrainConfig(stage="crop", epochs=plan.crop_epochs, val_every_steps=plan.crop_val_every_steps,
+                              **common)
+    budget = _budget(plan, root, data, locator_config, crop_config, time.perf_counter() - timings["render"],
+                     resume and started)
+    if budget is not None:
+        crop_config = replace(crop_config, epochs=budget["crop_epochs"])
     train_estimator(str(data / "frames"), str(data / "crops"), str(root / "run"), frames_val=str(data / "frames_val"),
-                    crops_val=str(data / "crops_val"),
-                    locator_config=TrainConfig(stage="locator", epochs=plan.locator_epochs, **common),
-                    crop_config=TrainConfig(stage="crop", epochs=plan.crop_epochs,
-                                            val_every_steps=plan.crop_val_every_steps, **common), progress=progress,
-                    resume=resume and started)
+                    crops_val=str(data / "crops_val"), locator_config=locator_config, crop_config=crop_config,
+                    progress=progress, resume=resume and started)
     model = root / "run" / "best"
+    stage("calibrate")
     # Calibrated as it runs, refinement on: load() then refines by default and the trust model reads its score
     # (a user's mesh too: the estimator folder carries it).
     calibrate_estimator(model, str(data / "calibration"), refine=True)
@@ -289,7 +325,7 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     names = list(timings)
     durations = {a: round(timings[b] - timings[a], 1) for a, b in zip(names, names[1:])}
     summary = {
-        "plan": {"name": name, **asdict(plan)}, "code_version": code_version(),
+        "plan": {"name": name, **asdict(plan)}, "budget": budget, "code_version": code_version(),
         "object": estimator.object["name"] if user_object is None else {
             "mesh": user_object.mesh, "scale_to_m": user_object.scale_to_m, "diameter_m": user_object.diameter_m,
             "symmetry": user_object.symmetry.to_dict(), "notes": user_object.notes},
@@ -305,6 +341,26 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     }
     atomic_write_json(root / "demo_summary.json", summary)
     return summary
+
+
+def _budget(plan: DemoPlan, root: Path, data: Path, locator_config, crop_config, elapsed_s: float,
+            resumed: bool) -> dict | None:
+    """Sizes the crop stage to ``plan.budget_min`` (budgeted_crop_epochs) from both stages' training rates measured
+    here; kept in run/budget.json, so that --resume goes on with the schedule the run started with."""
+    if plan.budget_min is None:
+        return None
+    from discopose.models.train import measure_training_rate
+    saved = root / "run" / "budget.json"
+    if resumed and saved.is_file():
+        return json.loads(saved.read_text())
+    budget = budgeted_crop_epochs(plan, elapsed_s, measure_training_rate(str(data / "frames"), locator_config),
+                                  measure_training_rate(str(data / "crops"), crop_config))
+    log.info("demo: budget %g min: this CPU trains %.0f frames/s and %.0f crops/s, so the crop stage gets %d of %d "
+             "epochs (%s %.1f min%s)", plan.budget_min, budget["locator_images_s"], budget["crop_images_s"],
+             budget["crop_epochs"], plan.crop_epochs, "projected", budget["projected_min"],
+             "" if budget["fits"] else ": over budget even at the fewest epochs")
+    atomic_write_json(saved, budget)
+    return budget
 
 
 def format_distance_bands(rows: list[dict]) -> str:
@@ -325,6 +381,11 @@ def format_summary(summary: dict) -> str:
     quality = track["quality"]
     lines = [f"demo finished in {summary['total_seconds'] / 60:.1f} min ({json.dumps(summary['seconds'])}), "
              f"seed {summary['plan']['seed']}"]
+    budget = summary.get("budget")
+    if budget:
+        lines.append(f"budget {budget['budget_min']:g} min: crop stage {budget['crop_epochs']} of "
+                     f"{budget['planned_crop_epochs']} epochs at {budget['crop_images_s']:.0f} crops/s "
+                     f"(projected {budget['projected_min']:.1f} min)")
     for name, row in summary["results"].items():
         chance = row["chance"]
         lines.append(f"{name:28s} median {row['te_mm_median']:5.1f} mm {row['re_deg_median']:5.1f} deg, "

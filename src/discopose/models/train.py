@@ -248,6 +248,67 @@ def learning_rate_schedule(optimizer, max_lr: float, total_steps: int, step: int
     return scheduler
 
 
+def _optimization_step(net, optimizer, scaler, images, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor,
+                       shape_group: torch.Tensor | None, use_amp: bool) -> tuple[torch.Tensor, dict, float]:
+    """One step of the loop: forward, every head's loss, backward, update. Returns the loss, its parts and the
+    regressed rotation's error up to the shape on this batch (degrees)."""
+    device = symmetries.device
+    images = images.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
+                        enabled=use_amp):
+        prediction = net(images)
+    prediction = {k: v.float() for k, v in prediction.items()}
+    reported = reported_rotation_errors(prediction, target, spec, symmetries) if spec.dense else None
+    regressed_shape_deg = _regressed_error_deg(prediction, target, shape_group if shape_group is not None else symmetries)
+    loss, parts = pose_loss(prediction, target["position_uvz"].to(device), target["rotation"].to(device),
+                            symmetries, shape_group, reported_rotation_error=reported)
+    if "dense_mask" in target:
+        dense, dense_parts = dense_loss(prediction, target["dense_mask"].to(device),
+                                        target["dense_coordinates"].to(device), symmetries)
+        loss = loss + dense
+        parts.update(dense_parts)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, parts, regressed_shape_deg
+
+
+def measure_training_rate(data: str, config: TrainConfig, steps: int = 12, warmup: int = 3) -> float:
+    """Training images per second of ``config``'s loop on ``data`` on this machine (CPU), from ``steps`` real
+    steps (loader, augmentation, forward, losses, backward, update) after ``warmup`` untimed ones, on a throwaway
+    copy of the network: what sizes a time-budgeted run (``discopose demo``) before its schedule is fixed."""
+    torch.manual_seed(config.seed)
+    info = open_dataset(data)
+    shape_rotations = classified_rotations(info.manifest["object"])
+    spec = network_spec(info, config)
+    spec.shape_rotations = shape_rotations.tolist()
+    spec.rotation_head = rotation_head_for(config, spec)
+    model = PoseNet(spec, pretrained=config.pretrained)
+    if config.channels_last in ("on", "auto"):
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cpu", enabled=config.amp == "on")
+    symmetries = torch.tensor(info.symmetry.matrices(), dtype=torch.float32)
+    shape_group = torch.tensor(shape_rotations, dtype=torch.float32) if len(shape_rotations) else None
+    loader = make_loader(info, spec, config.batch_size, train=True, num_workers=config.num_workers,
+                         shuffle_buffer=config.shuffle_buffer, augment_strength=config.augment, seed=config.seed)
+    images_timed, started = 0, None
+    for index, (images, target) in enumerate(loader):
+        if index == warmup:
+            started = time.perf_counter()
+        if index == warmup + steps:
+            break
+        _optimization_step(model, optimizer, scaler, images, target, spec, symmetries, shape_group,
+                           config.amp == "on")
+        images_timed += len(images) if index >= warmup else 0
+    if started is None or images_timed == 0:
+        raise DatasetError(f"{data}: too few samples to time {warmup + steps} training steps of {config.batch_size}")
+    return images_timed / (time.perf_counter() - started)
+
+
 def _validate(model, val_info, train_info, meta: dict, points: np.ndarray, config: TrainConfig, device, writer,
               step: int, world: int, when: str, stage: str, out_dir: Path) -> dict:
     """Validate ``model``: log every head's error (and TensorBoard's val/ scalars at ``step``), append the row to
@@ -379,25 +440,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
         for batch_index, (images, target) in enumerate(loader):
             if batch_index >= steps_per_epoch:
                 break
-            images = images.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
-                                enabled=use_amp):
-                prediction = net(images)
-            prediction = {k: v.float() for k, v in prediction.items()}
-            reported = reported_rotation_errors(prediction, target, spec, symmetries) if spec.dense else None
-            regressed_shape_deg = _regressed_error_deg(prediction, target,
-                                                       shape_group if shape_group is not None else symmetries)
-            loss, parts = pose_loss(prediction, target["position_uvz"].to(device), target["rotation"].to(device),
-                                    symmetries, shape_group, reported_rotation_error=reported)
-            if "dense_mask" in target:
-                dense, dense_parts = dense_loss(prediction, target["dense_mask"].to(device),
-                                                target["dense_coordinates"].to(device), symmetries)
-                loss = loss + dense
-                parts.update(dense_parts)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss, parts, regressed_shape_deg = _optimization_step(net, optimizer, scaler, images, target, spec,
+                                                                  symmetries, shape_group, use_amp)
             if step < total_steps:
                 scheduler.step()
             step += 1
