@@ -80,10 +80,10 @@ class LoopingWebcam:
         return self.capture.isOpened()
 
     def read(self):
-        if self.unplugged():
-            return False, None
         self.tick = max(self.tick + 1, int((time.monotonic() - self.origin_s) / self.period_s))
         time.sleep(max(self.origin_s + self.tick * self.period_s - time.monotonic(), 0.0))
+        if self.unplugged():  # after the wait: no frame of a tick inside the unplug is delivered
+            return False, None
         target = self.tick % self.frames
         if target < self.position:  # looped (or far behind): back to the start, then forward
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -109,6 +109,9 @@ class LoopingWebcam:
                 raise OSError("no such device (unplugged)")
             return camera, True
         return open_fn
+
+
+UNPLUG_STAMP_SLACK_S = 0.1
 
 
 def rss_mb() -> float:
@@ -162,8 +165,9 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     back = next((t for t, state in transitions if t >= unplug_s1 and state == "ok"), None)
     run_s, capture_s, latency_ms = (published.column(c) for c in ("run_s", "capture_time_s", "latency_s"))
     latency_ms = 1000 * latency_ms
-    # Poses of frames captured while the camera was out (a frame read just before still publishes a little later).
-    in_unplug = (unplug[0] <= capture_s) & (capture_s < unplug[1])
+    # Poses of frames captured while the camera was out. CameraSource stamps a frame once it is decoded, so the last
+    # frame read before the pull can carry a stamp a few milliseconds inside the window: UNPLUG_STAMP_SLACK_S.
+    in_unplug = (unplug[0] + UNPLUG_STAMP_SLACK_S <= capture_s) & (capture_s < unplug[1])
     claimed_ok = int(np.sum(in_unplug & published.column("pulled_camera_ok")))
     age = np.nan_to_num(published.column("measurement_age_s"), nan=0.0)
     stale_valid = int(np.sum(in_unplug & published.column("valid") & (age > tracker.config.valid_max_age_s))) \
