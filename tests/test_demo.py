@@ -77,3 +77,15 @@ def test_the_budget_trains_fewer_crop_epochs_only_where_the_cpu_is_too_slow():
     # The render already took most of the budget: never under the minimum, and said to be over it.
     late = budgeted_crop_epochs(FULL, 28 * 60, 75.0, 55.0)
     assert late["crop_epochs"] == BUDGET_MIN_CROP_EPOCHS and not late["fits"]
+
+
+def test_speed_figures_say_when_torch_is_held_to_the_slow_class(monkeypatch):
+    # The demo summary, training log and benchmarks print describe_cpu() beside their speeds: a fast machine held to
+    # AVX2 kernels must not read as its own class there.
+    from discopose._hardware import describe_cpu
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert "held" not in describe_cpu()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert describe_cpu().endswith("; torch held to ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2")

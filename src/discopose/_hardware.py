@@ -1,6 +1,7 @@
 """What the CPU can do, for choosing speed knobs and for printing beside every speed figure."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 # The flags that change which kernels torch/oneDNN and ONNX Runtime pick on x86.
@@ -19,11 +20,13 @@ def cpu_flags() -> frozenset:
 
 
 def describe_cpu() -> str:
-    """``avx2 yes, avx512f no, ...`` for the flags in :data:`SPEED_FLAGS` (``unknown`` off Linux)."""
+    """``avx2 yes, avx512f no, ...`` for the flags in :data:`SPEED_FLAGS` (``unknown`` off Linux), and torch's
+    kernels where they are held below what the CPU has (a fast machine measuring the slow class's figures)."""
     flags = cpu_flags()
-    if not flags:
-        return "CPU flags unknown"
-    return ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in SPEED_FLAGS)
+    text = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in SPEED_FLAGS) if flags else \
+        "CPU flags unknown"
+    held = [f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(name)]
+    return text + (f"; torch held to {' '.join(held)}" if held else "")
 
 
 def has_native_bf16() -> bool:
