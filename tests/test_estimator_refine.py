@@ -247,4 +247,13 @@ def test_the_refinement_is_on_by_default_where_it_was_calibrated(estimators, tmp
     np.testing.assert_allclose(followed[0].position_sigma_m, trust.followed_position_sigma_m)
     calibrate_estimator(model, str(data), refine=False)
     assert not discopose.load(model).refines and discopose.load(model, refine=True).refines
-    assert "trust_networks" not in json.loads((model / "estimator.json").read_text())
+    calibrated_off = json.loads((model / "estimator.json").read_text())
+    assert "trust_networks" not in calibrated_off
+    # The networks-only model stored with the refined one is read off the same pass (each view's networks run
+    # once): what calibrating with the refinement off fits. Catches a derived model fitted on the refined poses,
+    # or with the alignment's signals left in.
+    derived, direct = index["trust_networks"], calibrated_off["trust"]
+    assert derived["samples"] == direct["samples"] and derived["fit_report"]["refine"] is False
+    for key in ("position_scale", "position_disagreement", "rotation_scale", "rotation_disagreement", "weights", "bias",
+                "feature_mean", "feature_std", "threshold"):
+        assert np.allclose(derived[key], direct[key], rtol=1e-6, atol=1e-9, equal_nan=True), (key, derived[key], direct[key])

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # One frame's motion, where the tracker follows from the last frame's pose: a hand turning the cube at up to
 # 90 deg/s and moving it at up to 0.15 m/s, seen at 30 fps. The followed poses' sigmas are fitted from it.
 FOLLOW_MOTION_DEG = 3.0
+# The signals the alignment adds (PoseEstimator._trusted_pose): absent where the estimator does not refine.
+ALIGNMENT_SIGNALS = ("alignment_score", "alignment_shift_deg")
 FOLLOW_MOTION_M = 0.005
 
 
@@ -42,7 +44,9 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
     with what the networks stated before calibration, the consistency signals, whether the refinement replaced
     the pose (``refined``; always False for an estimator that does not refine) and the truth. An estimator that
     refines also follows each view from one frame's motion off the truth (:func:`one_frame_motion`): the error
-    of what it followed (``followed_error_*``; NaN where it would have run the networks instead)."""
+    of what it followed (``followed_error_*``; NaN where it would have run the networks instead), and what the
+    same views give with the refinement off, read off the same pass (``network_error_*``, ``network_signals``: the
+    networks' pose, and the signals without the alignment's)."""
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.reader import iter_samples, open_dataset
     from discopose.geometry.symmetry import Symmetry
@@ -52,7 +56,8 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
     rows = {k: [] for k in ("error_position_m", "network_covariance", "position_disagreement_m", "error_rotation_rad",
                             "network_rotation_sigma_rad", "rotation_disagreement_rad", "signals", "position_sigma_m",
                             "rotation_sigma_rad", "confidence", "valid", "refined", "followed_error_position_m",
-                            "followed_error_rotation_rad")}
+                            "followed_error_rotation_rad", "network_error_position_m", "network_error_rotation_rad",
+                            "network_signals")}
     pending: list = []
     rng = np.random.default_rng(0)
     shape_group = symmetries if len(symmetries) > 1 else None
@@ -81,6 +86,10 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
             rows["confidence"].append(pose.confidence)
             rows["valid"].append(pose.valid)
             rows["refined"].append(bool(extra.get("refine", {}).get("applied", False)))
+            network = extra["refine"]["network_frame_from_object"] if "refine" in extra else pose.frame_from_object
+            rows["network_error_position_m"].append(network[:3, 3] - truth[:3, 3])
+            rows["network_error_rotation_rad"].append(rotation_error_rad(network[:3, :3], truth))
+            rows["network_signals"].append({k: v for k, v in extra["signals"].items() if k not in ALIGNMENT_SIGNALS})
         for image, camera, truth in pending:
             followed = estimator.follow_alignment([(image, camera)], one_frame_motion(truth, rng))
             if followed is None:
@@ -101,7 +110,7 @@ def collect_views(estimator, data: str, limit: int | None = None, batch: int = 1
         flush()
     if not rows["signals"]:
         raise DiscoposeError(f"{data} holds no samples to calibrate on")
-    return {k: (v if k == "signals" else np.asarray(v)) for k, v in rows.items()}
+    return {k: (v if k.endswith("signals") else np.asarray(v)) for k, v in rows.items()}
 
 
 def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400, refine=False) -> TrustModel:
@@ -112,8 +121,7 @@ def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400, 
     their own; ``load()`` then refines by default. A second model, fitted on the same frames with the refinement
     off, is stored beside it ("trust_networks") for an estimator loaded with ``refine=False``: the refined model
     leans on the alignment's score, and without it would call nearly every pose invalid."""
-    trust = _fit_trust(folder, data, limit, refine)
-    networks = _fit_trust(folder, data, limit, False) if trust.fit_report["refine"] else None
+    trust, networks = _fit_trust(folder, data, limit, refine)
     index_path = Path(folder) / "estimator.json"
     index = json.loads(index_path.read_text())
     index.pop("uncertainty_scale", None)
@@ -130,28 +138,40 @@ def calibrate_estimator(folder: str | Path, data: str, limit: int | None = 400, 
     return trust
 
 
-def _fit_trust(folder: str | Path, data: str, limit: int | None, refine) -> TrustModel:
-    """The trust model of the estimator in ``folder`` as it runs with ``refine``, fitted on ``data``."""
+def _fit_trust(folder: str | Path, data: str, limit: int | None, refine) -> tuple[TrustModel, TrustModel | None]:
+    """The trust model of the estimator in ``folder`` as it runs with ``refine``, fitted on ``data``; where it
+    refines, also the model for the networks alone (from the same pass: each view's networks run once)."""
     from discopose.estimator.api import load
     estimator = load(folder, refine=refine)
     estimator.trust = TrustModel()  # what the networks state, uncalibrated
     views = collect_views(estimator, data, limit)
     # Estimates outside the trained distances are invalid whatever the model says (PoseEstimator), so
-    # the fit is on the others: they would only teach the model what the distance gate already knows.
+    # the fit is on the others: they would only teach the model what the distance gate already knows. (The
+    # distance is the networks' before any refinement, so the same views are kept for both models.)
     inside = np.array([s.get("out_of_volume", 0.0) == 0.0 for s in views["signals"]])
     if inside.sum() < max(20, 0.25 * len(inside)):
         raise DiscoposeError(f"{data}: only {int(inside.sum())} of {len(inside)} views are estimated within the "
                              f"distances the estimator was trained on ({estimator.volume_m} m); render the "
                              "calibration frames over those distances (camera.distance_range_m)")
-    views = {k: ([s for s, keep in zip(v, inside) if keep] if k == "signals" else v[inside]) for k, v in views.items()}
-    trust = fit_trust(views["error_position_m"], views["network_covariance"], views["position_disagreement_m"],
-                      views["error_rotation_rad"], views["network_rotation_sigma_rad"],
-                      views["rotation_disagreement_rad"], views["signals"], fitted_on=str(data),
-                      refined=views["refined"] if estimator.refines else None)
-    trust.fit_report["refine"] = estimator.refines
+    views = {k: ([s for s, keep in zip(v, inside) if keep] if k.endswith("signals") else v[inside])
+             for k, v in views.items()}
+
+    def fit(error_position_m, error_rotation_rad, signals, refined) -> TrustModel:
+        trust = fit_trust(error_position_m, views["network_covariance"], views["position_disagreement_m"],
+                          error_rotation_rad, views["network_rotation_sigma_rad"], views["rotation_disagreement_rad"],
+                          signals, fitted_on=str(data), refined=refined)
+        trust.fit_report["refine"] = refined is not None
+        return trust
+    trust = fit(views["error_position_m"], views["error_rotation_rad"], views["signals"],
+                views["refined"] if estimator.refines else None)
     followed = np.isfinite(views["followed_error_rotation_rad"])
     trust.fit_report["followed"] = int(followed.sum())
     if followed.sum() >= MIN_VIEWS_PER_SIGMA_FIT:
         trust.followed_position_sigma_m, trust.followed_rotation_sigma_deg = stated_sigmas(
             views["followed_error_position_m"][followed], views["followed_error_rotation_rad"][followed])
-    return trust
+    if not estimator.refines:
+        return trust, None
+    networks = fit(views["network_error_position_m"], views["network_error_rotation_rad"], views["network_signals"],
+                   None)
+    networks.fit_report["followed"] = 0  # the tracker follows only where it refines
+    return trust, networks
