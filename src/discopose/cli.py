@@ -470,7 +470,7 @@ def _add_demo_args(sub) -> None:
     p.add_argument("--budget", type=float, metavar="MIN",
                    help="wall-clock budget in minutes (default: 30, none with --quick and --long): after rendering, the training "
                         "rate is measured and, on a CPU too slow for the whole recipe, the crop stage trains fewer "
-                        "epochs (down to 2); 0 keeps the whole recipe")
+                        "epochs (down to 4 of 5); 0 keeps the whole recipe")
     p.add_argument("--object", help="your own mesh (.ply/.obj/.glb/.gltf/.stl/.off; a BOP models/obj_NNNNNN.ply reads "
                                     "models_info.json beside it) instead of the built-in cube")
     p.add_argument("--object-scale", type=float, help="mesh units to metres (default: BOP models and meshes over 5 "
