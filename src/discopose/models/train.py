@@ -274,10 +274,11 @@ def _optimization_step(net, optimizer, scaler, images, target: dict, spec: PoseN
     return loss, parts, regressed_shape_deg
 
 
-def measure_training_rate(data: str, config: TrainConfig, steps: int = 12, warmup: int = 3) -> float:
-    """Training images per second of ``config``'s loop on ``data`` on this machine (CPU), from ``steps`` real
-    steps (loader, augmentation, forward, losses, backward, update) after ``warmup`` untimed ones, on a throwaway
-    copy of the network: what sizes a time-budgeted run (``discopose demo``) before its schedule is fixed."""
+def measure_training_rate(data: str, config: TrainConfig, windows: int = 3, steps: int = 8, warmup: int = 3) -> float:
+    """Training images per second of ``config``'s loop on ``data`` on this machine (CPU): real steps (loader,
+    augmentation, forward, losses, backward, update) on a throwaway copy of the network, timed in ``windows`` runs
+    of ``steps`` after ``warmup`` untimed ones; the fastest window counts (other work on the machine only ever slows
+    a window down). What sizes a time-budgeted run (``discopose demo``) before its schedule is fixed."""
     torch.manual_seed(config.seed)
     info = open_dataset(data)
     shape_rotations = classified_rotations(info.manifest["object"])
@@ -295,18 +296,23 @@ def measure_training_rate(data: str, config: TrainConfig, steps: int = 12, warmu
     shape_group = torch.tensor(shape_rotations, dtype=torch.float32) if len(shape_rotations) else None
     loader = make_loader(info, spec, config.batch_size, train=True, num_workers=config.num_workers,
                          shuffle_buffer=config.shuffle_buffer, augment_strength=config.augment, seed=config.seed)
-    images_timed, started = 0, None
+    rates, images_in_window, window_start = [], 0, None
     for index, (images, target) in enumerate(loader):
-        if index == warmup:
-            started = time.perf_counter()
-        if index == warmup + steps:
-            break
+        if index >= warmup and (index - warmup) % steps == 0:
+            if window_start is not None:
+                rates.append(images_in_window / (time.perf_counter() - window_start))
+            if len(rates) == windows:
+                break
+            images_in_window, window_start = 0, time.perf_counter()
         _optimization_step(model, optimizer, scaler, images, target, spec, symmetries, shape_group,
                            config.amp == "on")
-        images_timed += len(images) if index >= warmup else 0
-    if started is None or images_timed == 0:
+        images_in_window += len(images)
+    else:  # the data ran out first (a tiny set): its last, partial window still times the loop
+        if window_start is not None and images_in_window:
+            rates.append(images_in_window / (time.perf_counter() - window_start))
+    if not rates:
         raise DatasetError(f"{data}: too few samples to time {warmup + steps} training steps of {config.batch_size}")
-    return images_timed / (time.perf_counter() - started)
+    return max(rates)
 
 
 def _validate(model, val_info, train_info, meta: dict, points: np.ndarray, config: TrainConfig, device, writer,
