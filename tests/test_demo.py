@@ -53,7 +53,7 @@ def test_demo_quick_runs_end_to_end(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads((packed / "estimator.json").read_text())["model_card"]
-    assert card["crop_views"] == summary["plan"]["crops"] * summary["plan"]["crop_epochs"]
+    assert card["crop_views"] == summary["plan"]["crops"] * budget["crop_epochs"] and card["budget"] == budget
     assert card["cpu"] == summary["cpu"] and "avx2" in card["cpu"] and card["figures"] == summary["results"]
     # The quick recipe validates at epoch ends only: one point per crop epoch.
     assert card["trained_distances_m"] and len(card["val_curve"]) == summary["plan"]["crop_epochs"]

@@ -250,7 +250,9 @@ def cmd_pack(args) -> None:
     curve = demo / "run" / "crop" / "val_curve.jsonl"
     card = {"name": args.name, "trained_by": args.command or f"discopose demo --{plan['name']} --seed {plan['seed']}",
             "seed": plan["seed"], "code_version": code_version, "plan": plan,
-            "crop_views": plan["crops"] * plan["crop_epochs"],
+            # A budgeted demo trained the epochs its budget chose, not the plan's.
+            "crop_views": plan["crops"] * (summary.get("budget") or {}).get("crop_epochs", plan["crop_epochs"]),
+            "budget": summary.get("budget"),
             "trained_distances_m": (locator.get("train_render_config") or {}).get("camera", {}).get("distance_range_m"),
             "seconds": summary.get("seconds"),
             # The CPU the demo ran on (recorded by it); older summaries lack it: then the CPU that packed it.

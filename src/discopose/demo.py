@@ -66,7 +66,7 @@ class DemoPlan:
     budget_min: float | None = None
 
 
-# About 25 minutes on 2 CPU cores (README: measured).
+# About 28 minutes on a 2-core avx512 CPU (README: measured); budget_min keeps slower CPUs near 30 where it can.
 FULL = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=3000, crops=12000, val=300, test=300,
                 locator_epochs=4, crop_epochs=5, batch_size=32, clip_frames=300, calibration=400, realistic=40,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480), budget_min=30.0)
@@ -360,8 +360,8 @@ def _budget(plan: DemoPlan, root: Path, data: Path, locator_config, crop_config,
     budget = budgeted_crop_epochs(plan, elapsed_s, measure_training_rate(str(data / "frames"), locator_config),
                                   measure_training_rate(str(data / "crops"), crop_config))
     log.info("demo: budget %g min: this CPU trains %.0f frames/s and %.0f crops/s, so the crop stage gets %d of %d "
-             "epochs (%s %.1f min%s)", plan.budget_min, budget["locator_images_s"], budget["crop_images_s"],
-             budget["crop_epochs"], plan.crop_epochs, "projected", budget["projected_min"],
+             "epochs (projected %.1f min%s)", plan.budget_min, budget["locator_images_s"], budget["crop_images_s"],
+             budget["crop_epochs"], plan.crop_epochs, budget["projected_min"],
              "" if budget["fits"] else ": over budget even at the fewest epochs")
     atomic_write_json(saved, budget)
     return budget
