@@ -120,13 +120,10 @@ def test_overfit_one_batch_full_orientation_of_the_lettered_cube(small_crops, ro
     from discopose.models.losses import dense_loss
     from discopose.decoding import pose_from_dense, reported_rotation
     from discopose.models.pose_net import PoseNet
-    from discopose.models.train import TrainConfig, classified_rotations, network_spec, rotation_head_for
+    from discopose.models.train import TrainConfig, training_spec
     torch.manual_seed(0)
     info = open_dataset(small_crops["depth"])
-    config = TrainConfig(stage="crop", hidden=128, rotation_head=rotation_head)
-    spec = network_spec(info, config)
-    spec.shape_rotations = classified_rotations(info.manifest["object"]).tolist()
-    spec.rotation_head = rotation_head_for(config, spec)
+    spec, _ = training_spec(info, TrainConfig(stage="crop", hidden=128, rotation_head=rotation_head))
     assert len(spec.shape_rotations) == 24 and spec.rotation_head == rotation_head
     images, target = next(iter(make_loader(info, spec, OVERFIT_CROPS, train=False, num_workers=0)))
     model = PoseNet(spec, pretrained="imagenet")

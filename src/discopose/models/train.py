@@ -86,6 +86,10 @@ class TrainConfig:
         check_range("num_workers", self.num_workers, 0, 64)
         check_range("augment", self.augment, 0.0, 2.0)
 
+    @property
+    def channels_last_enabled(self) -> bool:
+        return self.channels_last in ("on", "auto")
+
 
 def label_statistics(info: DatasetInfo, limit: int = 500) -> dict:
     """From the first ``limit`` samples' labels (no image decoding): camera-object distances (metres)
@@ -248,6 +252,32 @@ def learning_rate_schedule(optimizer, max_lr: float, total_steps: int, step: int
     return scheduler
 
 
+def training_spec(info: DatasetInfo, config: TrainConfig) -> tuple[PoseNetSpec, np.ndarray]:
+    """The network ``config`` trains on ``info``, and the rotations its classification head tells apart
+    (:func:`classified_rotations`)."""
+    shape_rotations = classified_rotations(info.manifest["object"])
+    spec = network_spec(info, config)
+    spec.shape_rotations = shape_rotations.tolist()
+    spec.rotation_head = rotation_head_for(config, spec)
+    return spec, shape_rotations
+
+
+def _training_network(spec: PoseNetSpec, config: TrainConfig, pretrained: str, device: torch.device) -> PoseNet:
+    model = PoseNet(spec, pretrained=pretrained).to(device)
+    if config.channels_last_enabled:
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model
+
+
+def _symmetry_tensors(info: DatasetInfo, shape_rotations: np.ndarray,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The object's symmetry rotations and the classified ones (None when there are none), as the losses take them."""
+    symmetries = torch.tensor(info.symmetry.matrices(), dtype=torch.float32, device=device)
+    shape_group = torch.tensor(shape_rotations, dtype=torch.float32, device=device) if len(shape_rotations) else None
+    return symmetries, shape_group
+
+
 def _optimization_step(net, optimizer, scaler, images, target: dict, spec: PoseNetSpec, symmetries: torch.Tensor,
                        shape_group: torch.Tensor | None, use_amp: bool) -> tuple[torch.Tensor, dict, float]:
     """One step of the loop: forward, every head's loss, backward, update. Returns the loss, its parts and the
@@ -280,20 +310,14 @@ def measure_training_rate(data: str, config: TrainConfig, windows: int = 3, step
     of ``steps`` after ``warmup`` untimed ones; the fastest window counts (other work on the machine only ever slows
     a window down). What sizes a time-budgeted run (``discopose demo``) before its schedule is fixed."""
     torch.manual_seed(config.seed)
+    cpu = torch.device("cpu")
     info = open_dataset(data)
-    shape_rotations = classified_rotations(info.manifest["object"])
-    spec = network_spec(info, config)
-    spec.shape_rotations = shape_rotations.tolist()
-    spec.rotation_head = rotation_head_for(config, spec)
-    model = PoseNet(spec, pretrained=config.pretrained)
-    if config.channels_last in ("on", "auto"):
-        model = model.to(memory_format=torch.channels_last)
-        model.channels_last = True
+    spec, shape_rotations = training_spec(info, config)
+    model = _training_network(spec, config, config.pretrained, cpu)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cpu", enabled=config.amp == "on")
-    symmetries = torch.tensor(info.symmetry.matrices(), dtype=torch.float32)
-    shape_group = torch.tensor(shape_rotations, dtype=torch.float32) if len(shape_rotations) else None
+    symmetries, shape_group = _symmetry_tensors(info, shape_rotations, cpu)
     loader = make_loader(info, spec, config.batch_size, train=True, num_workers=config.num_workers,
                          shuffle_buffer=config.shuffle_buffer, augment_strength=config.augment, seed=config.seed)
     rates, images_in_window, window_start = [], 0, None
@@ -360,7 +384,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     world, rank, local_rank = _ddp()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     use_amp = config.amp == "on" or (config.amp == "auto" and device.type == "cuda")
-    channels_last = config.channels_last in ("on", "auto")
+    channels_last = config.channels_last_enabled
     if device.type == "cpu" and use_amp and not has_native_bf16():
         log.warning("amp=on: this CPU has neither avx512_bf16 nor AMX, so bf16 is emulated and slower than fp32")
     log.info("training on %s: channels-last %s, %s autocast %s (%s)", device, "on" if channels_last else "off",
@@ -375,11 +399,8 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     if val_info is not None:
         check_shards(val_info, verify_hashes=True)
 
-    shape_rotations = classified_rotations(train_info.manifest["object"])
-    spec = network_spec(train_info, config)
+    spec, shape_rotations = training_spec(train_info, config)
     check_dense_targets(train_info, spec, data)
-    spec.shape_rotations = shape_rotations.tolist()
-    spec.rotation_head = rotation_head_for(config, spec)
     if resume:
         spec.rotation_head = resumed_rotation_head(out_dir / "last", config, spec.rotation_head)
     meta = {
@@ -395,10 +416,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     if val_info is not None:
         check_compatible(val_info, meta)
 
-    model = PoseNet(spec, pretrained=config.pretrained if not resume else "none").to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        model.channels_last = True
+    model = _training_network(spec, config, config.pretrained if not resume else "none", device)
     views = train_info.num_samples * len(train_info.camera_names)
     steps_per_epoch = max(1, views // (config.batch_size * world))
     total_steps = steps_per_epoch * config.epochs
@@ -425,8 +443,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-    symmetries = torch.tensor(train_info.symmetry.matrices(), dtype=torch.float32, device=device)
-    shape_group = torch.tensor(shape_rotations, dtype=torch.float32, device=device) if len(shape_rotations) else None
+    symmetries, shape_group = _symmetry_tensors(train_info, shape_rotations, device)
 
     writer = None
     if rank == 0:
