@@ -130,7 +130,7 @@ class Tracker:
                 output_file(path)  # a bad output path fails now, not after the run
         self.publisher = PosePublisher(self.config.publish) if self.config.publish else None
         self.latencies = RecentLatencies()
-        self._publish_span_s: tuple[float, float] | None = None  # (first, last) publish time, for the rate
+        self._first_publish_s = self._last_publish_s = None  # for the rate over the run
         self.messages = 0
         self._last_accepted = False
         self._confidence = 0.0
@@ -262,8 +262,9 @@ class Tracker:
             message["latency_s"] = message["publish_time_s"] - capture_time
         self.messages += 1
         self.latencies.add(message["latency_s"])
-        first = message["publish_time_s"] if self._publish_span_s is None else self._publish_span_s[0]
-        self._publish_span_s = (first, message["publish_time_s"])
+        if self._first_publish_s is None:
+            self._first_publish_s = message["publish_time_s"]
+        self._last_publish_s = message["publish_time_s"]
         if self._record is not None:
             record = {**message, "frame_index": {n: f.index for n, f in frames.items()},
                       "raw_position_m": raw_position.tolist(), "raw_quat_wxyz": quat_wxyz_from_matrix(raw_rotation).tolist(),
@@ -315,8 +316,8 @@ class Tracker:
     # --------------------------------------------------------------------------------------- run loop
     def stats(self) -> dict:
         """The rate over the whole run; latency percentiles over the last 10 minutes (all of a shorter run)."""
-        first, last = self._publish_span_s or (0.0, 0.0)
-        hz = (self.messages - 1) / (last - first) if self.messages > 1 and last > first else 0.0
+        span_s = (self._last_publish_s - self._first_publish_s) if self.messages > 1 else 0.0
+        hz = (self.messages - 1) / span_s if span_s > 0 else 0.0
         return {"messages": self.messages, "hz": float(hz), "followed": self.followed,
                 "latency_ms_p50": self.latencies.percentile_ms(50),
                 "latency_ms_p99": self.latencies.percentile_ms(99),
