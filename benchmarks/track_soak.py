@@ -61,7 +61,7 @@ class PublishedLog:
 
 class LoopingWebcam:
     """A cv2.VideoCapture-like live camera over a looping video file, on a clock shared by the rig: at run time t it
-    shows frame ``round(t * fps) % frames`` of the clip, as a live camera shows the present — one that fell behind
+    shows frame ``floor(t * fps) % frames`` of the clip, as a live camera shows the present — one that fell behind
     or was plugged back in skips ahead rather than replaying what the others showed seconds ago (before, the
     replugged camera restarted its clip, so fusion saw three different moments). Between the monotonic times
     ``unplugged_s`` every read fails, and so does every reopen (:meth:`opener`)."""

@@ -15,7 +15,8 @@ import numpy as np
 
 from discopose._errors import DiscoposeError
 from discopose._io import atomic_write_json
-from discopose.estimator.trust import MIN_VIEWS_PER_SIGMA_FIT, TrustModel, fit_trust, stated_sigmas
+from discopose.estimator.trust import (ALIGNMENT_SIGNALS, MIN_VIEWS_PER_SIGMA_FIT, TrustModel, fit_trust,
+                                       stated_sigmas)
 from discopose.geometry.transforms import rotation_about_axis
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,6 @@ log = logging.getLogger(__name__)
 # One frame's motion, where the tracker follows from the last frame's pose: a hand turning the cube at up to
 # 90 deg/s and moving it at up to 0.15 m/s, seen at 30 fps. The followed poses' sigmas are fitted from it.
 FOLLOW_MOTION_DEG = 3.0
-# The signals the alignment adds (PoseEstimator._trusted_pose): absent where the estimator does not refine.
-ALIGNMENT_SIGNALS = ("alignment_score", "alignment_shift_deg")
 FOLLOW_MOTION_M = 0.005
 
 

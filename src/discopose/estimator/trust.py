@@ -56,6 +56,10 @@ def out_of_volume(distance_m: float, volume_m) -> float:
     return max(0.0, math.log(distance_m / far), math.log(near / max(distance_m, 1e-6)))
 
 
+# The signals the alignment adds (PoseEstimator._trusted_pose): absent where the estimator does not refine.
+ALIGNMENT_SIGNALS = ("alignment_score", "alignment_shift_deg")
+
+
 def features(signals: dict) -> np.ndarray:
     """The logistic model's inputs: each signal on a scale where its effect is roughly linear."""
     return np.array([
