@@ -436,9 +436,15 @@ def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_da
     assert records[2]["cameras"]["cam2"]["state"] == "ok"
     assert records[-1]["cameras"]["cam2"]["state"] == "ended" and "cam2" not in records[-1]["frame_index"]
     assert records[-1]["cameras"]["cam0"]["state"] in ("ok", "ended")
-    with pytest.raises(DiscoposeError, match=r"need --calib NAME=FILE with extrinsics"):
-        Tracker(discopose.load(tmp_path / "run" / "best"),
-                {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()}, {})
+    # Sources start grabbing when made and the caller owns them until a Tracker does: closed here, or their threads
+    # outlive the test (test_bad_input's check that track stops its cameras then fails when run after this one).
+    uncalibrated = {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()}
+    try:
+        with pytest.raises(DiscoposeError, match=r"need --calib NAME=FILE with extrinsics"):
+            Tracker(discopose.load(tmp_path / "run" / "best"), uncalibrated, {})
+    finally:
+        for source in uncalibrated.values():
+            source.close()
 
 
 def test_tracker_refuses_calibrations_without_a_source(trained_run, tmp_path):
