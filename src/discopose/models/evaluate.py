@@ -25,7 +25,11 @@ def predict_dataset(model, info: DatasetInfo, batch_size: int = 32, limit: int |
     model view: the locator's camera or an exact crop), decoded to metres, with the ground truth."""
     model.eval()
     spec = model.spec
-    loader = make_loader(info, spec, batch_size, train=False, num_workers=num_workers)
+    views = info.num_samples * len(info.camera_names)
+    # A worker process overlaps decoding with the network; for a batch or two (a training's per-epoch validation
+    # of val_limit views) its start costs more than it saves.
+    small = min(views, limit or views) <= 2 * batch_size
+    loader = make_loader(info, spec, batch_size, train=False, num_workers=0 if small else num_workers)
     out: dict = {k: [] for k in ("position_m", "rotation", "position_sigma_m", "rotation_sigma_rad",
                                  "true_position_m", "true_rotation", "index", "visible_fraction", "distance_m",
                                  "dense_rotation", "dense_position_m", "pnp_rotation", "class_correct",

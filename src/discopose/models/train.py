@@ -63,6 +63,9 @@ class TrainConfig:
     # Also validate every this many steps within an epoch (0: at epoch ends only): the curve of error against
     # images seen (val_curve.jsonl) that says whether a longer run would still pay.
     val_every_steps: int = 0
+    # Passes over the data that make one epoch (one validation, one checkpoint, one loader start each): more for a
+    # small set, whose per-epoch costs would otherwise outweigh its few steps. The schedule is by steps either way.
+    passes_per_epoch: int = 1
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
@@ -81,6 +84,7 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; use auto, on or off")
         check_range("epochs", self.epochs, 1)
         check_range("val_every_steps", self.val_every_steps, 0)
+        check_range("passes_per_epoch", self.passes_per_epoch, 1, 1000)
         check_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 1e-8, 1.0)
         check_range("num_workers", self.num_workers, 0, 64)
@@ -418,7 +422,7 @@ def train(data: str, out: str, val: str | None = None, config: TrainConfig | Non
 
     model = _training_network(spec, config, config.pretrained if not resume else "none", device)
     views = train_info.num_samples * len(train_info.camera_names)
-    steps_per_epoch = max(1, views // (config.batch_size * world))
+    steps_per_epoch = max(1, config.passes_per_epoch * views // (config.batch_size * world))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
