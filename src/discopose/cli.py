@@ -227,6 +227,8 @@ def _add_pack_args(sub) -> None:
     p.add_argument("--out", help="where to write (default: inside the package, src/discopose/pretrained/NAME)")
     p.add_argument("--command", help="the command that trained it, for the model card (default: the demo's)")
     p.add_argument("--code-version", help="git commit that trained it (default: recorded by the demo)")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="skip the ONNX networks (export and parity check, ~20 s): the copy runs on backend='torch' only")
     p.set_defaults(func=cmd_pack)
 
 
@@ -262,7 +264,7 @@ def cmd_pack(args) -> None:
             "val_curve": [{k: row[k] for k in ("images_seen", "te_mm_median", "re_deg_median", "reported_re_deg_median")}
                           for row in map(json.loads, curve.read_text().splitlines())] if curve.is_file() else None}
     out = Path(args.out) if args.out else SHIPPED_DIR / args.name
-    pack_estimator(demo / "run" / "best", out, card)
+    pack_estimator(demo / "run" / "best", out, card, onnx=not args.no_onnx)
     print(f"packed {demo / 'run' / 'best'} as {out} ({folder_mb(out):.1f} MB, fp16 weights); load it with "
           f"discopose.load({args.name!r})" if not args.out else f"packed into {out} ({folder_mb(out):.1f} MB)")
 
