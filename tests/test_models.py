@@ -201,7 +201,7 @@ def head_check_crops(tmp_path_factory):
 # crops: 0.57 / 0.94). The 40 passes run as 10 epochs of 4 (TrainConfig.passes_per_epoch), the same steps and
 # schedule with a quarter of the validations, checkpoints and loader starts: seed 0 reads 0.125 / 0.376 (avx512) and
 # 0.126 / 0.379 (AVX2 kernels), PnP and reported 0.10-0.13 / 0.31-0.38, class 23x, held-out position 0.54 of chance;
-# its training took 94 s against 201 s as 40 epochs of one pass (sixth session, avx512).
+# its training took 94 s against 201 s as 40 epochs of one pass (fifth session, avx512).
 HEAD_CHECK_CROPS = 256
 HEAD_CHECK_PASSES = 40
 HEAD_CHECK_PASSES_PER_EPOCH = 4

@@ -1,3 +1,4 @@
+import ctypes
 import json
 
 import numpy as np
@@ -359,3 +360,22 @@ def test_crops_of_distant_objects_hold_only_their_source_cameras_pixels():
     assert detail["near"][0] == 1.0 and detail["near"][1] == pytest.approx(1.0, abs=1e-6), detail
     # Far: 450 px focal against the crop's ~600-700: two thirds of the pixels across, half the fine detail gone.
     assert detail["far"][0] < 0.8 and detail["far"][1] < 0.7, detail
+
+
+def test_a_renderer_dropped_unclosed_leaves_the_others_rendering(tiny_config):
+    """A renderer nobody closed is released by the garbage collector, which can run in the middle of another
+    renderer's frame: it must neither terminate the EGL display they share (pyrender's delete does) nor leave
+    the other renderer without its current context (both failed the suite's rendering with GL_INVALID_OPERATION)."""
+    import gc
+    kept, dropped = DiscoRenderer(tiny_config), DiscoRenderer(tiny_config)
+    from OpenGL.EGL import eglGetCurrentContext  # after pyrender has chosen the platform
+    _, before = kept.render_index(0)
+    dropped.render_index(1)
+    kept.render_index(0)  # the kept renderer's context is current, as in the middle of a frame
+    current = ctypes.cast(eglGetCurrentContext(), ctypes.c_void_p).value
+    del dropped
+    gc.collect()
+    assert ctypes.cast(eglGetCurrentContext(), ctypes.c_void_p).value == current
+    _, after = kept.render_index(0)
+    np.testing.assert_array_equal(after["cam0"]["rgb"], before["cam0"]["rgb"])
+    kept.close()

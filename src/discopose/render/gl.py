@@ -5,7 +5,9 @@ Mesa (llvmpipe, CPU) and on NVIDIA drivers (GPU). A user's own setting (e.g. ``o
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import types
 from collections.abc import MutableSet
 
 import numpy as np
@@ -256,25 +258,42 @@ def make_offscreen_renderer(width_px: int, height_px: int, msaa_samples: int = 4
     _install_uniform_cache(pyrender, offscreen._renderer)
     _sort_visible_mesh_nodes_only(offscreen._renderer)
     _set_msaa_samples(offscreen._renderer, msaa_samples)
+    # pyrender's __del__ calls delete(), which terminates the EGL display every context in the process shares: a
+    # renderer dropped without close() and collected while another renders pulled the display from under it
+    # (GL_INVALID_OPERATION in glBindFramebuffer, seen in the test suite). Collected, it releases only its own.
+    offscreen.delete = types.MethodType(release_offscreen_renderer, offscreen)
     return offscreen
 
 
+def _egl_address(handle) -> int:
+    return ctypes.cast(handle, ctypes.c_void_p).value or 0
+
+
 def release_offscreen_renderer(renderer) -> None:
-    """Delete an OffscreenRenderer's GL objects and context without ``eglTerminate``.
+    """Delete an OffscreenRenderer's GL objects and context without ``eglTerminate``; safe to call again,
+    and at any moment: the context current before (another renderer's, when the garbage collector runs this
+    in the middle of its frame) is current again after.
 
     pyrender's ``delete()`` terminates the EGL display, which every context in the process shares,
     so any other renderer alive in the process would fail with EGL_BAD_DISPLAY afterwards.
     """
     platform = getattr(renderer, "_platform", None)
+    if platform is None or getattr(renderer, "_released", False):
+        return
+    renderer._released = True
     display = getattr(platform, "_egl_display", None)
     if display is None:  # not EGL (e.g. osmesa): pyrender's own delete is safe
-        renderer.delete()
+        type(renderer).delete(renderer)
         return
-    from OpenGL.EGL import eglDestroyContext, eglMakeCurrent, EGL_NO_CONTEXT, EGL_NO_SURFACE
+    from OpenGL.EGL import (EGL_DRAW, EGL_NO_CONTEXT, EGL_NO_SURFACE, EGL_READ, eglDestroyContext,
+                            eglGetCurrentContext, eglGetCurrentDisplay, eglGetCurrentSurface, eglMakeCurrent)
+    previous = (eglGetCurrentDisplay(), eglGetCurrentSurface(EGL_DRAW), eglGetCurrentSurface(EGL_READ),
+                eglGetCurrentContext())
     platform.make_current()
     renderer._renderer.delete()
     eglMakeCurrent(display, EGL_NO_SURFACE, EGL_NO_SURFACE, EGL_NO_CONTEXT)
     eglDestroyContext(display, platform._egl_context)
+    if _egl_address(previous[3]) not in (0, _egl_address(platform._egl_context)):
+        eglMakeCurrent(*previous)
     platform._egl_context = None
-    # OffscreenRenderer.__del__ calls delete() again; with no display left it cannot terminate it.
     platform._egl_display = None
