@@ -363,9 +363,11 @@ def test_crops_of_distant_objects_hold_only_their_source_cameras_pixels():
 
 
 def test_a_renderer_dropped_unclosed_leaves_the_others_rendering(tiny_config):
-    """A renderer nobody closed is released by the garbage collector, which can run in the middle of another
-    renderer's frame: it must neither terminate the EGL display they share (pyrender's delete does) nor leave
-    the other renderer without its current context (both failed the suite's rendering with GL_INVALID_OPERATION)."""
+    """A renderer nobody closed is finalized by the garbage collector, in any order of its parts and possibly in
+    the middle of another renderer's frame: it must neither terminate the EGL display they share (pyrender's
+    OffscreenRenderer finalizer does), nor delete GL objects by name in the other's context (its inner Renderer's
+    finalizer deletes framebuffer 1 in whatever context is current), nor leave the other without its current
+    context. Each failed the suite's in-process rendering with GL_INVALID_OPERATION in glBindFramebuffer."""
     import gc
     kept, dropped = DiscoRenderer(tiny_config), DiscoRenderer(tiny_config)
     from OpenGL.EGL import eglGetCurrentContext  # after pyrender has chosen the platform
@@ -373,6 +375,7 @@ def test_a_renderer_dropped_unclosed_leaves_the_others_rendering(tiny_config):
     dropped.render_index(1)
     kept.render_index(0)  # the kept renderer's context is current, as in the middle of a frame
     current = ctypes.cast(eglGetCurrentContext(), ctypes.c_void_p).value
+    dropped._gl._renderer.__del__()  # the inner Renderer finalized first, while the kept context is current
     del dropped
     gc.collect()
     assert ctypes.cast(eglGetCurrentContext(), ctypes.c_void_p).value == current

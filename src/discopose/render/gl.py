@@ -258,11 +258,19 @@ def make_offscreen_renderer(width_px: int, height_px: int, msaa_samples: int = 4
     _install_uniform_cache(pyrender, offscreen._renderer)
     _sort_visible_mesh_nodes_only(offscreen._renderer)
     _set_msaa_samples(offscreen._renderer, msaa_samples)
-    # pyrender's __del__ calls delete(), which terminates the EGL display every context in the process shares: a
-    # renderer dropped without close() and collected while another renders pulled the display from under it
-    # (GL_INVALID_OPERATION in glBindFramebuffer, seen in the test suite). Collected, it releases only its own.
+    # A renderer dropped without close() is finalized by the garbage collector, which may run in the middle of
+    # another renderer's frame. pyrender's finalizers then broke that one: OffscreenRenderer's terminates the EGL
+    # display every context in the process shares, and its inner Renderer's deletes its framebuffers by name in
+    # whatever context is current, where framebuffer 1 is the other renderer's (GL_INVALID_OPERATION in
+    # glBindFramebuffer, seen in the test suite). Collected, it releases its own context and nothing else.
+    offscreen._renderer.delete = _finalized_with_its_context
     offscreen.delete = types.MethodType(release_offscreen_renderer, offscreen)
     return offscreen
+
+
+def _finalized_with_its_context() -> None:
+    """The inner Renderer's delete, as its finalizer calls it: nothing; release_offscreen_renderer deletes its
+    GL objects with their own context current."""
 
 
 def _egl_address(handle) -> int:
@@ -282,7 +290,8 @@ def release_offscreen_renderer(renderer) -> None:
         return
     renderer._released = True
     display = getattr(platform, "_egl_display", None)
-    if display is None:  # not EGL (e.g. osmesa): pyrender's own delete is safe
+    if display is None:  # not EGL (e.g. osmesa): pyrender's own delete, the inner Renderer's included
+        del renderer._renderer.delete
         type(renderer).delete(renderer)
         return
     from OpenGL.EGL import (EGL_DRAW, EGL_NO_CONTEXT, EGL_NO_SURFACE, EGL_READ, eglDestroyContext,
@@ -290,7 +299,7 @@ def release_offscreen_renderer(renderer) -> None:
     previous = (eglGetCurrentDisplay(), eglGetCurrentSurface(EGL_DRAW), eglGetCurrentSurface(EGL_READ),
                 eglGetCurrentContext())
     platform.make_current()
-    renderer._renderer.delete()
+    type(renderer._renderer).delete(renderer._renderer)
     eglMakeCurrent(display, EGL_NO_SURFACE, EGL_NO_SURFACE, EGL_NO_CONTEXT)
     eglDestroyContext(display, platform._egl_context)
     if _egl_address(previous[3]) not in (0, _egl_address(platform._egl_context)):
