@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,41 +112,44 @@ def test_bop_results_csv_holds_the_poses_metrics_json_scored(trained_run, pose_d
         np.testing.assert_allclose(np.array(fields[5].split(), float), t_mm, atol=0.05)
 
 
-def test_a_small_mesh_in_millimetres_through_the_demo_recipe_beats_chance(tmp_path):
-    from discopose.demo import DemoPlan, run_demo
+def test_a_small_mesh_in_millimetres_runs_through_the_demo_in_metres(tmp_path):
+    """A 48 mm part given in millimetres, through the whole demo (render, train, calibrate, evaluate, track):
+    read as millimetres, rendered and labelled in metres at distances scaled to its size, its mesh carried into
+    the estimator for the refinement. That the recipe learns such a part (position below chance) takes minutes
+    of training: benchmarks/own_object.py (the fourth session's measurements: 0.33-0.79 of chance, seeds 0-2)."""
+    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.demo import QUICK, run_demo
+    from discopose.render.config import WORKING_VOLUME_M
     from discopose.render.example_objects import make_example_object
     drill = trimesh.load(make_example_object("drill", tmp_path / "drill.glb"), force="mesh")
     drill.apply_scale(0.45)  # a 48 mm part, in millimetres
     drill.export(tmp_path / "small.glb")
     user = describe_user_object(str(tmp_path / "small.glb"))
     assert user.scale_to_m == 0.001 and user.textured
-    plan = DemoPlan(frame_px=64, crop_px=64, test_px=96, frames=600, crops=800, val=24, test=24, locator_epochs=4,
-                    # 32 calibration frames: about an eighth fall outside the trained distances (the family reaches
-                    # past them) and the trust fit needs 20 inside.
-                    crop_epochs=3, batch_size=32, clip_frames=30, calibration=32, realistic=2, realistic_no_hand=2,
-                    realistic_rig3=1, realistic_px=(128, 96))
+    # The quick recipe, with 32 calibration frames: about an eighth fall outside the trained distances (the family
+    # reaches past them) and the trust fit needs 20 inside.
+    plan = replace(QUICK, frame_px=64, test_px=96, realistic=2, realistic_no_hand=2, realistic_rig3=1)
     summary = run_demo(str(tmp_path / "demo"), plan=plan, publish="tcp://127.0.0.1:0", progress=False,
                        user_object=user)
     assert summary["object"]["diameter_m"] == pytest.approx(0.048, rel=0.05)
-    test = summary["results"]["test"]
-    # Beats chance in position; the orientation of a part needs the full recipe's budget, which a test cannot spend.
-    # Measured at 8054e23 (fraction of chance): seed 0 0.52 (0.40 with torch held to AVX2), seed 1 0.33, seed 2
-    # 0.79. The budget is not cut to save time: 400 frames and 500 crops (85 s against 103) read seed 0 at 0.37 /
-    # 0.39 but seed 2 at 1.78, and 300 / 300 with 3 locator epochs seed 0 at 0.73.
-    assert test["te_mm_median"] < 0.9 * test["chance"]["te_mm_median"], test
-    assert {"realistic", "realistic_rig3_fused"} <= set(summary["results"])
-    # Scaled settings: the small part fills the test frames about as the cube does (not a speck, not cropped).
-    from discopose.datasets.reader import iter_samples, open_dataset
-    fills = []
+    assert {"test", "realistic", "realistic_rig3_fused"} <= set(summary["results"])
+    # Scaled settings: the small part fills the test frames about as the cube does (not a speck, not cropped), and
+    # its labels are in metres, at the cube's working distances scaled by the part's size.
+    near, far = (user.size_ratio * d for d in WORKING_VOLUME_M)
+    fills, distances = [], []
     for sample in iter_samples(open_dataset(str(tmp_path / "demo" / "data" / "test"))):
-        x0, y0, x1, y1 = sample["labels"]["cameras"]["cam0"]["bbox_xyxy"]
+        labels = sample["labels"]["cameras"]["cam0"]
+        x0, y0, x1, y1 = labels["bbox_xyxy"]
         fills.append(max(x1 - x0, y1 - y0) / 96)
+        distances.append(np.linalg.norm(np.asarray(labels["camera_from_object"])[:3, 3]))
     assert 0.15 < np.median(fills) < 0.7, np.median(fills)
+    # (The object sits anywhere in the scaled workspace around the aimed-at distance: within 2x, not 1000x.)
+    assert near / 2 < min(distances) and max(distances) < 2 * far, (near, far, distances)
     # The estimator folder carries the mesh, so the refinement aligns the user's part as it does the cube: on by
     # default (calibrated with it), the same geometry in metres, and still there in a packed copy.
     import discopose
     from discopose.pretrained import pack_estimator
-    assert "refine" in test, sorted(test)
+    assert "refine" in summary["results"]["test"], sorted(summary["results"]["test"])
     packed = pack_estimator(tmp_path / "demo" / "run" / "best", tmp_path / "packed", card={}, onnx=False)
     for folder in (tmp_path / "demo" / "run" / "best", packed):
         estimator = discopose.load(folder)
