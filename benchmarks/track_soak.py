@@ -4,8 +4,8 @@ unplugged and plugged back in mid-run. Does memory grow, does latency drift, doe
     python benchmarks/track_soak.py --model cube [--minutes 30] [--window 5] [--cameras 1 3] [--size 640x480]
                                     [--unplug-at 0.5] [--unplug-s 10] [--hand] [--out soak.json]
 
-A rendered clip (the model's own world at a working distance, without the hand unless ``--hand``) loops forever as a live 30 fps webcam: a capture that paces itself like a
-device and, from ``--unplug-at`` of the run for ``--unplug-s`` seconds, fails its reads and refuses to reopen, as a
+A rendered clip (the model's own world at a working distance, without the hand unless ``--hand``) loops forever as
+a live 30 fps webcam: a capture that paces itself like a device and, from ``--unplug-at`` of the run for ``--unplug-s`` seconds, fails its reads and refuses to reopen, as a
 pulled USB camera does (the first camera of the rig). The tracker runs as ``discopose track`` would (publishing on
 localhost, the estimator's default refinement and following), its camera sources reopening with their backoff.
 Reported per window: published Hz, capture -> publish latency p50 / p99, resident memory; over the run: the RSS
@@ -212,8 +212,8 @@ def main():
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    print(f"# {args.model}: {args.size}, {'with' if args.hand else 'without'} the hand, {args.minutes:g} min per rig, CPU: {describe_cpu()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start\n")
+    print(f"# {args.model}: {args.size}, {'with' if args.hand else 'without'} the hand, {args.minutes:g} min per rig, "
+          f"CPU: {describe_cpu()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start\n")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.cameras:
@@ -222,8 +222,9 @@ def main():
             # where every pose is rightly invalid and the tracker never follows (the fourth session's soak). Without
             # the hand by default: the soak is about endurance (memory, latency, following, redetection after the
             # unplug), and at 0.5 m this seed's one-camera clip draws a grip that hides half the cube at the image's
-            # edge for all 150 frames (shipped model: 53 mm / 45 deg median, 6% good, every pose rightly flagged invalid,
-            # so nothing to follow; without the hand 3.1 mm / 0.8 deg, all valid). The hand's cost is benchmarks/accuracy.py's.
+            # edge for all 150 frames (shipped model: 53 mm / 45 deg median, 6% good, every pose rightly flagged
+            # invalid, so nothing to follow; without the hand 3.1 mm / 0.8 deg, all valid). The hand's cost is
+            # benchmarks/accuracy.py's.
             world = estimator.train_render_config.with_overrides(
                 [f"camera.width_px={width}", f"camera.height_px={height}", f"camera.count={count}", "seed=4343",
                  f"camera.distance_range_m=[{SOAK_DISTANCE_M[0]}, {SOAK_DISTANCE_M[1]}]"]

@@ -218,18 +218,17 @@ def test_every_head_beats_chance_in_the_real_training_loop(head_check_crops, tmp
     budget; rotation needs ~25k crop views (measured, 2.5x this test), so it is checked by every training's
     validation line (benchmarks/rotation_heads.py)."""
     from discopose.datasets.reader import open_dataset
-    from discopose.models.checkpoint import load_checkpoint, read_meta
+    from discopose.models.checkpoint import load_checkpoint
     from discopose.models.evaluate import chance_levels, head_errors, predict_dataset
     from discopose.models.train import TrainConfig, train
     # The per-epoch validation reads 16 of the held-out crops (val_limit): the log lines and their keys are what is
     # checked of it, and the held-out figures asserted below come from all 64 after training.
     train(head_check_crops["train"], str(tmp_path / "run"), val=head_check_crops["held_out"], progress=False,
-          config=TrainConfig(stage="crop", epochs=HEAD_CHECK_PASSES // HEAD_CHECK_PASSES_PER_EPOCH, num_workers=2, seed=0,
-                             val_limit=16, passes_per_epoch=HEAD_CHECK_PASSES_PER_EPOCH))
+          config=TrainConfig(stage="crop", epochs=HEAD_CHECK_PASSES // HEAD_CHECK_PASSES_PER_EPOCH, num_workers=2,
+                             seed=0, val_limit=16, passes_per_epoch=HEAD_CHECK_PASSES_PER_EPOCH))
     model, meta = load_checkpoint(tmp_path / "run" / "last")
-    last = read_meta(tmp_path / "run" / "last")
-    assert last["step"] == HEAD_CHECK_PASSES * HEAD_CHECK_CROPS // 32  # every pass, 4 to an epoch
-    logged = last["val_metrics"]["heads"]
+    assert meta["step"] == HEAD_CHECK_PASSES * HEAD_CHECK_CROPS // 32  # every pass, 4 to an epoch
+    logged = meta["val_metrics"]["heads"]
     assert {"regressed", "pnp", "reported", "class_accuracy", "mask_iou", "coordinates_mm"} <= set(logged)
     measured = {}
     for name, path in head_check_crops.items():

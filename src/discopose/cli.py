@@ -228,7 +228,8 @@ def _add_pack_args(sub) -> None:
     p.add_argument("--command", help="the command that trained it, for the model card (default: the demo's)")
     p.add_argument("--code-version", help="git commit that trained it (default: recorded by the demo)")
     p.add_argument("--no-onnx", action="store_true",
-                   help="skip the ONNX networks (export and parity check, ~20 s): the copy runs on backend='torch' only")
+                   help="skip the ONNX networks (export and parity check, ~20 s): the copy runs on "
+                        "backend='torch' only")
     p.set_defaults(func=cmd_pack)
 
 

@@ -291,7 +291,7 @@ def release_offscreen_renderer(renderer) -> None:
     renderer._released = True
     display = getattr(platform, "_egl_display", None)
     if display is None:  # not EGL (e.g. osmesa): pyrender's own delete, the inner Renderer's included
-        del renderer._renderer.delete
+        vars(renderer._renderer).pop("delete", None)  # make_offscreen_renderer's finalizer guard
         type(renderer).delete(renderer)
         return
     from OpenGL.EGL import (EGL_DRAW, EGL_NO_CONTEXT, EGL_NO_SURFACE, EGL_READ, eglDestroyContext,
