@@ -47,6 +47,10 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     # networks alone beside it (the locator-only ablation is a bare network: nothing to refine).
     assert {name for name, row in results.items() if "refine" in row} == set(results) - {"test_locator_only"}
     assert "networks alone" in result.stdout
+    # The quick plan plots its headline sets only; the other reports keep their tables and worst cases.
+    assert (out / "report" / "errors_hist.png").is_file() and (out / "report_realistic" / "errors_hist.png").is_file()
+    assert not (out / "report_no_hand" / "errors_hist.png").exists()
+    assert (out / "report_no_hand" / "worst_cases.png").is_file() and (out / "report_no_hand" / "report.html").is_file()
     # Packed as a shipped model would be: the card carries the recipe, the CPU and every figure. (Without the ONNX
     # networks, ~20 s: their export and parity are test_pretrained's.)
     packed = tmp_path / "packed"

@@ -191,8 +191,13 @@ def test_eval_reports_what_the_refinement_changed(estimators, tmp_path):
     assert result["summary"]["ms_per_frame"]["median"] > 0
     per_sample = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_sample"]
     assert all({"refine_applied", "refine_score"} <= set(row) for row in per_sample)
-    assert "refine" not in evaluate_checkpoint("cube", str(data), str(tmp_path / "eval_off"), refine=False)["summary"]
+    off = tmp_path / "eval_off"
+    assert "refine" not in evaluate_checkpoint("cube", str(data), str(off), refine=False, plots=False)["summary"]
+    # Without plots (`discopose eval --no-plots`, the demo's quick plan): the report's tables and worst cases only.
+    assert (tmp_path / "eval" / "errors_hist.png").is_file() and not (off / "errors_hist.png").exists()
+    assert (off / "report.html").is_file() and (off / "worst_cases.png").is_file()
     parser = build_parser()
+    assert not parser.parse_args(["eval", "--model", "cube", "--data", str(data), "--no-plots"]).plots
     assert parser.parse_args(["eval", "--model", "cube", "--data", str(data), "--refine"]).refine
     assert parser.parse_args(["track", "--model", "cube", "--camera", "cam0=0", "--refine"]).refine
     assert parser.parse_args(["eval", "--model", "cube", "--data", str(data), "--no-refine"]).refine is False

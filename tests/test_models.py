@@ -288,9 +288,9 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     result = evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(run / "eval"))
     summary, baseline = result["summary"], result["baseline"]
     assert baseline["positions_from"] == "training labels"
-    # Position is learned first. The full orientation of the lettered cube on unseen frames needs ~25k crop views,
-    # far more than this run's 8k: measured 110 deg with this CPU's kernels and 117 deg with oneDNN held to AVX2
-    # (ONEDNN_MAX_CPU_ISA=AVX2), chance 128, so any orientation bar here would pass or fail by the CPU. That the
+    # Position is learned first (0.35 of the baseline with avx512 kernels, 0.39 with torch held to AVX2 ones). The
+    # full orientation of the lettered cube on unseen frames needs ~25k crop views, far more than this run's 4.8k:
+    # measured 111 and 127 deg, chance 128, so any orientation bar here would pass or fail by the CPU. That the
     # rotation heads learn is asserted where it holds on both: test_every_head_beats_chance_in_the_real_training_loop,
     # and per rotation path (6D + class, Patch-PnP; each with PnP and the reported rotation) in
     # test_overfit_one_batch_full_orientation_of_the_lettered_cube.
@@ -310,11 +310,12 @@ def test_short_training_beats_the_mean_pose_baseline(trained_run, pose_datasets)
     assert (run / "locator" / "tensorboard").is_dir() and any((run / "crop" / "tensorboard").iterdir())
 
 
-def test_two_line_api_needs_the_camera_and_onnx_agrees(trained_run, pose_datasets):
+def test_two_line_api_needs_the_camera(trained_run, pose_datasets):
+    """(The ONNX backend's agreement with torch through the same two lines: test_pretrained's packing test,
+    which exports the graphs once for the suite.)"""
     import discopose
     from discopose.camera import CameraModel
     from discopose.datasets.reader import iter_samples, open_dataset
-    from discopose.models.export import export_estimator
     run, _ = trained_run
     est = discopose.load(run / "best")
     sample = next(iter_samples(open_dataset(pose_datasets["test"])))
@@ -335,10 +336,6 @@ def test_two_line_api_needs_the_camera_and_onnx_agrees(trained_run, pose_dataset
     # The explicit opt-in assumes the model's camera rescaled - a different lens here, so another pose.
     guessed = est.predict(image, assume_nominal=True)
     assert np.linalg.norm(guessed.position_m - pose.position_m) > 0.005
-    exported = export_estimator(run / "best")
-    assert [p.parent.name for p in exported] == ["locator", "crop"]
-    onnx_pose = discopose.load(run / "best", backend="onnx").predict(image, camera=camera)
-    np.testing.assert_allclose(onnx_pose.position_m, pose.position_m, atol=1e-4)
     with pytest.raises(DiscoposeError, match="expected an HxWx3 RGB uint8 image"):
         est.predict(image.astype(np.float32), camera=camera)
 

@@ -85,7 +85,8 @@ def test_bop_results_csv_holds_the_poses_metrics_json_scored(trained_run, pose_d
     from discopose.datasets.reader import iter_samples, open_dataset
     from discopose.evaluation import evaluate_checkpoint
     run, _ = trained_run
-    evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(tmp_path / "eval"), limit=10, bop_results=True)
+    evaluate_checkpoint(str(run / "best"), pose_datasets["test"], str(tmp_path / "eval"), limit=10, bop_results=True,
+                        plots=False)
     lines = (tmp_path / "eval" / "bop_results.csv").read_text().splitlines()
     assert lines[0] == "scene_id,im_id,obj_id,score,R,t,time" and len(lines) == 11
     per_sample = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_sample"]

@@ -35,19 +35,27 @@ def test_packing_halves_the_weights_and_keeps_the_poses(trained_run, pose_datase
     assert json.loads((packed / "crop" / "meta.json").read_text())["weights_dtype"] == "float16"
     assert model_card(packed) == CARD
     full, half = discopose.load(run / "best", backend="torch"), discopose.load(packed, backend="torch")
+    # fp16 weights round at ~1e-3 relative: the crop network's outputs on the same crops move by at most 0.5% of
+    # their largest value (measured, every output); a wrong, dropped or mis-cast weight moves them by its whole size.
+    rng = np.random.default_rng(0)
+    crops = list(rng.integers(0, 256, (8, *half.crop.spec.input_size_px, 3), np.uint8))
+    full_outputs, half_outputs = full.crop(crops), half.crop(crops)
+    for name, value in full_outputs.items():
+        assert np.abs(half_outputs[name] - value).max() < 0.02 * np.abs(value).max(), name
     moved_mm = []
     for image, camera in _first_frames(pose_datasets["test"], 8):
         a, b = full.predict(image, camera=camera), half.predict(image, camera=camera)
         moved_mm.append(1000 * np.linalg.norm(a.position_m - b.position_m))
-    # fp16 weights round at ~1e-3 relative; the position moves by far less than its own error (measured: at most
-    # 0.6 mm). The reported rotation is not compared frame by frame: on this briefly trained model near-tied RANSAC
-    # inlier sets turn it by a median of ~5 deg on either side of the rounding (the shipped model's set-level
-    # figures through fp16 equal its fp32 ones: README).
-    assert max(moved_mm) < 2.0 and np.median(moved_mm) < 0.5, moved_mm
+    # Through the whole estimator the position moves by far less than its own error (~15 mm): the rounding shifts
+    # the locator's aim a little, and this briefly trained crop network does not yet follow a shifted crop exactly
+    # (measured: median 0.4-0.7 mm, at most 1.3-2.3 mm; 0.6 mm at most after twice the training). The reported
+    # rotation is not compared frame by frame: on this briefly trained model near-tied RANSAC inlier sets turn it by
+    # a median of ~5 deg on either side of the rounding (the shipped model's set-level figures through fp16 equal
+    # its fp32 ones: README).
+    assert max(moved_mm) < 5.0 and np.median(moved_mm) < 1.0, moved_mm
     # The packed ONNX networks run where neither torch nor pyrender can be imported, and agree with torch:
     # the networks' outputs to float noise, the position to millimetres. (The reported rotation
     # is not compared: near-tied RANSAC inlier sets can turn it by degrees on noise of 1e-5, on any backend.)
-    rng = np.random.default_rng(0)
     np.save(tmp_path / "image.npy", image)
     np.save(tmp_path / "K.npy", camera.K)
     np.save(tmp_path / "crop_input.npy", rng.integers(0, 256, (2, *half.crop.spec.input_size_px, 3), np.uint8))

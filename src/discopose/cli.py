@@ -169,6 +169,8 @@ def _add_eval_args(sub) -> None:
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="align the object's mesh to each full-resolution image after the networks, and report what "
                         "it changed (metrics.json summary.refine); default: as the estimator was calibrated")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="the report's tables and worst cases without its error plots (faster for many evaluations)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -183,7 +185,8 @@ def cmd_eval(args) -> None:
     if args.limit is not None and args.limit < 1:
         raise DiscoposeError(f"--limit {args.limit}: give a positive number of samples (or leave it out for all)")
     result = evaluate_checkpoint(str(model), args.data, out, bop=args.bop, limit=args.limit,
-                                 fuse=not args.single_camera, bop_results=args.bop_results, refine=args.refine)
+                                 fuse=not args.single_camera, bop_results=args.bop_results, refine=args.refine,
+                                 plots=args.plots)
     s, b = result["summary"], result["baseline"]
     print(f"{s['count']} samples ({result['frame']} frame): median {s['te_mm']['median']:.1f} mm, "
           f"{s['re_deg']['median']:.1f} deg, {100 * s['success']['re<30deg']:.0f}% within 30 deg, "

@@ -64,6 +64,9 @@ class DemoPlan:
     # Wall-clock budget of the whole demo: after rendering, the training rate is measured on this machine and the
     # crop stage gets the most epochs (down to BUDGET_MIN_CROP_EPOCHS) that fit (see budgeted_crop_epochs).
     budget_min: float | None = None
+    # Error plots in every set's report; else in the headline sets' only (the synthetic test set and the realistic
+    # proxy): a dozen reports' matplotlib figures were a third of the quick plan's evaluation time.
+    plots_every_set: bool = True
 
 
 # About 28 minutes on a 2-core avx512 CPU (README: measured); budget_min keeps slower CPUs near 30 where it can.
@@ -79,7 +82,7 @@ LONG = DemoPlan(frame_px=(128, 96), crop_px=96, test_px=(640, 480), frames=6000,
                 realistic_no_hand=20, realistic_rig3=10, realistic_px=(640, 480), crop_val_every_steps=625)
 QUICK = DemoPlan(frame_px=(64, 48), crop_px=64, test_px=(128, 96), frames=120, crops=160, val=24, test=24,
                  locator_epochs=1, crop_epochs=1, batch_size=16, clip_frames=60, calibration=32, realistic=3,
-                 realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96))
+                 realistic_no_hand=3, realistic_rig3=2, realistic_px=(128, 96), plots_every_set=False)
 
 
 # What the demo does after training (calibration, the evaluations, the clip), in crop-training images: ~210 s on
@@ -268,29 +271,27 @@ def run_demo(out: str = "demo", plan: "str | DemoPlan" = "full", workers: int | 
     calibrate_estimator(model, str(data / "calibration"), refine=True)
 
     stage("evaluate")
+
+    def evaluate(dataset: str, report: str, estimator=model, headline: bool = False, **options) -> dict:
+        return evaluate_checkpoint(str(estimator), str(data / dataset), str(root / report),
+                                   plots=headline or plan.plots_every_set, **options)
     results = {
-        "test": evaluate_checkpoint(str(model), str(data / "test"), str(root / "report")),
-        "test_no_hand": evaluate_checkpoint(str(model), str(data / "test_no_hand"), str(root / "report_no_hand")),
-        "test_held_out": evaluate_checkpoint(str(model), str(data / "test_held_out"), str(root / "report_held_out")),
-        "test_beyond": evaluate_checkpoint(str(model), str(data / "test_beyond"), str(root / "report_beyond")),
-        "rig3_fused": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3")),
-        "rig3_first_camera": evaluate_checkpoint(str(model), str(data / "test_rig3"), str(root / "report_rig3_cam0"),
-                                                 fuse=False),
+        "test": evaluate("test", "report", headline=True),
+        "test_no_hand": evaluate("test_no_hand", "report_no_hand"),
+        "test_held_out": evaluate("test_held_out", "report_held_out"),
+        "test_beyond": evaluate("test_beyond", "report_beyond"),
+        "rig3_fused": evaluate("test_rig3", "report_rig3"),
+        "rig3_first_camera": evaluate("test_rig3", "report_rig3_cam0", fuse=False),
         # Ablation for free: the locator alone, i.e. one full-frame network without the zoom-in.
-        "test_locator_only": evaluate_checkpoint(str(root / "run" / "locator" / "best"), str(data / "test"),
-                                                 str(root / "report_locator_only")),
+        "test_locator_only": evaluate("test", "report_locator_only", estimator=root / "run" / "locator" / "best"),
     }
     if realistic:
         results.update({
-            "realistic": evaluate_checkpoint(str(model), str(data / "realistic"), str(root / "report_realistic")),
-            "realistic_no_hand": evaluate_checkpoint(str(model), str(data / "realistic_no_hand"),
-                                                     str(root / "report_realistic_no_hand")),
-            "realistic_heavy_grip": evaluate_checkpoint(str(model), str(data / "realistic_heavy_grip"),
-                                                        str(root / "report_realistic_heavy_grip")),
-            "realistic_rig3_fused": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
-                                                        str(root / "report_realistic_rig3")),
-            "realistic_rig3_first_camera": evaluate_checkpoint(str(model), str(data / "realistic_rig3"),
-                                                               str(root / "report_realistic_rig3_cam0"), fuse=False)})
+            "realistic": evaluate("realistic", "report_realistic", headline=True),
+            "realistic_no_hand": evaluate("realistic_no_hand", "report_realistic_no_hand"),
+            "realistic_heavy_grip": evaluate("realistic_heavy_grip", "report_realistic_heavy_grip"),
+            "realistic_rig3_fused": evaluate("realistic_rig3", "report_realistic_rig3"),
+            "realistic_rig3_first_camera": evaluate("realistic_rig3", "report_realistic_rig3_cam0", fuse=False)})
 
     stage("track")
     clip_config = RenderConfig.load(overrides=size(plan.test_px) + TRAIN_LOOKS + [f"seed={plan.seed * 100 + 50}"])
@@ -357,8 +358,13 @@ def _budget(plan: DemoPlan, root: Path, data: Path, locator_config, crop_config,
     saved = root / "run" / "budget.json"
     if resumed and saved.is_file():
         return json.loads(saved.read_text())
-    budget = budgeted_crop_epochs(plan, elapsed_s, measure_training_rate(str(data / "frames"), locator_config),
-                                  measure_training_rate(str(data / "crops"), crop_config))
+    def rate(dataset: str, config, images: int, epochs: int) -> float:
+        # Three windows of up to 8 steps, each 1/40 of the stage's training steps (down to one step): a short
+        # stage is not measured for longer than it trains (the quick plan's fixed 8-step windows were 3x its training).
+        steps = max(1, min(8, images * epochs // config.batch_size // 40))
+        return measure_training_rate(str(data / dataset), config, steps=steps, warmup=min(3, steps))
+    budget = budgeted_crop_epochs(plan, elapsed_s, rate("frames", locator_config, plan.frames, plan.locator_epochs),
+                                  rate("crops", crop_config, plan.crops, plan.crop_epochs))
     log.info("demo: budget %g min: this CPU trains %.0f frames/s and %.0f crops/s, so the crop stage gets %d of %d "
              "epochs (projected %.1f min%s)", plan.budget_min, budget["locator_images_s"], budget["crop_images_s"],
              budget["crop_epochs"], plan.crop_epochs, budget["projected_min"],

@@ -131,13 +131,14 @@ def refine_summary(predictions: dict, symmetries: np.ndarray, worse_deg: float =
 
 def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | None = None, limit: int | None = None,
                         worst: int = 16, fuse: bool = True, visible_range: tuple[float, float] | None = None,
-                        bop_results: bool = False, refine=None) -> dict:
+                        bop_results: bool = False, refine=None, plots: bool = True) -> dict:
     """``discopose eval``: metrics.json + report.html for an estimator on a dataset or a BOP folder.
 
     Images enter through :meth:`PoseEstimator.predict` with each image's own intrinsics, exactly as a
     user's images would. ``refine`` (True or a :class:`~discopose.refine.RefineConfig`; None: as the estimator
     was calibrated, see :func:`~discopose.estimator.api.load`) evaluates the estimator with its refinement on;
-    ``summary["refine"]`` then says what it did (:func:`refine_summary`).
+    ``summary["refine"]`` then says what it did (:func:`refine_summary`). Without ``plots`` the report holds its
+    tables and worst cases only.
     ``visible_range`` scores only samples whose visible fraction lies in it. With ``bop`` (a BOP folder to
     evaluate on) or ``bop_results``, ``bop_results.csv`` (BOP19 format) is written beside ``metrics.json``,
     whose ``per_sample`` list holds the same poses with their errors.
@@ -220,7 +221,7 @@ def evaluate_checkpoint(model_path: str, data: str | None, out: str, bop: str | 
             row.update(refine_applied=bool(predictions["refine_applied"][i]),
                        refine_score=float(predictions["refine_score"][i]))
     write_report(out, errors, summary, predictions, meta, title=f"discopose eval: {model_path} on {bop or data}",
-                 worst_views=overlays, baseline=baseline, per_sample=per_sample)
+                 worst_views=overlays, baseline=baseline, per_sample=per_sample, plots=plots)
     if bop or bop_results:
         write_bop_results(Path(out) / "bop_results.csv", predictions, obj_id)
     return {"summary": summary, "baseline": baseline, "frame": frame, "count": len(predictions["index"])}

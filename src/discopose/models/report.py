@@ -29,12 +29,23 @@ def _save(fig, path: Path) -> str:
 
 def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predictions: dict, meta: dict,
                  title: str, worst_views: list[np.ndarray] | None = None, baseline: dict | None = None,
-                 per_sample: list[dict] | None = None) -> Path:
-    """Write metrics.json, plots and report.html into ``out_dir``; returns the HTML path."""
-    plt = _figure()
+                 per_sample: list[dict] | None = None, plots: bool = True) -> Path:
+    """Write metrics.json, plots and report.html into ``out_dir``; returns the HTML path. Without ``plots`` the
+    report holds the tables and the worst cases only (matplotlib's figures are ~0.2 s each)."""
     out_dir = output_folder(out_dir)
     te_mm = np.array([e["te_mm"] for e in errors])
     re_deg = np.array([e["re_deg"] for e in errors])
+    figures = _error_figures(out_dir, te_mm, re_deg, summary, predictions) if plots else []
+    if worst_views:
+        atomic_write_bytes(out_dir / "worst_cases.png", encode_png(contact_sheet(worst_views, columns=4)))
+        figures.append(("Worst cases first (green: truth, red: prediction)", "worst_cases.png"))
+    return _write_metrics_and_page(out_dir, title, summary, meta, baseline, per_sample, figures)
+
+
+def _error_figures(out_dir: Path, te_mm: np.ndarray, re_deg: np.ndarray, summary: dict, predictions: dict
+                   ) -> list[tuple[str, str]]:
+    """The report's plots as PNGs in ``out_dir``: ``(title, file name)`` each."""
+    plt = _figure()
     plots = []
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -106,11 +117,11 @@ def write_report(out_dir: str | Path, errors: list[dict], summary: dict, predict
         ax.set_yscale("log")
         ax.legend()
         plots.append(("Validity: stated confidence against actual error", _save(fig, out_dir / "validity.png")))
+    return plots
 
-    if worst_views:
-        atomic_write_bytes(out_dir / "worst_cases.png", encode_png(contact_sheet(worst_views, columns=4)))
-        plots.append(("Worst cases first (green: truth, red: prediction)", "worst_cases.png"))
 
+def _write_metrics_and_page(out_dir: Path, title: str, summary: dict, meta: dict, baseline: dict | None,
+                            per_sample: list[dict] | None, plots: list[tuple[str, str]]) -> Path:
     metrics = {"title": title, "summary": summary, "baseline_mean_pose": baseline,
                "model": {k: meta.get(k) for k in ("spec", "pretrained", "epoch", "train_data")}}
     if per_sample is not None:
