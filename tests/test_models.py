@@ -380,10 +380,12 @@ def test_same_scenes_through_two_cameras_give_the_same_poses(trained_run, tmp_pa
         generate_dataset(str(tmp_path / name), 12, RenderConfig.load(overrides=overrides + looks), workers=1,
                          progress=False)
         positions[name] = predict_with_estimator(estimator, open_dataset(str(tmp_path / name)))
-        direct = evaluate_checkpoint(str(run / "best"), str(tmp_path / name), str(tmp_path / f"eval_{name}"))
+        # (Without the reports' plots: ~1 s a report, and the figures are test_short_training's to check.)
+        direct = evaluate_checkpoint(str(run / "best"), str(tmp_path / name), str(tmp_path / f"eval_{name}"),
+                                     plots=False)
         export_bop(str(tmp_path / name), tmp_path / f"bop_{name}")
         via_bop = evaluate_checkpoint(str(run / "best"), None, str(tmp_path / f"eval_bop_{name}"),
-                                      bop=str(tmp_path / f"bop_{name}"))
+                                      bop=str(tmp_path / f"bop_{name}"), plots=False)
         assert via_bop["summary"]["count"] == direct["summary"]["count"] == 12
         assert via_bop["summary"]["te_mm"]["median"] == pytest.approx(direct["summary"]["te_mm"]["median"], abs=1e-3)
     a, b = positions["a"], positions["b"]

@@ -137,7 +137,7 @@ def test_the_shipped_cube_reads_the_cube(tmp_path):
     config = estimator.train_render_config.with_overrides(["camera.width_px=224", "camera.height_px=224", "seed=9107",
                                                            "camera.distance_range_m=[0.15, 0.5]"])
     generate_dataset(str(tmp_path / "frames"), 16, config, workers=1, progress=False)
-    result = evaluate_checkpoint("cube", str(tmp_path / "frames"), str(tmp_path / "eval"))
+    result = evaluate_checkpoint("cube", str(tmp_path / "frames"), str(tmp_path / "eval"), plots=False)
     summary, chance = result["summary"], result["baseline"]
     # The model card's in-family median is 5 mm (2-5 mm under 0.5 m); chance is ~100 mm / ~130 deg. A broken or
     # wrong model fails.

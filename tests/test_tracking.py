@@ -407,10 +407,11 @@ def test_three_camera_rig_trains_evaluates_and_tracks_in_the_world_frame(pose_da
                             locator_config=TrainConfig(stage="locator", **tiny),
                             crop_config=TrainConfig(stage="crop", **tiny), progress=False)
     assert metas["crop"]["step"] == 24 * 3 // 16  # every camera's view is a training sample
-    fused = evaluate_checkpoint(str(tmp_path / "run" / "best"), str(tmp_path / "test"), str(tmp_path / "eval"))
+    fused = evaluate_checkpoint(str(tmp_path / "run" / "best"), str(tmp_path / "test"), str(tmp_path / "eval"),
+                                plots=False)
     assert fused["frame"] == "world (cameras fused)" and fused["summary"]["count"] == 6
     single = evaluate_checkpoint(str(tmp_path / "run" / "best"), str(tmp_path / "test"), str(tmp_path / "eval1"),
-                                 fuse=False)
+                                 fuse=False, plots=False)
     assert single["frame"] == "camera"
 
     clip = render_trajectory_video(RenderConfig.load(overrides=rig + ["camera.width_px=80", "camera.height_px=60"]),
