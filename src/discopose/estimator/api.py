@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -305,27 +305,30 @@ class PoseEstimator:
         return self.fuse_views(self.predict_views(views, refine=False), views, names)
 
     def fuse_views(self, camera_poses: list[Pose], views: list[tuple[np.ndarray, CameraModel]],
-                   names: list[str]) -> Pose:
+                   names: list[str], align: bool = True) -> Pose:
         """One world-frame pose from per-camera poses (:func:`fuse_world_poses`) and, when the estimator
-        refines, the fused pose aligned to every camera's image jointly (one pose, all cameras' evidence)."""
+        refines (and ``align`` is left True), the fused pose aligned to every camera's image jointly (one pose,
+        all cameras' evidence: :meth:`align_fused`)."""
         pose = fuse_world_poses(camera_poses, [cam for _, cam in views], names, symmetries=self.symmetries)
-        if self.refines:
-            start = pose.frame_from_object
-            result, error = self._align(views, start, world=True)
-            # Where fusion already judged the pose invalid, only a convincing alignment may make it valid (measured
-            # on the shipped model's two-camera renders: correct joint alignments scored 0.87-0.93, a wrong one that
-            # turned an invalid 11 deg pose into 29 deg scored 0.52).
-            applied = self._refine_accepts(result) and (pose.valid or result.score >= REFINE_RESCUE_MIN_SCORE)
-            pose.extra["refine"] = self._refine_record(result, start, applied, error)
-            pose.extra["fusion_valid"] = pose.valid
-            if applied:
-                pose.position_m = result.frame_from_object[:3, 3].copy()
-                pose.rotation = result.frame_from_object[:3, :3].copy()
-            # Valid where the cameras' joint evidence supports the pose: measured on 30 rendered three-camera
-            # frames, that flags more gross errors (6 of 7 against fusion's 4) and keeps more good poses (19 of
-            # 22 against 17); the one gross error it keeps is a misread face whose geometry aligns exactly.
-            pose.valid = applied
-        return pose
+        return self.align_fused(pose, views) if self.refines and align else pose
+
+    def align_fused(self, fused: Pose, views: list[tuple[np.ndarray, CameraModel]]) -> Pose:
+        """``fused`` (:func:`fuse_world_poses`, world frame) aligned to every camera's image jointly: a copy,
+        valid where the alignment is. ``views`` may be later frames of the same cameras (a tracker that fuses
+        the networks' poses on one frame and aligns on the next)."""
+        start = fused.frame_from_object
+        result, error = self._align(views, start, world=True)
+        # Where fusion already judged the pose invalid, only a convincing alignment may make it valid (measured
+        # on the shipped model's two-camera renders: correct joint alignments scored 0.87-0.93, a wrong one that
+        # turned an invalid 11 deg pose into 29 deg scored 0.52).
+        applied = self._refine_accepts(result) and (fused.valid or result.score >= REFINE_RESCUE_MIN_SCORE)
+        aligned = result.frame_from_object if applied else start
+        # Valid where the cameras' joint evidence supports the pose: measured on 30 rendered three-camera
+        # frames, that flags more gross errors (6 of 7 against fusion's 4) and keeps more good poses (19 of
+        # 22 against 17); the one gross error it keeps is a misread face whose geometry aligns exactly.
+        return replace(fused, position_m=aligned[:3, 3].copy(), rotation=aligned[:3, :3].copy(), valid=applied,
+                       extra={**fused.extra, "refine": self._refine_record(result, start, applied, error),
+                              "fusion_valid": fused.valid})
 
     def follow(self, views: list[tuple[np.ndarray, CameraModel]], frame_from_object, names: list[str] | None = None,
                world: bool = False) -> Pose | None:
