@@ -1,14 +1,16 @@
 """Where a tracked frame's time goes: one and three 640x480 cameras through the live tracker, every frame.
 
     python benchmarks/frame_time.py --model cube [--frames 120] [--size 640x480] [--cameras 1 3] [--backend auto]
+                                    [--no-split-networks-frames]
 
 A clip of the model's own world plays in lockstep (every frame processed once) through ``Tracker.step``, with each
 part of the frame's path timed where it runs: the remaps onto each network's camera (``stage_view``), the locator
 (and its zoomed second look), the crop network, the dense head's PnP consistency check, the refinement (one camera,
 several jointly, or following the last pose), multi-camera fusion, publishing on localhost; "rest" is the step's
 time outside those (grabbing, the trust model, the filter, Python). Mean ms per frame of each part and its share
-of the mean step (the step's median and p99 beside them), per camera count and per path (networks, following). Prints the CPU it ran on; a machine with other
-load gives larger figures, so compare shares, or runs made in the same process.
+of the mean step (the step's median and p99 beside them), per camera count and per path: networks, following,
+and (several cameras, ``TrackConfig.split_networks_frames``) aligning the last frame's fused networks pose. Prints
+the CPU it ran on; a machine with other load gives larger figures, so compare shares, or runs made in the same process.
 """
 from __future__ import annotations
 
@@ -75,11 +77,12 @@ def instrument(estimator, timings: Timings) -> None:
     PosePublisher.publish = timings.wrap("publish", PosePublisher.publish)
 
 
-def measure(estimator, clip, timings: Timings, follow: bool) -> dict:
+def measure(estimator, clip, timings: Timings, follow: bool, split: bool) -> dict:
     sources = {name: CameraSource(name, str(video), mode="lockstep") for name, video in clip.videos.items()}
     calibrations = {name: CameraModel.load(path) for name, path in clip.cameras.items()}
-    tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", follow=follow))
-    rows = {"networks": [], "following": []}
+    tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", follow=follow,
+                                                                    split_networks_frames=split))
+    rows = {"networks": [], "following": [], "aligning": []}
     try:
         tracker.warm_up()
         while not all(s.ended for s in sources.values()):
@@ -91,7 +94,9 @@ def measure(estimator, clip, timings: Timings, follow: bool) -> dict:
             total = time.perf_counter() - start
             parts = dict(timings.frame)
             parts["rest"] = total - sum(parts.values())
-            rows["following" if tracker.followed > followed else "networks"].append((total, parts))
+            path = ("networks" if "crop network" in parts or "locator" in parts else
+                    "following" if tracker.followed > followed else "aligning")
+            rows[path].append((total, parts))
     finally:
         tracker.close()
     result = {}
@@ -115,13 +120,16 @@ def main():
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--cameras", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--size", default="640x480")
+    parser.add_argument("--split-networks-frames", action=argparse.BooleanOptionalAction, default=True,
+                        help="several cameras: the joint alignment on the frame after the networks (TrackConfig)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     print(f"# {args.model} ({args.backend}), {args.size}, {args.frames} frames; CPU: {describe_cpu()}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start\n")
     timings = Timings()
     estimator = discopose.load(args.model, backend=args.backend)
-    print(f"refinement {'on' if estimator.refines else 'off'} (as calibrated)\n")
+    print(f"refinement {'on' if estimator.refines else 'off'} (as calibrated); networks and joint alignment "
+          f"{'split over two frames' if args.split_networks_frames else 'in one frame'} with several cameras\n")
     instrument(estimator, timings)
     print("| cameras | path | frames | step p50 / p99 ms | " + " | ".join(PARTS) + " |")
     print("|---|---|---|---|" + "---|" * len(PARTS))
@@ -133,7 +141,7 @@ def main():
                  "camera.distance_range_m=[0.2, 0.4]"])
             clip = render_trajectory_video(world, Path(tmp) / f"clip{count}.mp4", num_frames=args.frames)
             for follow in ((False, True) if estimator.refines else (False,)):
-                for path, row in measure(estimator, clip, timings, follow).items():
+                for path, row in measure(estimator, clip, timings, follow, args.split_networks_frames).items():
                     total = row["total_ms_mean"]
                     cells = " | ".join(f"{row['parts_ms'][p]:.1f} ({100 * row['parts_ms'][p] / total:.0f}%)"
                                        for p in PARTS)

@@ -34,6 +34,8 @@ def main():
     parser.add_argument("--size", type=int, default=224, help="camera image size (square)")
     parser.add_argument("--fast-track", action="store_true",
                         help="the tracker's opt-in fast path: crops aimed at the filter's prediction, no locator")
+    parser.add_argument("--split-networks-frames", action=argparse.BooleanOptionalAction, default=True,
+                        help="several cameras: the joint alignment on the frame after the networks (TrackConfig)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="render config override of the clip, on top of the model's training world")
     args = parser.parse_args()
@@ -48,7 +50,8 @@ def main():
         tracker = Tracker(estimator, {n: CameraSource(n, str(v), mode="lockstep") for n, v in clip.videos.items()},
                           {n: CameraModel.load(path) for n, path in clip.cameras.items()},
                           config=TrackConfig(publish=None, record=str(Path(tmp) / "poses.jsonl"), status_every_s=1e9,
-                                             reuse_track=args.fast_track))
+                                             reuse_track=args.fast_track,
+                                             split_networks_frames=args.split_networks_frames))
         tracker.run()
         symmetries = Symmetry.from_dict(estimator.object["symmetry"]).matrices()
         quality = tracking_quality(Path(tmp) / "poses.jsonl", clip.ground_truth,
@@ -56,6 +59,7 @@ def main():
     print(f"# tracking quality on a {args.frames}-frame rendered trajectory, {args.cameras} camera(s) "
           f"{args.size}x{args.size} (every frame processed; frame: {quality['frame']}; "
           f"{'tracking fast path' if args.fast_track else 'full pipeline'}; "
+          f"{'' if args.split_networks_frames else 'networks and joint alignment in one frame; '}"
           f"clip: the model's training world{'' if recorded_world else ' (not recorded: the demo world)'}"
           f"{', overrides ' + ' '.join(args.set) if args.set else ''})\n")
     print("| estimate | median translation error mm | median rotation error deg | jitter mm/frame | jitter deg/frame |")
