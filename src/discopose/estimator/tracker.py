@@ -212,7 +212,8 @@ class Tracker:
         cameras = {name: self._camera(name, image) for name, image in images.items()}
         views = list(images)
         pairs = [(images[n], cameras[n]) for n in views]
-        config, (pending, self._pending) = self.config, (self._pending, None)
+        config = self.config
+        pending, self._pending = self._pending, None
         # The last frame's fused networks pose, aligned to this frame's images by the same cameras.
         if pending is not None and pending[2] == views and capture_time - pending[0] <= config.follow_max_age_s:
             pose = self.estimator.align_fused(pending[1], pairs)
