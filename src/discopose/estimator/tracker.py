@@ -52,8 +52,8 @@ class TrackConfig:
     redetect_every: int = 10
     # Several cameras with the refinement: a networks frame publishes the networks' fused pose as pending (invalid,
     # so the filter predicts through it) and the next frame aligns it jointly to that frame's images, so that no
-    # frame carries both the networks and the joint alignment (three 640x480 cameras on 2 cores: ~40 + ~35 ms
-    # instead of ~80 in one frame).
+    # frame carries both the networks and the joint alignment (three 640x480 cameras on 2 cores, measured with
+    # benchmarks/frame_time.py: ~40 ms and ~50 ms, against 65-83 ms with both in one frame).
     split_networks_frames: bool = True
     # A published pose is valid while its last valid, accepted measurement is at most this old.
     valid_max_age_s: float = 0.25
