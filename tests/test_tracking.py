@@ -495,18 +495,31 @@ def test_fusion_triangulates_depth_and_outvotes_a_misread_camera():
     assert np.sqrt(np.linalg.eigvalsh(fused.position_covariance_m2).max()) < 0.003
 
 
+def _refining_cube():
+    """The shipped cube with its refinement and sigmas for refined poses, as calibrate_estimator(..., refine=True)
+    fits them: following needs them."""
+    import discopose
+    estimator = discopose.load("cube", refine=True)
+    estimator.trust.refined_position_sigma_m, estimator.trust.refined_rotation_sigma_deg = [0.003, 0.003, 0.01], 3.0
+    return estimator
+
+
+def _raw_error(record: dict, frame_from_object) -> tuple[float, float]:
+    """A recorded raw measurement's position (mm) and rotation (deg) error against the true 4x4 pose in its frame."""
+    from discopose.geometry.transforms import matrix_from_quat_wxyz
+    truth = np.asarray(frame_from_object)
+    return (1000 * float(np.linalg.norm(np.asarray(record["raw_position_m"]) - truth[:3, 3])),
+            rotation_angle_deg(matrix_from_quat_wxyz(record["raw_quat_wxyz"]), truth[:3, :3]))
+
+
 def test_tracker_follows_the_mesh_between_network_passes(tmp_path):
     """With a refining estimator the tracker aligns the mesh from the last valid pose and runs the networks only
     every ``redetect_every`` frames (or when the alignment's score drops): the followed poses are recorded as such,
     stay on the object, and ``follow=False`` runs the networks on every frame."""
-    import discopose
     from discopose.camera import CameraModel
     from discopose.estimator.tracker import TrackConfig, Tracker
-    from discopose.geometry.transforms import matrix_from_quat_wxyz
     from discopose.render.trajectory import render_trajectory_video
-    estimator = discopose.load("cube", refine=True)
-    # Sigmas for refined poses, as calibrate_estimator(..., refine=True) fits them: following needs them.
-    estimator.trust.refined_position_sigma_m, estimator.trust.refined_rotation_sigma_deg = [0.003, 0.003, 0.01], 3.0
+    estimator = _refining_cube()
     config = estimator.train_render_config.with_overrides([*NO_HAND, "camera.width_px=320", "camera.height_px=240",
                                                            "seed=4"])
     clip = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=24)
@@ -530,9 +543,9 @@ def test_tracker_follows_the_mesh_between_network_passes(tmp_path):
     errors_deg, errors_mm = [], []
     for record in records:
         if record["followed"]:
-            gt = truth[record["frame_index"]["cam0"]]
-            errors_mm.append(1000 * np.linalg.norm(np.asarray(record["raw_position_m"]) - gt[:3, 3]))
-            errors_deg.append(rotation_angle_deg(matrix_from_quat_wxyz(record["raw_quat_wxyz"]), gt[:3, :3]))
+            mm, deg = _raw_error(record, truth[record["frame_index"]["cam0"]])
+            errors_mm.append(mm)
+            errors_deg.append(deg)
     # Measured 1.0 mm / 0.6 deg: a pose followed in the wrong frame, or from the wrong start, is far off.
     assert np.median(errors_mm) < 10 and np.median(errors_deg) < 10, (errors_mm, errors_deg)
     stats, records = track(False)
@@ -544,13 +557,10 @@ def test_several_cameras_split_the_networks_and_the_joint_alignment_over_two_fra
     so the filter predicts through it) and the next frame aligns it jointly to its own images, so that no frame
     runs both; ``split_networks_frames=False`` aligns on the networks frame itself. The aligned poses sit on the
     object (a pending pose passed on unaligned is degrees off)."""
-    import discopose
     from discopose.camera import CameraModel
     from discopose.estimator.tracker import TrackConfig, Tracker
-    from discopose.geometry.transforms import matrix_from_quat_wxyz
     from discopose.render.trajectory import render_trajectory_video
-    estimator = discopose.load("cube", refine=True)
-    estimator.trust.refined_position_sigma_m, estimator.trust.refined_rotation_sigma_deg = [0.003, 0.003, 0.01], 3.0
+    estimator = _refining_cube()
     config = estimator.train_render_config.with_overrides([*NO_HAND, "camera.count=3", "camera.width_px=320",
                                                            "camera.height_px=240", "seed=4"])
     clip = render_trajectory_video(config, tmp_path / "clip.mp4", num_frames=12)
@@ -566,11 +576,6 @@ def test_several_cameras_split_the_networks_and_the_joint_alignment_over_two_fra
         tracker.run()
         return [json.loads(line) for line in record.read_text().splitlines()]
 
-    def error(record) -> tuple[float, float]:
-        gt = truth[record["frame_index"]["cam0"]]
-        return (1000 * np.linalg.norm(np.asarray(record["raw_position_m"]) - gt[:3, 3]),
-                rotation_angle_deg(matrix_from_quat_wxyz(record["raw_quat_wxyz"]), gt[:3, :3]))
-
     records = track(True)
     assert len(records) == 12 and all(r["frame"] == "world" for r in records)
     pending = [i for i, r in enumerate(records) if r["alignment_pending"]]
@@ -580,7 +585,8 @@ def test_several_cameras_split_the_networks_and_the_joint_alignment_over_two_fra
     # The frame after a pending one is its alignment: neither followed nor pending, and valid where it aligned.
     assert all(not records[i]["followed"] and not records[i]["alignment_pending"] for i in aligned)
     assert sum(records[i]["raw_valid"] for i in aligned) >= len(aligned) - 1, [records[i]["raw_valid"] for i in aligned]
-    errors = np.array([error(records[i]) for i in aligned if records[i]["raw_valid"]])
+    errors = np.array([_raw_error(records[i], truth[records[i]["frame_index"]["cam0"]])
+                       for i in aligned if records[i]["raw_valid"]])
     # Measured 0.5-0.8 mm / 0.3-0.4 deg: the joint alignment on the frame's own images (the networks' fused pose
     # alone is ~4 deg off on such frames).
     assert np.median(errors[:, 0]) < 3 and np.median(errors[:, 1]) < 2, errors

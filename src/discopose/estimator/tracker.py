@@ -224,21 +224,18 @@ class Tracker:
         else:
             self._since_networks = 0
             priors = self._priors(capture_time, [cameras[n] for n in views])
-            if self.world_frame and self.estimator.refines:
-                # Several cameras are refined jointly after fusion (estimator.fuse_views), not each on its own.
+            if not self.world_frame:  # one camera: its own frame
+                pose = self.estimator.predict_views(pairs, priors)[0]
+            else:
+                # Several: the cameras that delivered, fused (the lost ones are left out and the stated covariance
+                # grows accordingly), and refined jointly after fusion, not each on its own.
                 poses = self.estimator.predict_views(pairs, priors, refine=False)
-            else:
-                poses = self.estimator.predict_views(pairs, priors)
-            # One camera: its own frame. Several: the cameras that delivered, fused; the lost ones are left
-            # out and the stated covariance grows accordingly.
-            if not self.world_frame:
-                pose = poses[0]
-            elif self.estimator.refines and config.split_networks_frames:
-                fused = self.estimator.fuse_views(poses, pairs, views, align=False)
-                self._pending = (capture_time, fused, views)
-                pose = replace(fused, valid=False, extra={**fused.extra, "alignment_pending": True})
-            else:
-                pose = self.estimator.fuse_views(poses, pairs, views)
+                if self.estimator.refines and config.split_networks_frames:
+                    fused = self.estimator.fuse_views(poses, pairs, views, align=False)
+                    self._pending = (capture_time, fused, views)
+                    pose = replace(fused, valid=False, extra={**fused.extra, "alignment_pending": True})
+                else:
+                    pose = self.estimator.fuse_views(poses, pairs, views)
         self._follow_from = (capture_time, pose.frame_from_object) if pose.valid else None
         raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
         position_sigma = pose.position_sigma_m
