@@ -154,18 +154,39 @@ class Tracker:
         primary = next(iter(self.sources))
         frames = {}
         lockstep = any(s.mode == "lockstep" for s in self.sources.values())
+        moment_s = None  # the first frame's capture time: the group's moment
         for name, source in self.sources.items():
-            # Pace on the primary camera, but never depend on it: if it is gone the others carry on.
-            waits = lockstep or (name == primary and source.state == "ok")
             # Only frames not yet processed: a camera that stopped delivering (unplugged, reconnecting) is left
             # out of the group and reported by its state, never estimated again from its last frame.
-            frame = source.latest(wait_s=1.0 if waits else 0.0, newer_than=self._last_index[name])
+            newer_than = self._last_index[name]
+            if lockstep or (name == primary and source.state == "ok"):
+                # Pace on the primary camera, but never depend on it: if it is gone the others carry on.
+                frame = source.latest(wait_s=1.0, newer_than=newer_than)
+            elif moment_s is not None and source.state == "ok":
+                frame = self._frame_near(source, newer_than, moment_s)
+            else:
+                frame = source.latest(wait_s=0.0, newer_than=newer_than)
             if frame is not None:
                 frames[name] = frame
+                if moment_s is None:
+                    moment_s = frame.capture_time_s
         if not frames:
             return None
         reference = max(f.capture_time_s for f in frames.values())
         return {n: f for n, f in frames.items() if reference - f.capture_time_s <= self.config.tolerance_s}
+
+    def _frame_near(self, source: CameraSource, newer_than: int, moment_s: float):
+        """A live camera's frame of the moment ``moment_s``: its newest if that was captured at most half the
+        grouping tolerance before, else the next one, waited for up to the tolerance after the moment. Live cameras'
+        frames of one moment come out of their decoders milliseconds apart: taking only what had arrived left a
+        quarter of three cameras' groups short a camera (benchmarks/track_soak.py), or holding one camera's frame of
+        the moment before, a frame behind the others from then on."""
+        tolerance_s = self.config.tolerance_s
+        frame = source.latest(wait_s=0.0, newer_than=newer_than)
+        if frame is None or frame.capture_time_s < moment_s - tolerance_s / 2:
+            wait_s = max(moment_s + tolerance_s - time.monotonic(), 0.0)
+            frame = source.latest(wait_s=wait_s, newer_than=newer_than if frame is None else frame.index) or frame
+        return frame
 
     def _priors(self, capture_time_s: float, cameras: list[CameraModel]) -> list | None:
         """Where the filter expects the object in each camera, when it is sure enough to skip the locator:
@@ -216,12 +237,14 @@ class Tracker:
         pending, self._pending = self._pending, None
         # The last frame's fused networks pose, aligned to this frame's images by the same cameras.
         if pending is not None and pending[2] == views and capture_time - pending[0] <= config.follow_max_age_s:
-            pose = self.estimator.align_fused(pending[1], pairs)
+            pose, kind = self.estimator.align_fused(pending[1], pairs), "aligning"
             self._since_networks += 1
         elif (pose := self._follow(pairs, views, capture_time)) is not None:
+            kind = "following"
             self._since_networks += 1
             self.followed += 1
         else:
+            kind = "networks"
             self._since_networks = 0
             priors = self._priors(capture_time, [cameras[n] for n in views])
             if not self.world_frame:  # one camera: its own frame
@@ -285,7 +308,7 @@ class Tracker:
                       "raw_position_m": raw_position.tolist(), "raw_quat_wxyz": quat_wxyz_from_matrix(raw_rotation).tolist(),
                       "raw_position_sigma_m": position_sigma.tolist(), "raw_rotation_sigma_rad": rotation_sigma,
                       "raw_valid": bool(pose.valid), "raw_confidence": float(pose.confidence),
-                      "followed": bool(pose.extra.get("followed", False)),
+                      "followed": bool(pose.extra.get("followed", False)), "step": kind,
                       "alignment_pending": bool(pose.extra.get("alignment_pending", False))}
             self._record.write(json.dumps(record) + "\n")
         if self._view is not None:
