@@ -87,16 +87,13 @@ def measure(estimator, clip, timings: Timings, follow: bool, split: bool) -> dic
         tracker.warm_up()
         while not all(s.ended for s in sources.values()):
             timings.frame.clear()
-            followed = tracker.followed
             start = time.perf_counter()
             if tracker.step() is None:
                 continue
             total = time.perf_counter() - start
             parts = dict(timings.frame)
             parts["rest"] = total - sum(parts.values())
-            path = ("networks" if "crop network" in parts or "locator" in parts else
-                    "following" if tracker.followed > followed else "aligning")
-            rows[path].append((total, parts))
+            rows[tracker.last_step].append((total, parts))
     finally:
         tracker.close()
     result = {}

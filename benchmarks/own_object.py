@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import trimesh
-
 from discopose._hardware import describe_cpu
 from discopose.demo import DemoPlan, run_demo
 from discopose.render.example_objects import make_example_object
@@ -37,10 +35,7 @@ def main() -> None:
     print("| seed | position mm (chance) | fraction of chance | rotation deg (chance) | minutes |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
-        drill = trimesh.load(make_example_object("drill", root / "drill.glb"), force="mesh")
-        drill.apply_scale(0.45)
-        drill.export(root / "small.glb")
-        user = describe_user_object(str(root / "small.glb"))
+        user = describe_user_object(str(make_example_object("drill", root / "small.glb", scale=0.45)))
         for seed in args.seeds:
             started = time.perf_counter()
             summary = run_demo(str(root / f"demo_seed{seed}"), plan=PLAN, publish="tcp://127.0.0.1:0", progress=False,

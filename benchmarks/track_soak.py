@@ -10,7 +10,8 @@ pulled USB camera does (the first camera of the rig). The tracker runs as ``disc
 localhost, the estimator's default refinement and following), its camera sources reopening with their backoff.
 Reported per window: published Hz, capture -> publish latency p50 / p99, resident memory; over the run: the RSS
 slope (MB/hour, a line fitted after the first window, which holds the warm-up) and the last window's p99 against
-the first's; for the unplug: how long the camera stayed away, whether it came back, and how many poses published
+the first's; the latency by the step that measured each frame (the networks, the joint alignment after them,
+following); for the unplug: how long the camera stayed away, whether it came back, and how many poses published
 while it was away claimed that camera was fine (must be none) or — one camera — were still valid after the
 tracker's ``valid_max_age_s`` (must be none). Print the CPU flags and the machine's load beside the figures.
 """
@@ -35,6 +36,9 @@ from discopose.estimator.tracker import TrackConfig, Tracker
 from discopose.render.trajectory import render_trajectory_video
 
 
+STEPS = ("networks", "aligning", "following")  # Tracker.last_step, stored as its index here
+
+
 class PublishedLog:
     """What the soak keeps of each published message, in arrays allocated and written up front: rows appended
     to a list for 30 minutes grew this process by ~6 MB, which the RSS slope would have blamed on the tracker."""
@@ -44,8 +48,9 @@ class PublishedLog:
         self.run_s, self.capture_time_s, self.latency_s, self.measurement_age_s = (
             np.full(capacity, np.nan) for _ in range(4))
         self.pulled_camera_ok, self.valid = np.full(capacity, False), np.full(capacity, False)
+        self.step = np.full(capacity, -1, np.int8)
 
-    def add(self, run_s: float, message: dict, pulled_camera: str) -> None:
+    def add(self, run_s: float, message: dict, pulled_camera: str, step: str) -> None:
         i = self.count
         if i == len(self.run_s):
             raise RuntimeError(f"soak log full after {i} messages: raise its capacity")
@@ -53,6 +58,7 @@ class PublishedLog:
         self.measurement_age_s[i] = np.nan if message["measurement_age_s"] is None else message["measurement_age_s"]
         self.pulled_camera_ok[i] = message["cameras"][pulled_camera]["state"] == "ok"
         self.valid[i] = message["valid"]
+        self.step[i] = STEPS.index(step)
         self.count += 1
 
     def column(self, name: str) -> np.ndarray:
@@ -154,7 +160,7 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     def step():
         message = original_step()
         if message is not None:
-            published.add(time.monotonic() - start, message, first)
+            published.add(time.monotonic() - start, message, first, tracker.last_step)
         return message
     tracker.step = step
     try:
@@ -188,6 +194,12 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     later = later if len(later) > 2 else memory
     slope = float(np.polyfit(later[:, 0], later[:, 1], 1)[0] * 3600) if len(later) > 2 else None
     p99 = [w["latency_ms_p99"] for w in windows if w["latency_ms_p99"] is not None]
+    # Latency by the step that measured the frame: which steps make the tail.
+    steps = published.column("step")
+    by_step = {name: {"frames": int(np.sum(steps == i)),
+                      "latency_ms_p50": float(np.percentile(latency_ms[steps == i], 50)),
+                      "latency_ms_p99": float(np.percentile(latency_ms[steps == i], 99))}
+               for i, name in enumerate(STEPS) if np.any(steps == i)}
     return {"cameras": len(names), "minutes": minutes, "messages": stats["messages"], "windows": windows,
             "rss_slope_mb_per_hour": slope, "p99_drift": (p99[-1] / p99[0] - 1) if len(p99) > 1 else None,
             "unplug": {"camera": first, "at_s": unplug_s0, "for_s": unplug_s,
@@ -195,7 +207,7 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
                        "came_back": back is not None, "reconnects": stats["cameras"][first]["reconnects"],
                        "published_while_away": int(np.sum(in_unplug)), "claimed_ok_while_away": claimed_ok,
                        "stale_valid_while_away": stale_valid},
-            "followed": stats.get("followed")}
+            "followed": stats.get("followed"), "steps": by_step}
 
 
 def main():
@@ -241,6 +253,8 @@ def main():
             for w in result["windows"]:
                 print(f"| {w['minutes'][0]:g}-{w['minutes'][1]:g} | {w['hz']:.1f} | {w['latency_ms_p50'] or 0:.0f} / "
                       f"{w['latency_ms_p99'] or 0:.0f} | {w['rss_mb'] or 0:.0f} |")
+            print("steps: " + ", ".join(f"{name} {s['frames']} frames, latency p50 / p99 {s['latency_ms_p50']:.0f} / "
+                                        f"{s['latency_ms_p99']:.0f} ms" for name, s in result["steps"].items()))
             print(f"unplug: {json.dumps(result['unplug'])}\n", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

@@ -123,10 +123,12 @@ def test_a_small_mesh_in_millimetres_runs_through_the_demo_in_metres(tmp_path):
     from discopose.demo import QUICK, run_demo
     from discopose.render.config import WORKING_VOLUME_M
     from discopose.render.example_objects import make_example_object
-    drill = trimesh.load(make_example_object("drill", tmp_path / "drill.glb"), force="mesh")
-    drill.apply_scale(0.45)  # a 48 mm part, in millimetres
-    drill.export(tmp_path / "small.glb")
-    user = describe_user_object(str(tmp_path / "small.glb"))
+    small = make_example_object("drill", tmp_path / "small.glb", scale=0.45)  # a 48 mm part, in millimetres
+    with pytest.raises(ConfigError, match="scale=0; use a factor"):
+        make_example_object("drill", tmp_path / "none.glb", scale=0)
+    assert not (tmp_path / "none.glb").exists()
+    drill = trimesh.load(small, force="mesh")
+    user = describe_user_object(str(small))
     assert user.scale_to_m == 0.001 and user.textured
     # The quick recipe, with 32 calibration frames: about an eighth fall outside the trained distances (the family
     # reaches past them) and the trust fit needs 20 inside.

@@ -585,6 +585,9 @@ def test_tracker_follows_the_mesh_between_network_passes(tmp_path):
     stats, records = track(True)
     followed = [r["followed"] for r in records]
     assert stats["followed"] == sum(followed) >= 8, followed
+    # Each frame's step, recorded and counted: one camera never aligns a pending pose.
+    assert [r["step"] == "following" for r in records] == followed
+    assert stats["steps"] == {"networks": len(records) - sum(followed), "aligning": 0, "following": sum(followed)}
     runs = "".join("f" if f else "n" for f in followed).split("n")
     assert max(len(run) for run in runs) <= 3, followed  # the networks at least every 4th frame
     errors_deg, errors_mm = [], []
@@ -597,6 +600,7 @@ def test_tracker_follows_the_mesh_between_network_passes(tmp_path):
     assert np.median(errors_mm) < 10 and np.median(errors_deg) < 10, (errors_mm, errors_deg)
     stats, records = track(False)
     assert stats["followed"] == 0 and not any(r["followed"] for r in records)
+    assert {r["step"] for r in records} == {"networks"}
 
 
 def test_several_cameras_split_the_networks_and_the_joint_alignment_over_two_frames(tmp_path):
@@ -631,6 +635,8 @@ def test_several_cameras_split_the_networks_and_the_joint_alignment_over_two_fra
     assert all(not records[i]["raw_valid"] and not records[i]["followed"] for i in pending)
     # The frame after a pending one is its alignment: neither followed nor pending, and valid where it aligned.
     assert all(not records[i]["followed"] and not records[i]["alignment_pending"] for i in aligned)
+    assert [records[i]["step"] for i in pending] == ["networks"] * len(pending)
+    assert [records[i]["step"] for i in aligned] == ["aligning"] * len(aligned)
     assert sum(records[i]["raw_valid"] for i in aligned) >= len(aligned) - 1, [records[i]["raw_valid"] for i in aligned]
     errors = np.array([_raw_error(records[i], truth[records[i]["frame_index"]["cam0"]])
                        for i in aligned if records[i]["raw_valid"]])

@@ -15,7 +15,7 @@ from discopose._errors import DiscoposeError
 from discopose._io import output_file
 from discopose.camera import CameraModel
 from discopose.config import check_range
-from discopose.estimator.api import PoseEstimator
+from discopose.estimator.api import Pose, PoseEstimator
 from discopose.estimator.filter import FilterConfig, PoseFilter
 from discopose.estimator.publisher import SCHEMA, PosePublisher
 from discopose.estimator.sources import CameraSource
@@ -66,6 +66,15 @@ class TrackConfig:
         check_range("valid_max_age_s", self.valid_max_age_s, 0.0)
         check_range("follow_max_age_s", self.follow_max_age_s, 0.0)
         check_range("redetect_every", self.redetect_every, 1)
+
+
+@dataclass(frozen=True)
+class HeldPose:
+    """A pose the tracker carries into the next frame: captured at ``capture_time_s`` by ``cameras``."""
+
+    capture_time_s: float
+    pose: Pose
+    cameras: list[str]
 
 
 class RecentLatencies:
@@ -140,10 +149,13 @@ class Tracker:
         self._last_accepted = False
         self._confidence = 0.0
         self._last_index = {name: -1 for name in sources}
-        self._follow_from = None  # (capture time, frame_from_object) of the last valid measurement
-        self._pending = None  # (capture time, fused networks pose, cameras): its joint alignment is the next frame's
+        self._follow_from: HeldPose | None = None  # the last valid measurement: the next frame follows from it
+        self._pending: HeldPose | None = None  # a fused networks pose whose joint alignment is the next frame's
         self._since_networks = 0
-        self.followed = 0
+        # Frames by the step that measured them: the networks, the joint alignment of the last frame's networks
+        # pose (several cameras, split_networks_frames), or following the last pose. last_step: the latest frame's.
+        self.steps = {"networks": 0, "aligning": 0, "following": 0}
+        self.last_step = None
         self._record = None
         self._video = None
         self._video_tmp = None
@@ -207,11 +219,11 @@ class Tracker:
         """The mesh aligned from the last valid pose (TrackConfig.follow), or None: run the networks."""
         config, last = self.config, self._follow_from
         if not (config.follow and self.estimator.refines and last is not None
-                and capture_time_s - last[0] <= config.follow_max_age_s and self._since_networks + 1 < config.redetect_every):
+                and capture_time_s - last.capture_time_s <= config.follow_max_age_s and self._since_networks + 1 < config.redetect_every):
             return None
         if self.world_frame and set(names) != set(self.sources):
             return None  # a camera missing: the networks' fusion states what the rest support
-        return self.estimator.follow(pairs, last[1], names, world=self.world_frame)
+        return self.estimator.follow(pairs, last.pose.frame_from_object, names, world=self.world_frame)
 
     def _camera(self, name: str, image: np.ndarray) -> CameraModel:
         return self.estimator.camera_for(image, self.calibrations.get(name), self.assume_nominal, name=name)
@@ -236,13 +248,13 @@ class Tracker:
         config = self.config
         pending, self._pending = self._pending, None
         # The last frame's fused networks pose, aligned to this frame's images by the same cameras.
-        if pending is not None and pending[2] == views and capture_time - pending[0] <= config.follow_max_age_s:
-            pose, kind = self.estimator.align_fused(pending[1], pairs), "aligning"
+        if (pending is not None and pending.cameras == views
+                and capture_time - pending.capture_time_s <= config.follow_max_age_s):
+            pose, kind = self.estimator.align_fused(pending.pose, pairs), "aligning"
             self._since_networks += 1
         elif (pose := self._follow(pairs, views, capture_time)) is not None:
             kind = "following"
             self._since_networks += 1
-            self.followed += 1
         else:
             kind = "networks"
             self._since_networks = 0
@@ -255,11 +267,13 @@ class Tracker:
                 poses = self.estimator.predict_views(pairs, priors, refine=False)
                 if self.estimator.refines and config.split_networks_frames:
                     fused = self.estimator.fuse_views(poses, pairs, views, align=False)
-                    self._pending = (capture_time, fused, views)
+                    self._pending = HeldPose(capture_time, fused, views)
                     pose = replace(fused, valid=False, extra={**fused.extra, "alignment_pending": True})
                 else:
                     pose = self.estimator.fuse_views(poses, pairs, views)
-        self._follow_from = (capture_time, pose.frame_from_object) if pose.valid else None
+        self.steps[kind] += 1
+        self.last_step = kind
+        self._follow_from = HeldPose(capture_time, pose, views) if pose.valid else None
         raw_position, raw_rotation = pose.position_m.astype(float), pose.rotation.astype(float)
         position_sigma = pose.position_sigma_m
         rotation_sigma = float(np.radians(pose.rotation_sigma_deg))
@@ -357,7 +371,7 @@ class Tracker:
         """The rate over the whole run; latency percentiles over the last 10 minutes (all of a shorter run)."""
         span_s = (self._last_publish_s - self._first_publish_s) if self.messages > 1 else 0.0
         hz = (self.messages - 1) / span_s if span_s > 0 else 0.0
-        return {"messages": self.messages, "hz": float(hz), "followed": self.followed,
+        return {"messages": self.messages, "hz": float(hz), "followed": self.steps["following"], "steps": dict(self.steps),
                 "latency_ms_p50": self.latencies.percentile_ms(50),
                 "latency_ms_p99": self.latencies.percentile_ms(99),
                 "cameras": {n: {"state": s.state, "frames_read": s.frames_read, "reconnects": s.reconnects}

@@ -58,8 +58,9 @@ def _box_uvs(mesh, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return uv
 
 
-def make_example_object(name: str, out: str | Path) -> Path:
-    """Write example object ``name`` (one of ``EXAMPLES``) as a textured .glb in millimetres; returns the path."""
+def make_example_object(name: str, out: str | Path, scale: float = 1.0) -> Path:
+    """Write example object ``name`` (one of ``EXAMPLES``) as a textured .glb in millimetres, its size times
+    ``scale`` (0.45: a 48 mm drill); returns the path."""
     import trimesh
     from PIL import Image
 
@@ -67,6 +68,8 @@ def make_example_object(name: str, out: str | Path) -> Path:
     from discopose._io import atomic_write_bytes
     if name not in EXAMPLES:
         raise ConfigError(f"example object {name!r} is unknown; use one of {', '.join(EXAMPLES)}")
+    if not 0 < scale <= 100:
+        raise ConfigError(f"example object scale={scale}; use a factor in (0, 100]")
     if name == "drill":
         parts = [trimesh.creation.box((95, 34, 40), trimesh.transformations.translation_matrix((5, 0, 25))),
                  trimesh.creation.box((28, 28, 70), trimesh.transformations.translation_matrix((-20, 0, -22))),
@@ -88,6 +91,7 @@ def make_example_object(name: str, out: str | Path) -> Path:
         uv = np.column_stack([(angle + np.pi) / (2 * np.pi), (mesh.vertices[:, 2] - low[2]) / (high[2] - low[2])])
         texture = _texture_can()
     mesh.visual = trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(texture))
+    mesh.apply_scale(scale)
     out = Path(out)
     atomic_write_bytes(out, mesh.export(file_type="glb"))
     return out
