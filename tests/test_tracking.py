@@ -314,14 +314,16 @@ class TickedCapture:
 
 
 def test_live_cameras_frames_of_one_moment_are_grouped_though_they_arrive_apart():
-    """Three live cameras whose frames of each moment arrive 0, 6 and 12 ms after the tick: every pose the tracker
-    publishes comes from all three. Taking only the frames that had arrived when the first camera's came (as the
-    tracker did) leaves most groups short a camera here, and a quarter of them in the three-camera soak."""
+    """Three live cameras whose frames of each moment arrive 0, 6 and 12 ms after the tick: every group the tracker
+    estimates from holds the three cameras' frames of one moment. Taking only the frames that had arrived when the
+    first camera's came (as the tracker did) left groups short a camera, or holding a camera's frame of the moment
+    before (a quarter of the groups short in the three-camera soak)."""
     import discopose
     from discopose.camera import CameraModel
     from discopose.estimator.tracker import TrackConfig, Tracker
     origin = time.monotonic()
-    sources = {f"cam{i}": CameraSource(f"cam{i}", "fake://", open_fn=lambda uri, d=0.006 * i: (TickedCapture(origin, d), True))
+    sources = {f"cam{i}": CameraSource(f"cam{i}", "fake://",
+                                       open_fn=lambda uri, d=0.006 * i: (TickedCapture(origin, d), True))
                for i in range(3)}
     cameras = {name: CameraModel.from_fov(name, 64, 48, 60, world_from_camera=np.eye(4)) for name in sources}
     tracker = Tracker(discopose.load("cube", refine=False), sources, cameras, config=TrackConfig(publish=None))
@@ -332,7 +334,8 @@ def test_live_cameras_frames_of_one_moment_are_grouped_though_they_arrive_apart(
         behind = [m for m in messages if m not in short and any(
             m["cameras"][name]["age_s"] - m["cameras"]["cam0"]["age_s"] > 0.018 for name in ("cam1", "cam2"))]
         # Measured over 5 runs: none short, none behind (scheduling jitter allows one of each). Taking what had
-        # arrived (before): 0-4 short and 3-7 of 20 behind, a camera's frame of the moment before grouped with the others.
+        # arrived (before): 0-4 short and 3-7 of 20 behind, a camera's frame of the moment before grouped with the
+        # others.
         assert len(messages) >= 15 and len(short) <= 1 and len(behind) <= 1, (len(messages), len(short), len(behind))
     finally:
         tracker.close()

@@ -219,7 +219,8 @@ class Tracker:
         """The mesh aligned from the last valid pose (TrackConfig.follow), or None: run the networks."""
         config, last = self.config, self._follow_from
         if not (config.follow and self.estimator.refines and last is not None
-                and capture_time_s - last.capture_time_s <= config.follow_max_age_s and self._since_networks + 1 < config.redetect_every):
+                and capture_time_s - last.capture_time_s <= config.follow_max_age_s
+                and self._since_networks + 1 < config.redetect_every):
             return None
         if self.world_frame and set(names) != set(self.sources):
             return None  # a camera missing: the networks' fusion states what the rest support
@@ -371,7 +372,8 @@ class Tracker:
         """The rate over the whole run; latency percentiles over the last 10 minutes (all of a shorter run)."""
         span_s = (self._last_publish_s - self._first_publish_s) if self.messages > 1 else 0.0
         hz = (self.messages - 1) / span_s if span_s > 0 else 0.0
-        return {"messages": self.messages, "hz": float(hz), "followed": self.steps["following"], "steps": dict(self.steps),
+        return {"messages": self.messages, "hz": float(hz), "followed": self.steps["following"],
+                "steps": dict(self.steps),
                 "latency_ms_p50": self.latencies.percentile_ms(50),
                 "latency_ms_p99": self.latencies.percentile_ms(99),
                 "cameras": {n: {"state": s.state, "frames_read": s.frames_read, "reconnects": s.reconnects}
