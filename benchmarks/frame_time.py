@@ -30,7 +30,7 @@ from discopose._hardware import describe_cpu
 from discopose.camera import CameraModel
 from discopose.estimator.publisher import PosePublisher
 from discopose.estimator.sources import CameraSource
-from discopose.estimator.tracker import TrackConfig, Tracker
+from discopose.estimator.tracker import STEPS, TrackConfig, Tracker
 from discopose.render.trajectory import render_trajectory_video
 
 PARTS = ("remap", "locator", "crop network", "PnP check", "refine", "fusion", "publish", "rest")
@@ -82,7 +82,7 @@ def measure(estimator, clip, timings: Timings, follow: bool, split: bool) -> dic
     calibrations = {name: CameraModel.load(path) for name, path in clip.cameras.items()}
     tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", follow=follow,
                                                                     split_networks_frames=split))
-    rows = {"networks": [], "following": [], "aligning": []}
+    rows = {step: [] for step in STEPS}
     try:
         tracker.warm_up()
         while not all(s.ended for s in sources.values()):

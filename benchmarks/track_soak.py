@@ -32,11 +32,8 @@ import discopose
 from discopose._hardware import describe_cpu
 from discopose.camera import CameraModel
 from discopose.estimator.sources import CameraSource
-from discopose.estimator.tracker import TrackConfig, Tracker
+from discopose.estimator.tracker import STEPS, TrackConfig, Tracker
 from discopose.render.trajectory import render_trajectory_video
-
-
-STEPS = ("networks", "aligning", "following")  # Tracker.last_step, stored as its index here
 
 
 class PublishedLog:
@@ -48,7 +45,7 @@ class PublishedLog:
         self.run_s, self.capture_time_s, self.latency_s, self.measurement_age_s = (
             np.full(capacity, np.nan) for _ in range(4))
         self.pulled_camera_ok, self.valid = np.full(capacity, False), np.full(capacity, False)
-        self.step = np.full(capacity, -1, np.int8)
+        self.step = np.full(capacity, -1, np.int8)  # Tracker.last_step as its index in STEPS
 
     def add(self, run_s: float, message: dict, pulled_camera: str, step: str) -> None:
         i = self.count
@@ -195,11 +192,12 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     slope = float(np.polyfit(later[:, 0], later[:, 1], 1)[0] * 3600) if len(later) > 2 else None
     p99 = [w["latency_ms_p99"] for w in windows if w["latency_ms_p99"] is not None]
     # Latency by the step that measured the frame: which steps make the tail.
-    steps = published.column("step")
-    by_step = {name: {"frames": int(np.sum(steps == i)),
-                      "latency_ms_p50": float(np.percentile(latency_ms[steps == i], 50)),
-                      "latency_ms_p99": float(np.percentile(latency_ms[steps == i], 99))}
-               for i, name in enumerate(STEPS) if np.any(steps == i)}
+    steps, by_step = published.column("step"), {}
+    for i, name in enumerate(STEPS):
+        latencies = latency_ms[steps == i]
+        if len(latencies):
+            by_step[name] = {"frames": len(latencies), "latency_ms_p50": float(np.percentile(latencies, 50)),
+                             "latency_ms_p99": float(np.percentile(latencies, 99))}
     return {"cameras": len(names), "minutes": minutes, "messages": stats["messages"], "windows": windows,
             "rss_slope_mb_per_hour": slope, "p99_drift": (p99[-1] / p99[0] - 1) if len(p99) > 1 else None,
             "unplug": {"camera": first, "at_s": unplug_s0, "for_s": unplug_s,

@@ -68,6 +68,11 @@ class TrackConfig:
         check_range("redetect_every", self.redetect_every, 1)
 
 
+# What measured a frame: the networks; the joint alignment of the last frame's fused networks pose (several cameras,
+# TrackConfig.split_networks_frames); or following the last pose (TrackConfig.follow).
+STEPS = ("networks", "aligning", "following")
+
+
 @dataclass(frozen=True)
 class HeldPose:
     """A pose the tracker carries into the next frame: captured at ``capture_time_s`` by ``cameras``."""
@@ -152,10 +157,8 @@ class Tracker:
         self._follow_from: HeldPose | None = None  # the last valid measurement: the next frame follows from it
         self._pending: HeldPose | None = None  # a fused networks pose whose joint alignment is the next frame's
         self._since_networks = 0
-        # Frames by the step that measured them: the networks, the joint alignment of the last frame's networks
-        # pose (several cameras, split_networks_frames), or following the last pose. last_step: the latest frame's.
-        self.steps = {"networks": 0, "aligning": 0, "following": 0}
-        self.last_step = None
+        self.steps = dict.fromkeys(STEPS, 0)  # frames by the step (STEPS) that measured them
+        self.last_step = None  # the latest frame's
         self._record = None
         self._video = None
         self._video_tmp = None
