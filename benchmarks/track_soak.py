@@ -3,6 +3,7 @@ unplugged and plugged back in mid-run. Does memory grow, does latency drift, doe
 
     python benchmarks/track_soak.py --model cube [--minutes 30] [--window 5] [--cameras 1 3] [--size 640x480]
                                     [--unplug-at 0.5] [--unplug-s 10] [--hand] [--out soak.json]
+                                    [--networks background frame] [--repeat 2]
 
 A rendered clip (the model's own world at a working distance, without the hand unless ``--hand``) loops forever as
 a live 30 fps webcam: a capture that paces itself like a device and, from ``--unplug-at`` of the run for ``--unplug-s`` seconds, fails its reads and refuses to reopen, as a
@@ -13,7 +14,12 @@ slope (MB/hour, a line fitted after the first window, which holds the warm-up) a
 the first's; the latency by the step that measured each frame (the networks, the joint alignment after them,
 following); for the unplug: how long the camera stayed away, whether it came back, and how many poses published
 while it was away claimed that camera was fine (must be none) or — one camera — were still valid after the
-tracker's ``valid_max_age_s`` (must be none). Print the CPU flags and the machine's load beside the figures.
+tracker's ``valid_max_age_s`` (must be none); the share of poses published valid. Print the CPU flags and the
+machine's load beside the figures.
+
+``--networks background frame --repeat 2`` compares where the networks run (``TrackConfig.networks_in_background``:
+on a worker thread, or in the frame loop as a replayed clip runs them) in one process, the variants alternated, and
+prints each run's figures side by side.
 """
 from __future__ import annotations
 
@@ -126,7 +132,8 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, unplug_s: float) -> dict:
+def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, unplug_s: float,
+         networks_in_background: bool = True) -> dict:
     duration = 60 * minutes
     start = time.monotonic()
     unplug = (start + unplug_at * duration, start + unplug_at * duration + unplug_s)
@@ -134,7 +141,8 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
     sources = {name: CameraSource(name, str(video), open_fn=LoopingWebcam.opener(
         30.0, start, unplug if i == 0 else None)) for i, (name, video) in enumerate(clip.videos.items())}
     calibrations = {name: CameraModel.load(path) for name, path in clip.cameras.items()}
-    tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", duration_s=duration))
+    tracker = Tracker(estimator, sources, calibrations, TrackConfig(publish="tcp://127.0.0.1:0", duration_s=duration,
+                                                                    networks_in_background=networks_in_background))
     published = PublishedLog(capacity=int(duration * 40) + 1000)  # past the cameras' 30 Hz
     memory = np.full((int(duration / 5) + 10, 2), np.nan)  # (run s, RSS MB) every 5 s
     transitions = [(0.0, sources[names[0]].state)]  # the pulled camera's state, when it changes
@@ -198,7 +206,10 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
         if len(latencies):
             by_step[name] = {"frames": len(latencies), "latency_ms_p50": float(np.percentile(latencies, 50)),
                              "latency_ms_p99": float(np.percentile(latencies, 99))}
-    return {"cameras": len(names), "minutes": minutes, "messages": stats["messages"], "windows": windows,
+    return {"cameras": len(names), "minutes": minutes, "networks": "background" if tracker.background else "frame",
+            "messages": stats["messages"], "hz": stats["hz"], "latency_ms_p50": float(np.percentile(latency_ms, 50)),
+            "latency_ms_p99": float(np.percentile(latency_ms, 99)), "valid_share": float(np.mean(published.column(
+                "valid"))), "background_networks": stats["background_networks"], "windows": windows,
             "rss_slope_mb_per_hour": slope, "p99_drift": (p99[-1] / p99[0] - 1) if len(p99) > 1 else None,
             "unplug": {"camera": first, "at_s": unplug_s0, "for_s": unplug_s,
                        "back_after_replug_s": None if back is None else back - unplug_s1,
@@ -206,6 +217,24 @@ def soak(estimator, clip, minutes: float, window_min: float, unplug_at: float, u
                        "published_while_away": int(np.sum(in_unplug)), "claimed_ok_while_away": claimed_ok,
                        "stale_valid_while_away": stale_valid},
             "followed": stats.get("followed"), "steps": by_step}
+
+
+def report(result: dict) -> None:
+    slope = result["rss_slope_mb_per_hour"]
+    slope = "not fitted (fewer than 3 memory samples after the first window)" if slope is None else \
+        f"{slope:+.1f} MB/hour"
+    print(f"## {result['cameras']} camera(s), networks in the {result['networks']}: {result['messages']} poses, "
+          f"{result['hz']:.1f} Hz, latency p50 / p99 {result['latency_ms_p50']:.0f} / {result['latency_ms_p99']:.0f} "
+          f"ms, valid {100 * result['valid_share']:.0f}%, RSS slope {slope}, p99 drift "
+          f"{100 * (result['p99_drift'] or 0):+.0f}%, followed {result['followed']}, background networks "
+          f"{result['background_networks']}")
+    print("| minutes | Hz | latency p50 / p99 ms | RSS MB |\n|---|---|---|---|")
+    for w in result["windows"]:
+        print(f"| {w['minutes'][0]:g}-{w['minutes'][1]:g} | {w['hz']:.1f} | {w['latency_ms_p50'] or 0:.0f} / "
+              f"{w['latency_ms_p99'] or 0:.0f} | {w['rss_mb'] or 0:.0f} |")
+    print("steps: " + ", ".join(f"{name} {s['frames']} frames, latency p50 / p99 {s['latency_ms_p50']:.0f} / "
+                                f"{s['latency_ms_p99']:.0f} ms" for name, s in result["steps"].items()))
+    print(f"unplug: {json.dumps(result['unplug'])}\n", flush=True)
 
 
 def main():
@@ -220,6 +249,9 @@ def main():
     parser.add_argument("--hand", action="store_true",
                         help="render the clip with the model's hand (a grip can hide the cube for the whole clip)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--networks", nargs="+", choices=("background", "frame"), default=["background"],
+                        help="where the networks run (TrackConfig.networks_in_background); several: compared")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each --networks variant, alternated")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     print(f"# {args.model}: {args.size}, {'with' if args.hand else 'without'} the hand, {args.minutes:g} min per rig, "
@@ -240,20 +272,21 @@ def main():
                  f"camera.distance_range_m=[{SOAK_DISTANCE_M[0]}, {SOAK_DISTANCE_M[1]}]"]
                 + ([] if args.hand else ["hand.prob=0"]))
             clip = render_trajectory_video(world, Path(tmp) / f"clip{count}.mp4", num_frames=150, fps=30.0)
-            result = soak(estimator, clip, args.minutes, args.window, args.unplug_at, args.unplug_s)
-            results.append(result)
-            slope = result["rss_slope_mb_per_hour"]
-            slope = "not fitted (fewer than 3 memory samples after the first window)" if slope is None else \
-                f"{slope:+.1f} MB/hour"
-            print(f"## {count} camera(s): {result['messages']} poses, RSS slope {slope}, p99 drift "
-                  f"{100 * (result['p99_drift'] or 0):+.0f}%, followed {result['followed']}")
-            print("| minutes | Hz | latency p50 / p99 ms | RSS MB |\n|---|---|---|---|")
-            for w in result["windows"]:
-                print(f"| {w['minutes'][0]:g}-{w['minutes'][1]:g} | {w['hz']:.1f} | {w['latency_ms_p50'] or 0:.0f} / "
-                      f"{w['latency_ms_p99'] or 0:.0f} | {w['rss_mb'] or 0:.0f} |")
-            print("steps: " + ", ".join(f"{name} {s['frames']} frames, latency p50 / p99 {s['latency_ms_p50']:.0f} / "
-                                        f"{s['latency_ms_p99']:.0f} ms" for name, s in result["steps"].items()))
-            print(f"unplug: {json.dumps(result['unplug'])}\n", flush=True)
+            runs = []
+            for _ in range(args.repeat):
+                for variant in args.networks:
+                    result = soak(estimator, clip, args.minutes, args.window, args.unplug_at, args.unplug_s,
+                                  networks_in_background=variant == "background")
+                    report(result)
+                    runs.append(result)
+            results += runs
+            if len(runs) > 1:
+                print(f"## {count} camera(s), the runs side by side\n| networks | Hz | latency p50 / p99 ms | valid | "
+                      "followed |\n|---|---|---|---|---|")
+                for r in runs:
+                    print(f"| {r['networks']} | {r['hz']:.1f} | {r['latency_ms_p50']:.0f} / {r['latency_ms_p99']:.0f} | "
+                          f"{100 * r['valid_share']:.0f}% | {100 * r['followed'] / r['messages']:.0f}% |")
+                print(flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

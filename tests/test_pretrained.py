@@ -205,3 +205,19 @@ def test_both_backends_compute_the_same_validity_on_the_shipped_cube(tmp_path):
         assert abs(confidence_torch - confidence_onnx) < CONFIDENCE_ATOL, rows
         # The same verdict, except for a confidence within float noise of the threshold, which either may tip.
         assert valid_torch == valid_onnx or abs(confidence_torch - on_onnx.trust.threshold) < CONFIDENCE_ATOL, rows
+
+
+def test_onnx_threads_reach_the_sessions_and_a_bad_count_is_refused():
+    """``load(..., onnx_threads=)`` sets ONNX Runtime's threads per network call (one thread: no spinning), and the
+    default is one thread on machines with at most two cores (measured there: README, Tracking)."""
+    from discopose._hardware import usable_cores
+    estimator = discopose.load("cube", onnx_threads=1)
+    for network in (estimator.locator, estimator.crop):
+        options = network.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert discopose.load("cube", onnx_threads=3).crop.session.get_session_options().intra_op_num_threads == 3
+    default = discopose.load("cube").locator.session.get_session_options().intra_op_num_threads
+    assert (default == 1) == (usable_cores() <= 2), default
+    with pytest.raises(DiscoposeError, match="onnx_threads=-1"):
+        discopose.load("cube", onnx_threads=-1)

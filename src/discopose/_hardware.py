@@ -32,3 +32,11 @@ def describe_cpu() -> str:
 def has_native_bf16() -> bool:
     """bf16 matrix units (avx512_bf16 or AMX): elsewhere oneDNN emulates bf16, several times slower."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS reports it: a container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -423,6 +423,9 @@ def _add_track_args(sub) -> None:
                         "(the default where the estimator refines: networks every --redetect-every frames)")
     p.add_argument("--redetect-every", type=int, default=10, metavar="N",
                    help="while following, run the networks at least every N frames (default 10)")
+    p.add_argument("--networks-in-frame", action="store_true",
+                   help="live cameras: run the networks in the frame loop (a frame waits for them) instead of on a "
+                        "worker thread beside it while the loop follows (the default)")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_track)
@@ -447,7 +450,8 @@ def cmd_track(args) -> None:
         config = TrackConfig(publish=None if args.no_publish else args.publish, record=args.record,
                              record_video=args.record_video, show=args.show, max_frames=args.max_frames or 0,
                              duration_s=args.duration or 0.0, reuse_track=args.fast_track, view=args.view,
-                             follow=not args.no_follow, redetect_every=args.redetect_every)
+                             follow=not args.no_follow, redetect_every=args.redetect_every,
+                             networks_in_background=not args.networks_in_frame)
         tracker = Tracker(estimator, sources, calibrations, config, assume_nominal=args.assume_nominal)
     except BaseException:
         for source in sources.values():

@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from discopose._errors import DiscoposeError
+from discopose._hardware import usable_cores
 from discopose.camera import CameraModel, aimed_field_camera
 from discopose.geometry.transforms import make_transform, quat_wxyz_from_matrix, rotation_angle_deg
 from discopose.models.checkpoint import read_estimator_index, read_object_mesh, recover_folder
 from discopose.estimator.trust import OUT_OF_VOLUME_SIGMA_GROWTH, TrustModel, out_of_volume
 from discopose.refine.config import RefineConfig, RefineResult, follow_schedule
-from discopose.geometry.symmetry import Symmetry
+from discopose.geometry.symmetry import Symmetry, closest_equivalent
 from discopose.decoding import (PoseNetSpec, decode_position, dense_consistency, network_batch, stage_camera,
                                 stage_view)
 
@@ -99,7 +100,7 @@ class Pose:
 class _Network:
     """One stage's network (torch or onnxruntime) with its spec."""
 
-    def __init__(self, folder: Path, backend: str, device: str | None):
+    def __init__(self, folder: Path, backend: str, device: str | None, onnx_threads: int | None = None):
         from discopose.models.checkpoint import read_meta
         self.meta = read_meta(folder)
         self.spec = PoseNetSpec(**self.meta["spec"])
@@ -123,7 +124,14 @@ class _Network:
                                      f"export it again (`discopose export --model ...`) or copy the estimator again")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else \
                 ["CPUExecutionProvider"]
-            self.session = ort.InferenceSession(data, providers=providers)
+            options = ort.SessionOptions()
+            threads = onnx_threads if onnx_threads is not None else (1 if usable_cores() <= 2 else 0)
+            if threads:
+                options.intra_op_num_threads = threads
+            if threads == 1:
+                # Nothing to spin for: idle pool threads spinning for work take the cores from everything else.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = ort.InferenceSession(data, sess_options=options, providers=providers)
         else:
             raise DiscoposeError(f"backend={backend!r}; use torch or onnx")
 
@@ -152,7 +160,7 @@ class PoseEstimator:
     model was calibrated, on where ``calibrate_estimator(..., refine=True)`` fitted it to refined poses)."""
 
     def __init__(self, path: str | Path, backend: str = "auto", device: str | None = None, refine_steps: int = 2,
-                 refine: bool | RefineConfig | None = None):
+                 refine: bool | RefineConfig | None = None, onnx_threads: int | None = None):
         from discopose.pretrained import resolve_model
         self.path = resolve_model(path)
         recover_folder(self.path)
@@ -166,11 +174,11 @@ class PoseEstimator:
                 if not (self.path / stage).is_dir():
                     raise DiscoposeError(f"{self.path}/estimator.json lists the {stage} stage but {self.path / stage} "
                                          "is missing; copy the whole estimator folder, not part of it")
-            self.locator = _Network(self.path / "locator", backend, device)
-            self.crop = _Network(self.path / "crop", backend, device) if "crop" in stages else None
+            self.locator = _Network(self.path / "locator", backend, device, onnx_threads)
+            self.crop = _Network(self.path / "crop", backend, device, onnx_threads) if "crop" in stages else None
             self.trust = TrustModel.from_index(self.meta)
         else:  # a single network's checkpoint: a full-frame model on its own
-            self.locator = _Network(self.path, backend, device)
+            self.locator = _Network(self.path, backend, device, onnx_threads)
             self.crop = None
             self.meta = {"object": self.locator.meta["object"]}
             self.trust = TrustModel()
@@ -548,17 +556,6 @@ def _class_probability(out: dict, i: int) -> float:
     return float(probabilities.max() / probabilities.sum())
 
 
-def _align_to(reference: np.ndarray, rotation: np.ndarray, symmetries: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """The equivalent of ``rotation`` (``rotation @ S`` over the object's symmetry rotations S) closest to
-    ``reference``, and its angle to it in degrees."""
-    if symmetries is None or len(symmetries) == 1:
-        return rotation, rotation_angle_deg(reference, rotation)
-    candidates = rotation @ symmetries  # (M, 3, 3)
-    cosines = (np.einsum("ij,mij->m", reference, candidates) - 1.0) / 2.0
-    best = int(np.argmax(cosines))
-    return candidates[best], float(np.degrees(np.arccos(np.clip(cosines[best], -1.0, 1.0))))
-
-
 def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names: list[str],
                      agree_deg: float = 30.0, position_gate_chi2: float = 16.27,
                      symmetries: np.ndarray | None = None) -> Pose:
@@ -610,10 +607,10 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
         covariance = covariance * (chi2 / dof)
 
     weights = {i: 1.0 / sigmas[i] ** 2 for i in used}
-    support = {i: [j for j in used if _align_to(rotations[i], rotations[j], symmetries)[1] < agree_deg] for i in used}
+    support = {i: [j for j in used if closest_equivalent(rotations[i], rotations[j], symmetries)[1] < agree_deg] for i in used}
     best = max(used, key=lambda i: sum(weights[j] for j in support[i]))
     inliers = support[best]
-    rotations = {j: _align_to(rotations[best], rotations[j], symmetries)[0] for j in used}
+    rotations = {j: closest_equivalent(rotations[best], rotations[j], symmetries)[0] for j in used}
     u, _, vt = np.linalg.svd(sum(weights[j] * rotations[j] for j in inliers))
     rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
     sigma = 1.0 / np.sqrt(sum(weights[j] for j in inliers))
@@ -662,7 +659,7 @@ def _refine_config(refine) -> RefineConfig | None:
 
 
 def load(path: str | Path, backend: str = "auto", device: str | None = None,
-         refine: bool | RefineConfig | None = None) -> PoseEstimator:
+         refine: bool | RefineConfig | None = None, onnx_threads: int | None = None) -> PoseEstimator:
     """Load a trained estimator from its folder (e.g. ``runs/cube/best``) or a shipped one by name (``"cube"``).
 
     ``backend``: ``auto`` (ONNX Runtime when the folder has exported networks and the device is the CPU, else
@@ -672,5 +669,11 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
     refine=True)``, as the demo and the shipped model are), since only then does its trust model read the
     alignment's score and state the refined poses' own sigmas. On the demo model it takes the median rotation
     error from 18.9 to 13.5 deg on synthetic frames, 17.4 to 8.0 on the realistic proxy without the hand and
-    9.9 to 0.7 with three cameras (README)."""
-    return PoseEstimator(path, backend=backend, device=device, refine=refine)
+    9.9 to 0.7 with three cameras (README). ``onnx_threads``: ONNX Runtime's threads within one network call;
+    None (the default) is 1 on machines with at most 2 cores, where one thread without spinning measured as fast at
+    the median and faster at p99 than two, and left the cores to the tracker's other work (README, Tracking), and
+    ONNX Runtime's own choice elsewhere (not measured); 0 is always its own choice."""
+    if onnx_threads is not None and onnx_threads < 0:
+        raise DiscoposeError(f"onnx_threads={onnx_threads}: give a count of threads, 0 for ONNX Runtime's choice or "
+                             "None for discopose's")
+    return PoseEstimator(path, backend=backend, device=device, refine=refine, onnx_threads=onnx_threads)

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,8 @@ from discopose.estimator.api import Pose, PoseEstimator
 from discopose.estimator.filter import FilterConfig, PoseFilter
 from discopose.estimator.publisher import SCHEMA, PosePublisher
 from discopose.estimator.sources import CameraSource
-from discopose.geometry.symmetry import Symmetry
+from discopose.estimator.worker import BackgroundJob
+from discopose.geometry.symmetry import Symmetry, closest_equivalent
 from discopose.geometry.transforms import invert_transform, make_transform, quat_wxyz_from_matrix
 from discopose.viz import draw_pose
 
@@ -55,6 +57,16 @@ class TrackConfig:
     # frame carries both the networks and the joint alignment (three 640x480 cameras on 2 cores, measured with
     # benchmarks/frame_time.py: ~40 ms and ~50 ms, against 65-83 ms with both in one frame).
     split_networks_frames: bool = True
+    # Live cameras (not clips played in lockstep), following on: the networks (several cameras: with the joint
+    # alignment of their fused pose) run on a worker thread while the frame loop follows, so no frame waits for
+    # them (three cameras, 2 cores: a networks frame cost 38-47 ms p50, 65-93 ms p99, against following's 20-23 /
+    # 42-63; benchmarks/track_soak.py). Their pose starts the track when it is lost and re-seeds it when the two
+    # disagree by more than redetect_max_deg (up to symmetry) or redetect_max_diameters object diameters; frames
+    # while a lost track waits for them publish the filter's prediction (an invalid measurement). A replayed clip
+    # keeps the networks in the frame, so that every run measures the same frames the same way.
+    networks_in_background: bool = True
+    redetect_max_deg: float = 10.0
+    redetect_max_diameters: float = 0.2
     # A published pose is valid while its last valid, accepted measurement is at most this old.
     valid_max_age_s: float = 0.25
     filter: FilterConfig = field(default_factory=FilterConfig)
@@ -66,11 +78,14 @@ class TrackConfig:
         check_range("valid_max_age_s", self.valid_max_age_s, 0.0)
         check_range("follow_max_age_s", self.follow_max_age_s, 0.0)
         check_range("redetect_every", self.redetect_every, 1)
+        check_range("redetect_max_deg", self.redetect_max_deg, 0.0)
+        check_range("redetect_max_diameters", self.redetect_max_diameters, 0.0)
 
 
 # What measured a frame: the networks; the joint alignment of the last frame's fused networks pose (several cameras,
-# TrackConfig.split_networks_frames); or following the last pose (TrackConfig.follow).
-STEPS = ("networks", "aligning", "following")
+# TrackConfig.split_networks_frames); following the last pose (TrackConfig.follow); or nothing yet, a lost track
+# waiting for the networks on their worker thread (TrackConfig.networks_in_background).
+STEPS = ("networks", "aligning", "following", "waiting")
 
 
 @dataclass(frozen=True)
@@ -141,8 +156,8 @@ class Tracker:
         self.calibrations = calibrations
         self.assume_nominal = assume_nominal
         self.frame = "world" if self.world_frame else f"camera:{next(iter(sources))}"
-        symmetry = Symmetry.from_dict(estimator.object["symmetry"])
-        self.filter = PoseFilter(self.config.filter, symmetry.matrices())
+        self.symmetries = Symmetry.from_dict(estimator.object["symmetry"]).matrices()
+        self.filter = PoseFilter(self.config.filter, self.symmetries)
         self.keypoints = np.asarray(estimator.object["keypoints_m"])
         for path in (self.config.record, self.config.record_video):
             if path:
@@ -157,6 +172,12 @@ class Tracker:
         self._follow_from: HeldPose | None = None  # the last valid measurement: the next frame follows from it
         self._pending: HeldPose | None = None  # a fused networks pose whose joint alignment is the next frame's
         self._since_networks = 0
+        self._last_pose: Pose | None = None  # the latest frame's measurement (a waiting frame repeats it, invalid)
+        # TrackConfig.networks_in_background: the worker, started with the first frame that submits to it.
+        self.background = (self.config.networks_in_background and self.config.follow and estimator.refines
+                           and all(s.mode != "lockstep" for s in sources.values()))
+        self._networks: BackgroundJob | None = None
+        self.reseeded = 0  # background networks poses that replaced a track they disagreed with
         self.steps = dict.fromkeys(STEPS, 0)  # frames by the step (STEPS) that measured them
         self.last_step = None  # the latest frame's
         self._record = None
@@ -166,7 +187,9 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------- one step
     def _grab(self) -> dict | None:
-        primary = next(iter(self.sources))
+        # Pace on the first camera delivering, never on one that is gone: with none to wait for, the loop would spin
+        # and take whatever had arrived, each group short of a different camera.
+        primary = next((n for n, s in self.sources.items() if s.state == "ok"), next(iter(self.sources)))
         frames = {}
         lockstep = any(s.mode == "lockstep" for s in self.sources.values())
         moment_s = None  # the first frame's capture time: the group's moment
@@ -174,8 +197,7 @@ class Tracker:
             # Only frames not yet processed: a camera that stopped delivering (unplugged, reconnecting) is left
             # out of the group and reported by its state, never estimated again from its last frame.
             newer_than = self._last_index[name]
-            if lockstep or (name == primary and source.state == "ok"):
-                # Pace on the primary camera, but never depend on it: if it is gone the others carry on.
+            if lockstep or name == primary:
                 frame = source.latest(wait_s=1.0, newer_than=newer_than)
             elif moment_s is not None and source.state == "ok":
                 frame = self._frame_near(source, newer_than, moment_s)
@@ -223,11 +245,59 @@ class Tracker:
         config, last = self.config, self._follow_from
         if not (config.follow and self.estimator.refines and last is not None
                 and capture_time_s - last.capture_time_s <= config.follow_max_age_s
-                and self._since_networks + 1 < config.redetect_every):
+                and (self.background or self._since_networks + 1 < config.redetect_every)):
             return None
-        if self.world_frame and set(names) != set(self.sources):
-            return None  # a camera missing: the networks' fusion states what the rest support
-        return self.estimator.follow(pairs, last.pose.frame_from_object, names, world=self.world_frame)
+        if self.world_frame and set(names) != set(last.cameras if self.background else self.sources):
+            # A camera missing (or back): the networks' fusion states what these cameras support. In the
+            # background the track then goes on with the cameras the networks measured it with.
+            return None
+        pose = self.estimator.follow(pairs, last.pose.frame_from_object, names, world=self.world_frame)
+        if pose is not None and len(names) < len(self.sources):
+            # Fewer cameras than the rig: at least the uncertainty fusion stated for them (the followed sigmas are
+            # calibrated on the whole rig's joint alignment).
+            pose = replace(pose, rotation_sigma_deg=max(pose.rotation_sigma_deg, last.pose.rotation_sigma_deg),
+                           position_covariance_m2=np.maximum(pose.position_covariance_m2,
+                                                             last.pose.position_covariance_m2))
+        return pose
+
+    def _networks_pose(self, pairs: list, views: list[str], priors: list | None, align: bool = True) -> Pose:
+        """The networks' pose of one group: one camera refined on its image; several fused and, with ``align``,
+        aligned jointly. The background job leaves the joint alignment to the frame loop (``align=False``): it is
+        the same work as following, and run beside it, its Python holds the interpreter against the loop's."""
+        if not self.world_frame:
+            return self.estimator.predict_views(pairs, priors)[0]
+        poses = self.estimator.predict_views(pairs, priors, refine=False)
+        return self.estimator.fuse_views(poses, pairs, views, align=align)
+
+    def _adopt(self, done: tuple | None, capture_time_s: float) -> None:
+        """The background networks' pose (``done``: ``((its frame's capture time, cameras, the track's pose on that
+        frame or None), pose)``) starts the track when it is lost, or replaces it when the two disagree. Several
+        cameras: their fused pose is aligned on this frame first (the step ``aligning``)."""
+        if done is None:
+            return
+        (job_time_s, views, reference), pose = done
+        if capture_time_s - job_time_s > self.config.follow_max_age_s:
+            return
+        current = self._follow_from
+        tracking = current is not None and current.cameras == views
+        # A lost track tries even an invalid fused pose: the joint alignment can make it valid (Estimator.align_fused).
+        if not pose.valid and (tracking or not self.world_frame):
+            return
+        if tracking:
+            if reference is None or not self._disagree(reference, pose):
+                return
+            self.reseeded += 1
+        if self.world_frame:
+            self._pending = HeldPose(job_time_s, pose, views)
+        else:
+            self._follow_from = HeldPose(job_time_s, pose, views)
+
+    def _disagree(self, track: Pose, networks: Pose) -> bool:
+        config = self.config
+        _, angle_deg = closest_equivalent(track.rotation, networks.rotation, self.symmetries)
+        shift_m = float(np.linalg.norm(track.position_m - networks.position_m))
+        diameter_m = self.estimator.refine_model.diameter_m
+        return angle_deg > config.redetect_max_deg or shift_m > config.redetect_max_diameters * diameter_m
 
     def _camera(self, name: str, image: np.ndarray) -> CameraModel:
         return self.estimator.camera_for(image, self.calibrations.get(name), self.assume_nominal, name=name)
@@ -250,31 +320,47 @@ class Tracker:
         views = list(images)
         pairs = [(images[n], cameras[n]) for n in views]
         config = self.config
+        if self._networks is not None:
+            self._adopt(self._networks.take(), capture_time)
         pending, self._pending = self._pending, None
         # The last frame's fused networks pose, aligned to this frame's images by the same cameras.
         if (pending is not None and pending.cameras == views
                 and capture_time - pending.capture_time_s <= config.follow_max_age_s):
             pose, kind = self.estimator.align_fused(pending.pose, pairs), "aligning"
             self._since_networks += 1
+            if not pose.valid and self.background and (followed := self._follow(pairs, views, capture_time)):
+                pose, kind = followed, "following"  # the networks' pose did not align: the track goes on
         elif (pose := self._follow(pairs, views, capture_time)) is not None:
             kind = "following"
             self._since_networks += 1
+        elif self.background and self._last_pose is not None:
+            # Lost: the filter predicts (or, before it has a pose, the last estimate is repeated, invalid) until the
+            # networks, on their worker thread, find the object again. Only the first frame waits for them.
+            kind = "waiting"
+            pose = replace(self._last_pose, valid=False, confidence=0.0, extra={"waiting": True})
         else:
             kind = "networks"
             self._since_networks = 0
             priors = self._priors(capture_time, [cameras[n] for n in views])
-            if not self.world_frame:  # one camera: its own frame
-                pose = self.estimator.predict_views(pairs, priors)[0]
-            else:
-                # Several: the cameras that delivered, fused (the lost ones are left out and the stated covariance
-                # grows accordingly), and refined jointly after fusion, not each on its own.
+            if (self.world_frame and self.estimator.refines and config.split_networks_frames
+                    and not self.background):
+                # Several cameras: the cameras that delivered, fused (the lost ones are left out and the stated
+                # covariance grows accordingly), then aligned jointly on the next frame.
                 poses = self.estimator.predict_views(pairs, priors, refine=False)
-                if self.estimator.refines and config.split_networks_frames:
-                    fused = self.estimator.fuse_views(poses, pairs, views, align=False)
-                    self._pending = HeldPose(capture_time, fused, views)
-                    pose = replace(fused, valid=False, extra={**fused.extra, "alignment_pending": True})
-                else:
-                    pose = self.estimator.fuse_views(poses, pairs, views)
+                fused = self.estimator.fuse_views(poses, pairs, views, align=False)
+                self._pending = HeldPose(capture_time, fused, views)
+                pose = replace(fused, valid=False, extra={**fused.extra, "alignment_pending": True})
+            else:
+                pose = self._networks_pose(pairs, views, priors)
+        if self.background and kind != "networks" and (kind == "waiting" or
+                                                       self._since_networks >= config.redetect_every - 1):
+            if self._networks is None:
+                self._networks = BackgroundJob(partial(self._networks_pose, align=False), name="discopose-networks")
+            reference = pose if kind == "following" else None
+            priors = self._priors(capture_time, [cameras[n] for n in views])
+            if self._networks.submit((capture_time, views, reference), pairs, views, priors):
+                self._since_networks = 0
+        self._last_pose = pose
         self.steps[kind] += 1
         self.last_step = kind
         self._follow_from = HeldPose(capture_time, pose, views) if pose.valid else None
@@ -377,6 +463,8 @@ class Tracker:
         hz = (self.messages - 1) / span_s if span_s > 0 else 0.0
         return {"messages": self.messages, "hz": float(hz), "followed": self.steps["following"],
                 "steps": dict(self.steps),
+                "background_networks": {"runs": self._networks.runs if self._networks else 0,
+                                        "reseeded": self.reseeded},
                 "latency_ms_p50": self.latencies.percentile_ms(50),
                 "latency_ms_p99": self.latencies.percentile_ms(99),
                 "cameras": {n: {"state": s.state, "frames_read": s.frames_read, "reconnects": s.reconnects}
@@ -432,6 +520,8 @@ class Tracker:
         return self.stats()
 
     def close(self) -> None:
+        if self._networks is not None:
+            self._networks.close()  # kept: stats() reads its count
         for source in self.sources.values():
             source.close()
         if self.publisher is not None:

@@ -12,9 +12,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from discopose._errors import ConfigError
-from discopose.geometry.transforms import rotation_about_axis
+from discopose.geometry.transforms import rotation_about_axis, rotation_angle_deg
 
 KINDS = ("none", "cube", "discrete", "axis")
+
+
+def closest_equivalent(reference: np.ndarray, rotation: np.ndarray, symmetries: np.ndarray | None
+                       ) -> tuple[np.ndarray, float]:
+    """The equivalent of ``rotation`` (``rotation @ S`` over the symmetry rotations S, 3x3 object-to-frame) closest
+    to ``reference``, and its angle to it in degrees: the rotation error up to symmetry."""
+    if symmetries is None or len(symmetries) == 1:
+        return rotation, rotation_angle_deg(reference, rotation)
+    candidates = rotation @ symmetries  # (M, 3, 3)
+    cosines = (np.einsum("ij,mij->m", reference, candidates) - 1.0) / 2.0
+    best = int(np.argmax(cosines))
+    return candidates[best], float(np.degrees(np.arccos(np.clip(cosines[best], -1.0, 1.0))))
 
 
 def cube_rotations() -> np.ndarray:
