@@ -57,13 +57,13 @@ class TrackConfig:
     # frame carries both the networks and the joint alignment (three 640x480 cameras on 2 cores, measured with
     # benchmarks/frame_time.py: ~40 ms and ~50 ms, against 65-83 ms with both in one frame).
     split_networks_frames: bool = True
-    # Live cameras (not clips played in lockstep), following on: the networks (several cameras: with the joint
-    # alignment of their fused pose) run on a worker thread while the frame loop follows, so no frame waits for
-    # them (three cameras, 2 cores: a networks frame cost 38-47 ms p50, 65-93 ms p99, against following's 20-23 /
-    # 42-63; benchmarks/track_soak.py). Their pose starts the track when it is lost and re-seeds it when the two
-    # disagree by more than redetect_max_deg (up to symmetry) or redetect_max_diameters object diameters; frames
-    # while a lost track waits for them publish the filter's prediction (an invalid measurement). A replayed clip
-    # keeps the networks in the frame, so that every run measures the same frames the same way.
+    # Live cameras (not clips played in lockstep), following on: the networks run on a worker thread while the frame
+    # loop follows, so no frame waits for them (three 640x480 cameras on 2 cores: latency p99 24 ms against 36-44
+    # with the networks in the frame; benchmarks/track_soak.py --networks background frame). Their pose starts the
+    # track when it is lost and replaces it when the two disagree by more than redetect_max_deg (up to symmetry) or
+    # redetect_max_diameters object diameters; several cameras' fused pose is first aligned jointly on the frame
+    # loop (the step "aligning"). Frames while a lost track waits for them publish the filter's prediction (an
+    # invalid measurement). A replayed clip keeps the networks in the frame: every run measures the same frames.
     networks_in_background: bool = True
     redetect_max_deg: float = 10.0
     redetect_max_diameters: float = 0.2
