@@ -286,7 +286,7 @@ def test_a_tracking_run_ended_by_a_failed_camera_raises_instead_of_finishing_qui
     source = CameraSource("cam0", "folder", mode="lockstep", open_fn=lambda uri: (_BrokenCapture(), False))
     estimator = types.SimpleNamespace(object={"symmetry": Symmetry().to_dict(), "keypoints_m": np.zeros((9, 3))},
                                       model_camera=CameraModel("model", 8, 8, np.diag([8.0, 8.0, 1.0])),
-                                      predict_views=lambda views, priors=None: [])
+                                      predict_views=lambda views, priors=None: [], refines=False)
     tracker = Tracker(estimator, {"cam0": source}, config=TrackConfig(publish=None))
     outcome = {}
 
