@@ -607,7 +607,8 @@ def fuse_world_poses(camera_poses: list[Pose], cameras: list[CameraModel], names
         covariance = covariance * (chi2 / dof)
 
     weights = {i: 1.0 / sigmas[i] ** 2 for i in used}
-    support = {i: [j for j in used if closest_equivalent(rotations[i], rotations[j], symmetries)[1] < agree_deg] for i in used}
+    support = {i: [j for j in used if closest_equivalent(rotations[i], rotations[j], symmetries)[1] < agree_deg]
+               for i in used}
     best = max(used, key=lambda i: sum(weights[j] for j in support[i]))
     inliers = support[best]
     rotations = {j: closest_equivalent(rotations[best], rotations[j], symmetries)[0] for j in used}

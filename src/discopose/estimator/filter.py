@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from discopose.geometry.symmetry import closest_equivalent
 from discopose.geometry.transforms import rotation_from_vector, rotation_vector
 
 # Gate on the 6-dof innovation (3 position + 3 rotation): 99.9% of inliers with correctly stated
@@ -102,9 +103,7 @@ class PoseFilter:
 
     def closest_equivalent(self, rotation: np.ndarray) -> np.ndarray:
         """The symmetric equivalent of ``rotation`` nearest the current estimate."""
-        candidates = rotation[None] @ self.symmetries
-        angles = [np.linalg.norm(rotation_vector(c @ self.R.T)) for c in candidates]
-        return candidates[int(np.argmin(angles))]
+        return closest_equivalent(self.R, rotation, self.symmetries)[0]
 
     def update(self, time_s: float, position_m, rotation, position_sigma_m, rotation_sigma_rad: float) -> FilterOutput:
         """Fuse one measurement taken at ``time_s`` (seconds, monotonic clock)."""

@@ -28,14 +28,17 @@ class BackgroundJob:
     @property
     def busy(self) -> bool:
         with self._condition:
-            return self._job is not None or self._running or self._done is not None
+            return self._busy()
+
+    def _busy(self) -> bool:  # under the lock
+        return self._job is not None or self._running or self._done is not None
 
     def submit(self, tag: Any, *args) -> bool:
         """Queue ``function(*args)``; False (nothing queued) while the previous job is unfinished or untaken."""
         with self._condition:
             if self._closed:
                 raise DiscoposeError("the background job was closed; make a new one")
-            if self._job is not None or self._running or self._done is not None:
+            if self._busy():
                 return False
             self._job = (tag, args)
             self._condition.notify_all()
