@@ -92,6 +92,33 @@ def test_score_separates_the_true_pose_from_a_wrong_one(frames):
     assert np.median(true_scores) - np.median(wrong_scores) > 0.3, (true_scores.round(2), wrong_scores.round(2))
 
 
+def test_correspondence_lines_read_the_contour_where_the_image_puts_it(frames):
+    # The projection moved sideways by 3 px: the image's contour then lies -3 n_x px along each line's outward
+    # normal n. Measured on these frames at scale 1: median |error| 0.2-1.05 px shifted (0-0.5 at the truth),
+    # against 2-4 px for a posterior that ignored the image or read it the wrong way round.
+    from discopose.refine.image import ViewImage
+    from discopose.refine.region import ColorHistograms, contour_lines, region_terms
+    model, config = RefineModel.cube(), RefineConfig()
+    errors, mirrored = [], []
+    for frame in frames:
+        truth, camera = frame["camera_from_object"], frame["camera"]
+        K = np.asarray(camera.K, float)
+        view = ViewImage(frame["rgb"], camera)
+        for shift_px in (0.0, 3.0, -3.0):
+            pose = truth.copy()
+            pose[0, 3] += shift_px * truth[2, 3] / K[0, 0]
+            edges = visible_edges(model, pose, K, config.edge_min_facing)
+            terms = region_terms(view, ColorHistograms(config.histogram_bins), model, edges, pose, 1, config)
+            normals = contour_lines(model, edges, pose, K, config.lines)[2]
+            assert terms.count == len(normals) > 50 and (terms.variance_px2 >= 0).all()
+            errors.append(np.median(np.abs(terms.mean_px + shift_px * normals[:, 0])))
+            if shift_px:
+                mirrored.append(np.median(np.abs(terms.mean_px - shift_px * normals[:, 0])))
+    errors, mirrored = np.array(errors), np.array(mirrored)
+    assert np.median(errors) < 0.75 and (errors < 1.5).mean() >= 0.9, errors.round(2)
+    assert np.median(mirrored) > 2.0, mirrored.round(2)
+
+
 def test_hypotheses_are_scored_and_the_best_kept(frames):
     frame = frames[0]
     start = _perturbed(frame["camera_from_object"], 10.0, 5.0, np.random.default_rng(2))

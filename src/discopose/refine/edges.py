@@ -73,11 +73,12 @@ def edge_terms(view: ViewImage, model: RefineModel, edges: VisibleEdges, camera_
         return EdgeTerms(np.zeros((0, 6)), np.zeros(0), np.zeros(0, bool), np.zeros(0))
     reach = int(np.ceil(search_px))
     offsets = np.arange(-reach, reach + 1, dtype=float)
-    probe = pixels[:, None, :] + offsets[None, :, None] * normals[:, None, :]
+    probe = np.stack([pixels[:, :1] + normals[:, :1] * offsets, pixels[:, 1:] + normals[:, 1:] * offsets], -1)
     indices, inside = view.pixel_indices(probe, margin=1)
     gradient = view.gradient(indices)                                      # (N, L, 2)
-    along = np.abs((gradient * normals[:, None, :]).sum(-1))
-    magnitude = np.sqrt((gradient ** 2).sum(-1))
+    gradient_u, gradient_v = gradient[..., 0], gradient[..., 1]
+    along = np.abs(gradient_u * normals[:, :1] + gradient_v * normals[:, 1:])
+    magnitude = np.sqrt(gradient_u * gradient_u + gradient_v * gradient_v)
     agrees = along >= np.cos(np.radians(config.edge_max_angle_deg)) * magnitude
     strength = np.where(inside & agrees & (magnitude >= config.edge_min_gradient), along, 0.0)
     # Nearer candidates are likelier: a letter's stroke or the far side of a face lies farther than the

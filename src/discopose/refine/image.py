@@ -47,7 +47,7 @@ class ViewImage:
 
     def colors(self, flat_indices: np.ndarray) -> np.ndarray:
         """(..., 3) uint8 RGB at flat pixel indices."""
-        return self.flat[flat_indices]
+        return np.take(self.flat, flat_indices, axis=0)  # several times faster than fancy indexing here
 
     def gradient(self, flat_indices: np.ndarray) -> np.ndarray:
         """(..., 2) grey-level gradient (d/du, d/dv; 3x3 Sobel / 8, grey levels per pixel) at flat indices at

@@ -13,6 +13,7 @@ silhouette only, so the letters and the texture inside the object do not disturb
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,16 +35,17 @@ class ColorHistograms:
         self.log_ratio_table = np.zeros(bins ** 3, np.float32)
 
     def bin_of(self, colors: np.ndarray) -> np.ndarray:
+        """Histogram bin of (..., 3) uint8 RGB colours."""
         c = colors.astype(np.int32) >> self.shift
         return (c[..., 0] * self.bins + c[..., 1]) * self.bins + c[..., 2]
 
-    def update(self, foreground_colors: np.ndarray, background_colors: np.ndarray, blend: float) -> None:
-        """Blend the normalised histograms of these colours (N, 3) into the running ones."""
+    def update(self, foreground_bins: np.ndarray, background_bins: np.ndarray, blend: float) -> None:
+        """Blend the normalised histograms of these colours' bins (:meth:`bin_of`) into the running ones."""
         size = self.bins ** 3
-        if len(foreground_colors) < 10 or len(background_colors) < 10:
+        if len(foreground_bins) < 10 or len(background_bins) < 10:
             return
-        fg = np.bincount(self.bin_of(foreground_colors), minlength=size).astype(np.float64)
-        bg = np.bincount(self.bin_of(background_colors), minlength=size).astype(np.float64)
+        fg = np.bincount(foreground_bins, minlength=size).astype(np.float64)
+        bg = np.bincount(background_bins, minlength=size).astype(np.float64)
         fg /= fg.sum()
         bg /= bg.sum()
         if self.foreground is None:
@@ -54,10 +56,6 @@ class ColorHistograms:
         # A colour seen on neither side says nothing (ratio 0); a small floor keeps rare colours finite.
         floor = 0.1 / size
         self.log_ratio_table = np.log((self.foreground + floor) / (self.background + floor)).astype(np.float32)
-
-    def log_ratio(self, colors: np.ndarray) -> np.ndarray:
-        """log p(colour | foreground) - log p(colour | background) for (..., 3) uint8 colours."""
-        return self.log_ratio_table[self.bin_of(colors)]
 
 
 @dataclass
@@ -74,13 +72,39 @@ class RegionTerms:
         return len(self.mean_px)
 
 
-def _step_tables(config: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """log h_f and log h_b of the smoothed step over the ``function_segments`` segments around a candidate
-    contour position (segment centres at -F/2 + 0.5 .. F/2 - 0.5 segments from it)."""
-    half = config.function_segments // 2
+@functools.lru_cache(maxsize=16)
+def _step_tables(function_segments: int, step_amplitude: float, step_slope: float) -> tuple[np.ndarray, np.ndarray]:
+    """h_b and h_f - h_b of the smoothed step over the ``function_segments`` segments around a candidate contour
+    position (segment centres at -F/2 + 0.5 .. F/2 - 0.5 segments from it): a segment that is foreground with
+    probability p is explained with likelihood ``h_b + p (h_f - h_b)``. Cached: the same few configs every call."""
+    half = function_segments // 2
     x = np.arange(-half, half) + 0.5
-    h_f = 0.5 - config.step_amplitude * np.tanh(x / (2 * config.step_slope))
-    return h_f, 1 - h_f
+    h_f = 0.5 - step_amplitude * np.tanh(x / (2 * step_slope))
+    return _frozen(1 - h_f), _frozen(2 * h_f - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _line_layout(segments: int, per: int, scale: int, near: float, far: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel offsets along a correspondence line (outward positive, centred on the projected contour: ``per``
+    pixels evenly spread over each segment of ``scale`` pixels), and which of them train the foreground and the
+    background histograms (between ``near`` and ``far`` px inside, or outside)."""
+    offsets = ((np.arange(segments)[:, None] + (np.arange(per)[None, :] + 0.5) / per) * scale
+               - segments * scale / 2).reshape(-1)
+    distance = np.abs(offsets)
+    band = (distance >= max(near, 1.0)) & (distance <= far)
+    return _frozen(offsets), _frozen(band & (offsets < 0)), _frozen(band & (offsets > 0))
+
+
+@functools.lru_cache(maxsize=16)
+def _window_index(candidates: int, width: int) -> np.ndarray:
+    """Segment indices that candidate k reads: k .. k + width - 1 (a gather: contiguous, unlike a strided view)."""
+    return _frozen(np.arange(candidates)[:, None] + np.arange(width))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # cached and shared between calls
+    return array
 
 
 def contour_lines(model: RefineModel, edges: VisibleEdges, camera_from_object: np.ndarray, K: np.ndarray,
@@ -105,29 +129,31 @@ def region_terms(view: ViewImage, histograms: ColorHistograms, model: RefineMode
         return RegionTerms(np.zeros((0, 6)), np.zeros(0), np.zeros(0))
     half_d, F = config.distribution_half, config.function_segments
     segments = 2 * half_d + F
-    # Pixel offsets along the line (outward positive), centred on the projected contour: `per` pixels evenly
-    # spread over each segment of `scale` pixels.
     per = min(scale, config.pixels_per_segment)
-    offsets = ((np.arange(segments)[:, None] + (np.arange(per)[None, :] + 0.5) / per) * scale
-               - segments * scale / 2).reshape(-1)
-    line_pixels = centers[:, None, :] + offsets[None, :, None] * normals[:, None, :]
+    offsets, foreground_band, background_band = _line_layout(
+        segments, per, scale, config.histogram_segments[0] * scale, config.histogram_segments[1] * scale)
+    # Per coordinate: a broadcast over a last axis of 2 is several times slower in NumPy.
+    line_pixels = np.stack([centers[:, :1] + normals[:, :1] * offsets, centers[:, 1:] + normals[:, 1:] * offsets], -1)
     indices, inside = view.pixel_indices(line_pixels)
-    colors = view.colors(indices)
+    bins = histograms.bin_of(view.colors(indices))
     if learn_colors or histograms.foreground is None:
-        near, far = config.histogram_segments[0] * scale, config.histogram_segments[1] * scale
-        distance = np.abs(offsets)
-        band = (distance >= max(near, 1.0)) & (distance <= far)
-        fg, bg = band & (offsets < 0), band & (offsets > 0)
-        histograms.update(colors[:, fg][inside[:, fg]], colors[:, bg][inside[:, bg]], config.histogram_blend)
-    llr = np.clip(histograms.log_ratio(colors), -config.pixel_llr_clip, config.pixel_llr_clip)
-    llr[~inside] = 0.0
+        histograms.update(bins[:, foreground_band][inside[:, foreground_band]],
+                          bins[:, background_band][inside[:, background_band]], config.histogram_blend)
+    # Clipping the table clips every pixel's ratio the same way, on 4096 values instead of thousands of pixels.
+    table = np.clip(histograms.log_ratio_table, -config.pixel_llr_clip, config.pixel_llr_clip)
+    llr = np.where(inside, np.take(table, bins), np.float32(0.0))
     # Segment evidence: its pixels' log-likelihood ratios summed -> probability of foreground.
     segment_llr = llr.reshape(len(points), segments, per).sum(-1) * (scale / per)
     p_fg = 1.0 / (1.0 + np.exp(-np.clip(segment_llr, -30, 30)))
-    h_f, h_b = _step_tables(config)
+    h_b, h_gap = _step_tables(F, config.step_amplitude, config.step_slope)
     # Candidate k (contour at k segments from the projection, k = -h..h) reads segments k+h .. k+h+F-1.
-    windows = np.lib.stride_tricks.sliding_window_view(p_fg, F, axis=1)       # (N, 2h+1, F)
-    log_like = np.log(windows * h_f + (1 - windows) * h_b).sum(-1)           # (N, 2h+1)
+    windows = p_fg[:, _window_index(2 * half_d + 1, F)]                         # (N, 2h+1, F)
+    factors = windows * h_gap + h_b
+    if (0.5 - config.step_amplitude) ** F > 1e-250:
+        # Each factor is at least 0.5 - amplitude, so their product cannot underflow: one log per candidate.
+        log_like = np.log(factors.prod(-1))                                   # (N, 2h+1)
+    else:
+        log_like = np.log(factors).sum(-1)
     log_like -= log_like.max(1, keepdims=True)
     posterior = np.exp(log_like)
     posterior /= posterior.sum(1, keepdims=True)
