@@ -82,7 +82,8 @@ def per_distance_rows(runs: list[dict]) -> list[str]:
         lines.append(f"| {bounds[0]}–{bounds[1]} m | {cell('test', bounds)} | {cell('test_no_hand', bounds)} | "
                      f"{shares('test', bounds, 'position_within_1sigma')} | "
                      f"{shares('test', bounds, 'gross_invalid_frac')} | {cell('realistic', bounds, True)} |")
-    beyond = ", ".join(f"{label} {shares('test_beyond', bounds, 'gross_invalid_frac')}" for bounds, label in BEYOND_BINS)
+    beyond = ", ".join(f"{label} {shares('test_beyond', bounds, 'gross_invalid_frac')}"
+                       for bounds, label in BEYOND_BINS)
     lines.append(f"| past it (0.1–1.5 m set): gross flagged per bin | – | – | – | {beyond} | – |")
     return lines
 
@@ -105,8 +106,8 @@ def main() -> None:
         print(f"- {run_line(run)}")
     seeds = " · ".join(f"seed {run['plan']['seed']}" for run in runs)
     print(f"\n| test set (samples) | median, {seeds} | p90 | rotation per head: regressed · PnP · reported | "
-          "networks alone (no refinement) | position 1σ covers x / y / z | rotation within 2σ | valid: all; good ones "
-          "valid; gross ones invalid | chance |")
+          "networks alone (no refinement) | position 1σ covers x / y / z | rotation within 2σ | "
+          "valid: all; good ones valid; gross ones invalid | chance |")
     print("|---|---|---|---|---|---|---|---|---|")
     for key, name in ROWS:
         if all(key in run["results"] for run in runs):
