@@ -1,12 +1,14 @@
-"""Estimator alone, one camera: model A (the baseline) against model B in one process, calls alternating.
+"""Estimator alone: model A (the baseline) against model B in one process, calls alternating; or A alone.
 
-    python benchmarks/estimator_ab.py --a cube --b runs/demo/run/best [--backend onnx|torch] [--size 640x480]
-                                      [--refine calibrated|on|off]
+    python benchmarks/estimator_ab.py --a cube [--b runs/demo/run/best] [--backend onnx|torch] [--size 640x480]
+                                      [--refine calibrated|on|off] [--cameras 1]
 
-Renders 40 frames of the default world at the given size once, then times ``predict_views`` on one view per
-call, three passes, alternating A and B so that both see the same machine load, and which of them runs first on a
-view alternating too (the second reads an image the first has just brought into the caches); prints p50 / p99 ms
-and B's ratio to A beside the CPU's flags. A model without ``model.onnx`` needs ``discopose export`` first for onnx.
+Renders 40 frames of the default world at the given size once, then times one call per frame, three passes:
+one camera, ``predict_views`` on its view; several (``--cameras 3``), ``predict`` on every camera's image, the
+world-frame pose fused and, where the model refines, aligned to all images jointly. A and B alternate so that both
+see the same machine load, and which of them runs first on a frame alternates too (the second reads an image the
+first has just brought into the caches); prints p50 / p99 ms and B's ratio to A beside the CPU's flags. A model
+without ``model.onnx`` needs ``discopose export`` first for onnx.
 """
 from __future__ import annotations
 
@@ -43,28 +45,40 @@ def time_alternating(calls: dict, items: list, passes: int = 3, clock=time.perf_
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", default="cube", help="the baseline model")
-    parser.add_argument("--b", required=True)
+    parser.add_argument("--b", help="the model compared with A (default: A alone)")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--refine", choices=["calibrated", "on", "off"], default="calibrated",
                         help="the refinement: as each model was calibrated (default), on or off for both")
+    parser.add_argument("--cameras", type=int, default=1, help="cameras per frame (several: fused in the world)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as data:
-        generate_dataset(data, 40, RenderConfig.load(overrides=[f"camera.width_px={width}",
-                                                                 f"camera.height_px={height}", "seed=5"]),
+        generate_dataset(data, 40, RenderConfig.load(overrides=[f"camera.width_px={width}", "seed=5",
+                                                                 f"camera.height_px={height}",
+                                                                 f"camera.count={args.cameras}"]),
                          progress=False)
-        views = []
+        frames = []
         for sample in iter_samples(open_dataset(data)):
-            name, labels = next(iter(sample["labels"]["cameras"].items()))
-            views.append((sample["views"][name]["rgb"], camera_from_labels(name, labels)))
+            cameras = {name: camera_from_labels(name, labels) for name, labels in sample["labels"]["cameras"].items()}
+            frames.append(({name: sample["views"][name]["rgb"] for name in cameras}, cameras))
     refine = {"calibrated": None, "on": True, "off": False}[args.refine]
-    models = {name: discopose.load(name, backend=args.backend, refine=refine) for name in (args.a, args.b)}
+    names = [args.a] + ([args.b] if args.b and args.b != args.a else [])
+    models = {name: discopose.load(name, backend=args.backend, refine=refine) for name in names}
+
+    def call(estimator, frame):
+        images, cameras = frame
+        if args.cameras > 1:
+            return estimator.predict(images, camera=cameras)
+        name = next(iter(images))
+        return estimator.predict_views([(images[name], cameras[name])])
+
     for estimator in models.values():
-        estimator.predict_views([views[0]])  # warm-up
-    times = time_alternating({name: (lambda view, e=estimator: e.predict_views([view]))
-                              for name, estimator in models.items()}, views)
-    print(f"# estimator alone, 1 camera {width}x{height}, {args.backend}, refinement {args.refine}, "
+        call(estimator, frames[0])  # warm-up
+    times = time_alternating({name: (lambda frame, e=estimator: call(e, frame)) for name, estimator in models.items()},
+                             frames)
+    what = "1 camera" if args.cameras == 1 else f"{args.cameras} cameras fused"
+    print(f"# estimator alone, {what}, {width}x{height} each, {args.backend}, refinement {args.refine}, "
           f"{os.cpu_count()} CPU cores ({describe_cpu()})")
     baseline = np.percentile(times[args.a], 50)
     for name, values in times.items():
