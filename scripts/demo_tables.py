@@ -66,7 +66,7 @@ def per_distance_rows(runs: list[dict]) -> list[str]:
     def cell(key: str, bounds: tuple, with_count: bool = False) -> str:
         parts = []
         for run in runs:
-            row = distance_bin(run["results"][key], bounds)
+            row = distance_bin(run["results"].get(key, {}), bounds)
             if row is None:
                 parts.append("–")
                 continue
@@ -75,7 +75,8 @@ def per_distance_rows(runs: list[dict]) -> list[str]:
         return " · ".join(parts)
 
     def shares(key: str, bounds: tuple, field: str) -> str:
-        return " · ".join(percent((distance_bin(run["results"][key], bounds) or {}).get(field)) for run in runs)
+        rows = [distance_bin(run["results"].get(key, {}), bounds) or {} for run in runs]
+        return " · ".join(percent(row.get(field)) for row in rows)
 
     lines = []
     for bounds in VOLUME_BINS:
@@ -101,7 +102,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("summaries", nargs="+", help="demo_summary.json of each run, the first one's p90s shown")
     args = parser.parse_args()
-    runs = [json.loads(Path(path).read_text()) for path in args.summaries]
+    runs = []
+    for path in args.summaries:
+        try:
+            run = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"{path}: cannot read it as JSON ({exc.__class__.__name__}); pass the demo_summary.json that "
+                         "`discopose demo --out DIR` writes in DIR")
+        if not isinstance(run, dict) or "results" not in run or "plan" not in run:
+            parser.error(f"{path}: not a demo summary (no results); pass DIR/demo_summary.json of `discopose demo`")
+        runs.append(run)
     for run in runs:
         print(f"- {run_line(run)}")
     seeds = " · ".join(f"seed {run['plan']['seed']}" for run in runs)

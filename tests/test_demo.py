@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,18 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert card["cpu"] == summary["cpu"] and "avx2" in card["cpu"] and card["figures"] == summary["results"]
     # The quick recipe validates at epoch ends only: one point per crop epoch.
     assert card["trained_distances_m"] and len(card["val_curve"]) == summary["plan"]["crop_epochs"]
+    # The README's tables are printed from this file, every figure read from it (scripts/demo_tables.py).
+    script = Path(__file__).parent.parent / "scripts" / "demo_tables.py"
+    tables = subprocess.run([sys.executable, str(script), str(out / "demo_summary.json")], capture_output=True,
+                            text=True, timeout=60)
+    assert tables.returncode == 0, tables.stderr[-2000:]
+    test = results["test"]
+    assert (f"| synthetic, in family (the hand world), 1 camera ({test['count']}) | {test['te_mm_median']:.1f} mm, "
+            f"{test['re_deg_median']:.1f}° |") in tables.stdout
+    assert tables.stdout.count(" m | ") >= 7 and f"**{summary['total_seconds'] / 60:.1f} min**" in tables.stdout
+    wrong = subprocess.run([sys.executable, str(script), str(out / "run" / "budget.json")], capture_output=True,
+                           text=True, timeout=60)
+    assert wrong.returncode == 2 and "not a demo summary" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def test_the_budget_trains_fewer_crop_epochs_only_where_the_cpu_is_too_slow():
