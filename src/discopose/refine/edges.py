@@ -16,7 +16,7 @@ import numpy as np
 from discopose.refine.config import RefineConfig
 from discopose.refine.image import ViewImage
 from discopose.refine.model import FaceRaster, RefineModel, VisibleEdges, sample_along_edges
-from discopose.refine.projection import line_jacobian
+from discopose.refine.projection import along_normals, line_jacobian
 
 TUKEY_C = 4.685
 MAD_TO_SIGMA = 1.4826
@@ -73,8 +73,7 @@ def edge_terms(view: ViewImage, model: RefineModel, edges: VisibleEdges, camera_
         return EdgeTerms(np.zeros((0, 6)), np.zeros(0), np.zeros(0, bool), np.zeros(0))
     reach = int(np.ceil(search_px))
     offsets = np.arange(-reach, reach + 1, dtype=float)
-    probe = np.stack([pixels[:, :1] + normals[:, :1] * offsets, pixels[:, 1:] + normals[:, 1:] * offsets], -1)
-    indices, inside = view.pixel_indices(probe, margin=1)
+    indices, inside = view.pixel_indices(along_normals(pixels, normals, offsets), margin=1)
     gradient = view.gradient(indices)                                      # (N, L, 2)
     gradient_u, gradient_v = gradient[..., 0], gradient[..., 1]
     along = np.abs(gradient_u * normals[:, :1] + gradient_v * normals[:, 1:])
