@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from discopose.camera import (CameraModel, aimed_camera, aimed_field_camera, jittered_aim, position_covariance_from_uvz,
-                              position_from_uvz, remap_image, uvz_from_position)
+from discopose.camera import (CameraModel, aimed_camera, aimed_field_camera, area_average, jittered_aim,
+                              position_covariance_from_uvz, position_from_uvz, remap_image, uvz_from_position)
 from discopose.geometry.transforms import project_points
 
 
@@ -203,3 +203,22 @@ def test_training_and_inference_prepare_a_view_the_same_way():
     np.testing.assert_allclose(view_K, aimed.K)
     np.testing.assert_array_equal(view, stage_view(image, on_model, aimed, crop_from_camera))
     np.testing.assert_allclose(crop_from_object[:2, 3], 0, atol=1e-12)
+
+
+def test_area_average_is_opencvs_area_resize_for_every_factor():
+    """The box-filter path for odd factors gives cv2.resize(INTER_AREA)'s numbers exactly (a filter anchored at the
+    block's centre, or rounding of its own, would shift or change them), on sharp noise and on smooth images, on a
+    strided patch of a frame as remap_image passes it."""
+    import cv2
+    rng = np.random.default_rng(3)
+    for factor in (2, 3, 4, 5, 7):
+        for smooth in (False, True):
+            frame = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
+            if smooth:
+                frame = cv2.GaussianBlur(frame, (0, 0), 3)
+            h, w = (113 - 5) // factor * factor, (150 - 9) // factor * factor
+            patch = frame[5:5 + h, 9:9 + w]
+            expected = cv2.resize(patch, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+            shrunk = area_average(patch, factor)
+            assert shrunk.shape == expected.shape and shrunk.flags.c_contiguous
+            np.testing.assert_array_equal(shrunk, expected, err_msg=f"factor {factor}, smooth {smooth}")

@@ -42,6 +42,14 @@ def test_look_at_points_z_at_target_and_y_down():
     assert np.linalg.det(world_from_camera[:3, :3]) == pytest.approx(1.0)
 
 
+def test_cross3_is_numpys_cross_product():
+    from discopose.geometry.transforms import cross3
+    rng = np.random.default_rng(2)
+    for a, b in rng.normal(size=(20, 2, 3)):
+        np.testing.assert_array_equal(cross3(a, b), np.cross(a, b))
+    np.testing.assert_array_equal(cross3([1.0, 0.0, 0.0], [0.0, 1.0, 0.0]), [0.0, 0.0, 1.0])
+
+
 def test_project_points_pinhole():
     K = np.array([[100.0, 0, 20], [0, 110.0, 10], [0, 0, 1]])
     pixels, depth = project_points(K, np.eye(4), np.array([[0.1, -0.2, 2.0], [0, 0, 1]]))

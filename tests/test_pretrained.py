@@ -221,3 +221,34 @@ def test_onnx_threads_reach_the_sessions_and_a_bad_count_is_refused():
     assert (default == 1) == (usable_cores() <= 2), default
     with pytest.raises(DiscoposeError, match="onnx_threads=-1"):
         discopose.load("cube", onnx_threads=-1)
+
+
+def test_several_cameras_networks_side_by_side_give_the_same_poses(tmp_path):
+    """``view_threads=2`` runs half the cameras' networks on a helper thread: the poses are those of one thread, each
+    on its own camera (a split that misordered the halves, dropped a camera or shared a batch between threads
+    would move them), an error on the helper reaches the caller, and a count below 1 is refused in one line."""
+    from discopose.datasets.format import camera_from_labels
+    from discopose.datasets.generate import generate_dataset
+    from discopose.datasets.reader import iter_samples, open_dataset
+    from discopose.render.config import RenderConfig
+    generate_dataset(str(tmp_path / "rig"), 2, RenderConfig.load(overrides=[
+        "camera.width_px=320", "camera.height_px=240", "camera.count=3", "seed=77"]), workers=1, progress=False)
+    estimator = discopose.load("cube", refine=False)
+    errors_m = []
+    for sample in iter_samples(open_dataset(str(tmp_path / "rig"))):
+        views = [(sample["views"][name]["rgb"], camera_from_labels(name, labels))
+                 for name, labels in sample["labels"]["cameras"].items()]
+        alone = estimator.predict_views(views, view_threads=1)
+        side_by_side = estimator.predict_views(views, view_threads=2)
+        assert len(side_by_side) == 3
+        for one, two, (_, camera) in zip(alone, side_by_side, views):
+            np.testing.assert_allclose(two.frame_from_object, one.frame_from_object, atol=1e-9)
+            truth = np.asarray(sample["labels"]["cameras"][camera.name]["camera_from_object"])
+            errors_m.append(np.linalg.norm(two.position_m - truth[:3, 3]))
+    # Poses of the cube, not of nothing: the model card's median is a few mm; chance is ~100 mm.
+    assert np.median(errors_m) < 0.03, errors_m
+    broken = [(views[0][0][:10], views[0][1]), views[1], views[2]]  # the helper's half gets the bad image
+    with pytest.raises(DiscoposeError):
+        estimator.predict_views(broken, view_threads=2)
+    with pytest.raises(DiscoposeError, match="view_threads=0"):
+        discopose.load("cube", view_threads=0)

@@ -189,6 +189,34 @@ def _normals_at(edges, model, pose, K, points):
     return normals
 
 
+def test_pixel_indices_read_the_distorted_pixel_and_flag_those_outside():
+    """A line sample is read where the lens puts it, clamped into the image and flagged outside when it lies
+    beyond (a look-up that skipped the distortion, or flagged by the unclamped pixel, fails)."""
+    from discopose.refine.image import ViewImage
+    K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
+    dist = np.array([-0.23, 0.08, 0.001, -0.002, 0.01])
+    view = ViewImage(np.zeros((480, 640, 3), np.uint8), CameraModel("lens", 640, 480, K, dist))
+    rng = np.random.default_rng(8)
+    ideal = np.column_stack([rng.uniform(-80, 720, 400), rng.uniform(-60, 540, 400)]).reshape(20, 20, 2)
+    expected = distorted_pixels(K, dist, ideal.reshape(-1, 2)).reshape(20, 20, 2)
+    u, v = np.rint(expected[..., 0]), np.rint(expected[..., 1])
+    for margin in (0, 1):
+        indices, inside = view.pixel_indices(ideal, margin=margin)
+        within = (u >= margin) & (u <= 639 - margin) & (v >= margin) & (v <= 479 - margin)
+        assert within.any() and (~within).any()
+        np.testing.assert_array_equal(inside, within)
+        np.testing.assert_array_equal(indices, np.clip(v, margin, 479 - margin).astype(int) * 640
+                                      + np.clip(u, margin, 639 - margin).astype(int))
+
+
+def test_median_is_numpys():
+    from discopose.refine.edges import median
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 7, 300, 301):
+        values = rng.normal(size=n)
+        assert median(values) == np.median(values)
+
+
 def test_lens_distortion_and_jacobian_match_opencv_and_finite_differences():
     K = np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]])
     dist = np.array([-0.23, 0.08, 0.001, -0.002, 0.01])

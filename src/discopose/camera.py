@@ -14,6 +14,7 @@ A camera file (YAML or JSON, chosen by suffix) holds a pinhole camera with OpenC
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,11 +244,23 @@ def remap_image(image: np.ndarray, source: CameraModel, target: CameraModel,
         x0, y0 = min(x0, width - w), min(y0, height - h)
         if w <= 0 or h <= 0:
             return np.zeros((target.height_px, target.width_px, *image.shape[2:]), image.dtype)
-        image = cv2.resize(image[y0:y0 + h, x0:x0 + w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+        image = area_average(image[y0:y0 + h, x0:x0 + w], factor)
         # Pixel centres: source pixel x lies at (x - x0 + 0.5) / factor - 0.5 in the averaged patch.
         map_x = (map_x - (x0 + 0.5 * factor - 0.5)) / factor
         map_y = (map_y - (y0 + 0.5 * factor - 0.5)) / factor
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def area_average(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` (height and width multiples of ``factor``) shrunk by a whole ``factor``, each pixel the mean of its
+    ``factor`` x ``factor`` block: ``cv2.resize(..., INTER_AREA)``'s numbers. For odd factors a box filter read at
+    every ``factor``-th pixel gives the same numbers 3-4x faster (OpenCV's area resize is vectorised for a factor
+    of 2 only; the box filter's rounding matches it for odd factors, not for even ones)."""
+    height, width = image.shape[:2]
+    if factor % 2 == 1 and factor > 1:
+        blurred = cv2.boxFilter(image, -1, (factor, factor), anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+        return np.ascontiguousarray(blurred[::factor, ::factor])
+    return cv2.resize(image, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
 
 
 def aimed_camera(position_camera_m, diameter_m: float, size_px: int, fill_frac: float,
@@ -333,9 +346,17 @@ def position_covariance_from_uvz(uvz_sigma, position_m, K: np.ndarray, size_px: 
 
 def dense_grid_px(size_px: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel columns and rows (u, v) that the cells of a stride-``stride`` grid over an image of
-    ``size_px`` (height, width) stand for: each cell's centre pixel, as two (rows, cols) int arrays."""
-    height, width = size_px
+    ``size_px`` (height, width) stand for: each cell's centre pixel, as two (rows, cols) int arrays (read-only:
+    the same few grids serve every frame)."""
+    return _dense_grid_px(int(size_px[0]), int(size_px[1]), int(stride))
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_grid_px(height: int, width: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = -(-height // stride), -(-width // stride)
     centre = stride // 2
-    return np.meshgrid(np.minimum(np.arange(cols) * stride + centre, width - 1),
-                       np.minimum(np.arange(rows) * stride + centre, height - 1))
+    grids = np.meshgrid(np.minimum(np.arange(cols) * stride + centre, width - 1),
+                        np.minimum(np.arange(rows) * stride + centre, height - 1))
+    for grid in grids:
+        grid.flags.writeable = False
+    return tuple(grids)

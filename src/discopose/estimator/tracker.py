@@ -266,7 +266,8 @@ class Tracker:
         the same work as following, and run beside it, its Python holds the interpreter against the loop's."""
         if not self.world_frame:
             return self.estimator.predict_views(pairs, priors)[0]
-        poses = self.estimator.predict_views(pairs, priors, refine=False)
+        # Beside the frame loop, the networks keep to one thread: the loop needs the other core.
+        poses = self.estimator.predict_views(pairs, priors, refine=False, view_threads=1 if self.background else None)
         return self.estimator.fuse_views(poses, pairs, views, align=align)
 
     def _adopt(self, done: tuple | None, capture_time_s: float) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel
-from discopose.refine.projection import distorted_pixels
+from discopose.refine.projection import distorted_uv
 
 
 class ViewImage:
@@ -37,13 +37,12 @@ class ViewImage:
     def pixel_indices(self, pixels_ideal: np.ndarray, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Flat indices of the image pixels nearest to ideal pixels (..., 2), and whether each lies inside;
         outside pixels are clamped to ``margin`` pixels inside the border."""
-        pixels = distorted_pixels(self.K, self.dist_coeffs, pixels_ideal)
-        u = np.rint(pixels[..., 0])
-        v = np.rint(pixels[..., 1])
-        inside = (u >= margin) & (u <= self.width - 1 - margin) & (v >= margin) & (v <= self.height - 1 - margin)
-        u = np.clip(u, margin, self.width - 1 - margin).astype(np.int64)
-        v = np.clip(v, margin, self.height - 1 - margin).astype(np.int64)
-        return v * self.width + u, inside
+        u, v = distorted_uv(self.K, self.dist_coeffs, pixels_ideal[..., 0], pixels_ideal[..., 1])
+        u, v = np.rint(u), np.rint(v)
+        u_clamped = np.minimum(np.maximum(u, margin), self.width - 1 - margin)
+        v_clamped = np.minimum(np.maximum(v, margin), self.height - 1 - margin)
+        inside = (u_clamped == u) & (v_clamped == v)  # clamping moved neither (NaN compares unequal: outside)
+        return v_clamped.astype(np.int64) * self.width + u_clamped.astype(np.int64), inside
 
     def colors(self, flat_indices: np.ndarray) -> np.ndarray:
         """(..., 3) uint8 RGB at flat pixel indices."""

@@ -184,6 +184,9 @@ class VisibleEdges:
     crease_faces: np.ndarray
 
 
+_TURN_CLOCKWISE = np.array([1.0, -1.0])
+
+
 def visible_edges(model: RefineModel, camera_from_object: np.ndarray, K: np.ndarray,
                   crease_min_cos: float = 0.0) -> VisibleEdges:
     """The silhouette and crease edges of ``model`` at ``camera_from_object`` (4x4, OpenCV axes, metres) seen
@@ -194,7 +197,7 @@ def visible_edges(model: RefineModel, camera_from_object: np.ndarray, K: np.ndar
     R, t = camera_from_object[:3, :3], camera_from_object[:3, 3]
     centers_camera = model.face_centers_m @ R.T + t
     normals_camera = model.face_normals @ R.T
-    facing = -(normals_camera * centers_camera).sum(1) / np.linalg.norm(centers_camera, axis=1)
+    facing = -(normals_camera * centers_camera).sum(1) / np.sqrt((centers_camera * centers_camera).sum(1))
     front = facing > 0
     f0, f1 = model.edge_faces[:, 0], model.edge_faces[:, 1]
     front0 = front[f0]
@@ -204,12 +207,16 @@ def visible_edges(model: RefineModel, camera_from_object: np.ndarray, K: np.ndar
     edges = model.edges[on_silhouette]
     front_face = np.where(front0[on_silhouette], f0[on_silhouette], f1[on_silhouette])
     vertices_camera = model.vertices_m @ R.T + t
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pixels = vertices_camera[:, :2] / vertices_camera[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
+    depth = vertices_camera[:, 2:3]
+    if depth.all():
+        pixels = vertices_camera[:, :2] / depth * np.diag(K)[:2] + K[:2, 2]
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):  # a vertex in the camera's plane: no pixel
+            pixels = vertices_camera[:, :2] / depth * np.diag(K)[:2] + K[:2, 2]
     a, b = pixels[edges[:, 0]], pixels[edges[:, 1]]
     direction = b - a
-    normal = np.stack([direction[:, 1], -direction[:, 0]], 1)
-    length = np.linalg.norm(normal, axis=1, keepdims=True)
+    normal = direction[:, ::-1] * _TURN_CLOCKWISE  # (dv, -du)
+    length = np.sqrt((normal * normal).sum(1, keepdims=True))
     normal = normal / np.maximum(length, 1e-12)
     third = model.faces[front_face].sum(1) - edges.sum(1)  # the front face's vertex off the edge
     side = ((pixels[third] - a) * normal).sum(1)

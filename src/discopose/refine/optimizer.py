@@ -11,7 +11,7 @@ from discopose._errors import DiscoposeError
 from discopose.camera import CameraModel
 from discopose.geometry.transforms import invert_transform, rotation_about_axis
 from discopose.refine.config import RefineConfig, RefineResult
-from discopose.refine.edges import MAD_TO_SIGMA, TUKEY_C, EdgeTerms, edge_terms
+from discopose.refine.edges import MAD_TO_SIGMA, TUKEY_C, EdgeTerms, edge_terms, median
 from discopose.refine.image import ViewImage
 from discopose.refine.model import FaceRaster, RefineModel, visible_edges
 from discopose.refine.projection import object_delta_transform
@@ -188,7 +188,7 @@ def _normal_equations(terms, scale: int, config: RefineConfig) -> tuple[np.ndarr
             if config.region_robust:
                 # Tukey on the measured offsets, scaled by their spread about the projection: lines that read a
                 # finger or a look-alike background as the contour disagree with the rest and drop out.
-                spread = MAD_TO_SIGMA * np.median(np.abs(region.mean_px)) + 0.5 * scale
+                spread = MAD_TO_SIGMA * median(np.abs(region.mean_px)) + 0.5 * scale
                 u = region.mean_px / (TUKEY_C * spread)
                 weight = weight * np.where(np.abs(u) < 1, (1 - u ** 2) ** 2, 0.0)
             hessian += (region.jacobian * weight[:, None]).T @ region.jacobian
@@ -281,5 +281,5 @@ def _score(views, cameras_from_frame, histograms, model, frame_from_object, iter
         score=(region_agree + edge_agree) / total if total else 0.0,
         region_agreement=region_agree / region_count if region_count else None,
         edge_agreement=edge_agree / edge_count if edge_count else None,
-        residual_px=float(np.median(np.concatenate(residuals))) if residuals else None,
+        residual_px=median(np.concatenate(residuals)) if residuals else None,
         lines=region_count, edge_samples=edge_count, iterations=iterations)

@@ -72,17 +72,32 @@ def distorted_pixels(K: np.ndarray, dist_coeffs: np.ndarray, pixels_ideal: np.nd
     dist = np.asarray(dist_coeffs, float).reshape(-1)
     if not np.any(dist):
         return pixels_ideal
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    x = (pixels_ideal[..., 0] - cx) / fx
-    y = (pixels_ideal[..., 1] - cy) / fy
     if dist.size > 8:
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        x = (pixels_ideal[..., 0] - cx) / fx
+        y = (pixels_ideal[..., 1] - cy) / fy
         points = np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 1, 3)
         out, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K, dist)
         return out.reshape(pixels_ideal.shape)
+    return np.stack(distorted_uv(K, dist, pixels_ideal[..., 0], pixels_ideal[..., 1]), -1)
+
+
+def distorted_uv(K: np.ndarray, dist_coeffs: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`distorted_pixels` of the columns ``u`` and rows ``v`` (any shape) of ideal pixels, returned the same
+    way, for models of up to 8 coefficients (the image look-ups' hot path: no stacking into pixel pairs)."""
+    dist = np.asarray(dist_coeffs, float).reshape(-1)
+    if not np.any(dist):
+        return u, v
+    if dist.size > 8:
+        pixels = distorted_pixels(K, dist, np.stack([u, v], -1))
+        return pixels[..., 0], pixels[..., 1]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x = (u - cx) / fx
+    y = (v - cy) / fy
     k = np.zeros(8)
     k[:dist.size] = dist
     r2 = x * x + y * y
     radial = (1 + r2 * (k[0] + r2 * (k[1] + r2 * k[4]))) / (1 + r2 * (k[5] + r2 * (k[6] + r2 * k[7])))
     xd = x * radial + 2 * k[2] * x * y + k[3] * (r2 + 2 * x * x)
     yd = y * radial + k[2] * (r2 + 2 * y * y) + 2 * k[3] * x * y
-    return np.stack([xd * fx + cx, yd * fy + cy], -1)
+    return xd * fx + cx, yd * fy + cy

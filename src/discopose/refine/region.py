@@ -102,6 +102,11 @@ def _window_index(candidates: int, width: int) -> np.ndarray:
     return _frozen(np.arange(candidates)[:, None] + np.arange(width))
 
 
+@functools.lru_cache(maxsize=8)
+def _ones(count: int) -> np.ndarray:
+    return _frozen(np.ones(count, np.float32))
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False  # cached and shared between calls
     return array
@@ -141,8 +146,9 @@ def region_terms(view: ViewImage, histograms: ColorHistograms, model: RefineMode
     table = np.clip(histograms.log_ratio_table, -config.pixel_llr_clip, config.pixel_llr_clip)
     llr = np.where(inside, np.take(table, bins), np.float32(0.0))
     # Segment evidence: its pixels' log-likelihood ratios summed -> probability of foreground.
-    segment_llr = llr.reshape(len(points), segments, per).sum(-1) * (scale / per)
-    p_fg = 1.0 / (1.0 + np.exp(-np.clip(segment_llr, -30, 30)))
+    # (A product with ones: NumPy's sum over a last axis of 2-3 is several times slower, with the same numbers.)
+    segment_llr = (llr.reshape(len(points), segments, per) @ _ones(per)) * (scale / per)
+    p_fg = 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(segment_llr, -30), 30)))
     h_b, h_gap = _step_tables(F, config.step_amplitude, config.step_slope)
     # Candidate k (contour at k segments from the projection, k = -h..h) reads segments k+h .. k+h+F-1.
     windows = p_fg[:, _window_index(2 * half_d + 1, F)]                         # (N, 2h+1, F)

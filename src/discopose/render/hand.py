@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from discopose._errors import ConfigError
-from discopose.geometry.transforms import invert_transform, make_transform, rotation_about_axis
+from discopose.geometry.transforms import cross3, invert_transform, make_transform, rotation_about_axis
 from discopose.render.config import HandConfig
 
 BODY_SHAPES = ("slab", "rod", "joint")
@@ -28,17 +28,12 @@ MAX_FINGERS = 5
 _CHECK_POINTS = 64
 
 
-def _cross(a, b) -> np.ndarray:
-    # np.cross costs ~40 us per call in array bookkeeping; a hand makes dozens of them per sample.
-    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
-
-
 def rotation_with_z(direction) -> np.ndarray:
     """A rotation whose z column is ``direction`` (normalised); the other two columns are arbitrary."""
     z = np.asarray(direction, float) / np.linalg.norm(direction)
-    x = _cross([1.0, 0.0, 0.0] if abs(z[0]) < 0.9 else [0.0, 1.0, 0.0], z)
+    x = cross3([1.0, 0.0, 0.0] if abs(z[0]) < 0.9 else [0.0, 1.0, 0.0], z)
     x /= np.linalg.norm(x)
-    return np.stack([x, _cross(z, x), z], axis=1)
+    return np.stack([x, cross3(z, x), z], axis=1)
 
 
 def tilted_up(rng: np.random.Generator, max_tilt_deg: float) -> np.ndarray:
@@ -150,7 +145,7 @@ def _hand_axes(rng: np.random.Generator, config: HandConfig, object_rotation: np
             forward = reach / np.linalg.norm(reach)
     else:
         forward = rotation_about_axis(up, rng.uniform(0, 2 * np.pi)) @ forward
-    return np.stack([forward, _cross(up, forward), up], axis=1)
+    return np.stack([forward, cross3(up, forward), up], axis=1)
 
 
 def _contact_directions(rng: np.random.Generator, config: HandConfig, count: int) -> np.ndarray:
