@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
 
@@ -247,6 +248,17 @@ def test_several_cameras_networks_side_by_side_give_the_same_poses(tmp_path):
             errors_m.append(np.linalg.norm(two.position_m - truth[:3, 3]))
     # Poses of the cube, not of nothing: the model card's median is a few mm; chance is ~100 mm.
     assert np.median(errors_m) < 0.03, errors_m
+    # A forked child (a data loader's worker, say) gets a helper thread of its own, not the parent's dead copy.
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put([p.position_m for p in
+                                                        estimator.predict_views(views, view_threads=2)]))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the forked child did not finish"
+    np.testing.assert_allclose(results.get(timeout=5), [p.position_m for p in side_by_side], atol=1e-9)
     broken = [(views[0][0][:10], views[0][1]), views[1], views[2]]  # the helper's half gets the bad image
     with pytest.raises(DiscoposeError):
         estimator.predict_views(broken, view_threads=2)

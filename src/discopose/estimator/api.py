@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -439,10 +440,8 @@ class PoseEstimator:
             # The first half of the cameras on a helper thread, the rest here: the same batches' numbers, and each
             # network call overlaps the other half's (measured on three 640x480 cameras, 2 cores: README).
             half = (len(views) + 1) // 2
-            if self._view_helper is None:
-                self._view_helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discopose-views")
-            first = self._view_helper.submit(self._network_estimates, views[:half],
-                                             None if priors is None else priors[:half])
+            helper = self._views_helper()
+            first = helper.submit(self._network_estimates, views[:half], None if priors is None else priors[:half])
             try:
                 estimates, checks = self._network_estimates(views[half:], None if priors is None else priors[half:])
             except BaseException:
@@ -455,6 +454,13 @@ class PoseEstimator:
         refine = refine and self.refines
         return [self._trusted_pose(estimate, check, cam, image if refine else None) for estimate, check, (image, cam)
                 in zip(estimates, checks, views)]
+
+    def _views_helper(self) -> ThreadPoolExecutor:
+        """The helper thread of :meth:`predict_views`, made on first use and again in a forked child (a fork copies
+        the executor but not its thread: a job submitted there would wait forever)."""
+        if self._view_helper is None or self._view_helper[0] != os.getpid():
+            self._view_helper = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="discopose-views"))
+        return self._view_helper[1]
 
     def _network_estimates(self, views: list[tuple[np.ndarray, CameraModel]], priors: list | None
                            ) -> tuple[list[tuple], list[dict | None]]:
