@@ -11,6 +11,7 @@ time outside those (grabbing, the trust model, the filter, Python). Mean ms per 
 of the mean step (the step's median and p99 beside them), per camera count and per path: networks, following,
 and (several cameras, ``TrackConfig.split_networks_frames``) aligning the last frame's fused networks pose. Prints
 the CPU it ran on; a machine with other load gives larger figures, so compare shares, or runs made in the same process.
+Several cameras' networks run one after another here (``view_threads=1``), so that the parts add up to the step.
 """
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ class TimedNetwork:
 
 
 def instrument(estimator, timings: Timings) -> None:
+    # The parts are timed one after another: several cameras' networks side by side (load(view_threads=2)) would
+    # count the helper thread's parts on top of the caller's.
+    estimator.view_threads = 1
     api.stage_view = timings.wrap("remap", api.stage_view)
     api.dense_consistency = timings.wrap("PnP check", api.dense_consistency)
     api.fuse_world_poses = timings.wrap("fusion", api.fuse_world_poses)

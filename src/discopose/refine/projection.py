@@ -82,9 +82,10 @@ def distorted_pixels(K: np.ndarray, dist_coeffs: np.ndarray, pixels_ideal: np.nd
     return np.stack(distorted_uv(K, dist, pixels_ideal[..., 0], pixels_ideal[..., 1]), -1)
 
 
-def distorted_uv(K: np.ndarray, dist_coeffs: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distorted_uv(K: np.ndarray, dist_coeffs: np.ndarray, u: np.ndarray, v: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`distorted_pixels` of the columns ``u`` and rows ``v`` (any shape) of ideal pixels, returned the same
-    way, for models of up to 8 coefficients (the image look-ups' hot path: no stacking into pixel pairs)."""
+    way: the image look-ups' hot path, which never stacks them into pixel pairs (up to 8 coefficients)."""
     dist = np.asarray(dist_coeffs, float).reshape(-1)
     if not np.any(dist):
         return u, v
