@@ -225,9 +225,9 @@ def test_onnx_threads_reach_the_sessions_and_a_bad_count_is_refused():
 
 
 def test_several_cameras_networks_side_by_side_give_the_same_poses(tmp_path):
-    """``view_threads=2`` runs half the cameras' networks on a helper thread: the poses are those of one thread, each
-    on its own camera (a split that misordered the halves, dropped a camera or shared a batch between threads
-    would move them), an error on the helper reaches the caller, and a count below 1 is refused in one line."""
+    """``view_threads=2`` runs half the cameras' networks on a helper thread (3: a group each): the poses are those of
+    one thread, each on its own camera (a split that misordered the groups, dropped a camera or shared a batch
+    between threads would move them), an error on the helper reaches the caller, and a count below 1 is refused."""
     from discopose.datasets.format import camera_from_labels
     from discopose.datasets.generate import generate_dataset
     from discopose.datasets.reader import iter_samples, open_dataset
@@ -242,8 +242,10 @@ def test_several_cameras_networks_side_by_side_give_the_same_poses(tmp_path):
         alone = estimator.predict_views(views, view_threads=1)
         side_by_side = estimator.predict_views(views, view_threads=2)
         assert len(side_by_side) == 3
-        for one, two, (_, camera) in zip(alone, side_by_side, views):
+        for one, two, three, (_, camera) in zip(alone, side_by_side, estimator.predict_views(views, view_threads=3),
+                                                views):
             np.testing.assert_allclose(two.frame_from_object, one.frame_from_object, atol=1e-9)
+            np.testing.assert_allclose(three.frame_from_object, one.frame_from_object, atol=1e-9)
             truth = np.asarray(sample["labels"]["cameras"][camera.name]["camera_from_object"])
             errors_m.append(np.linalg.norm(two.position_m - truth[:3, 3]))
     # Poses of the cube, not of nothing: the model card's median is a few mm; chance is ~100 mm.

@@ -199,7 +199,7 @@ class PoseEstimator:
         one_thread_calls = backend == "onnx" and self.locator.threads == 1
         self.view_threads = view_threads if view_threads is not None else \
             (2 if one_thread_calls and usable_cores() >= 2 else 1)
-        self._view_helper = None
+        self._view_helpers = None  # (process id, threads, executor) of predict_views' helpers
         refine_config = _refine_config(self.trust.fit_report.get("refine", False) if refine is None else refine)
         if refine_config is None and self.meta.get("trust_networks"):
             # Calibrated with the refinement and run without it: the model fitted for the networks alone.
@@ -435,32 +435,40 @@ class PoseEstimator:
         (``network_frame_from_object``, 4x4). ``view_threads``: threads for the views' networks in this call
         (default: the estimator's, :func:`load`); the poses are the same whatever it is.
         """
-        threads = self.view_threads if view_threads is None else view_threads
-        if threads >= 2 and len(views) >= 2:
-            # The first half of the cameras on a helper thread, the rest here: the same batches' numbers, and each
-            # network call overlaps the other half's (measured on three 640x480 cameras, 2 cores: README).
-            half = (len(views) + 1) // 2
-            helper = self._views_helper()
-            first = helper.submit(self._network_estimates, views[:half], None if priors is None else priors[:half])
+        threads = min(self.view_threads if view_threads is None else view_threads, len(views))
+        if threads >= 2:
+            # The views in `threads` groups, all but the last on helper threads, the last here: each group batched
+            # as before (the same numbers), and the groups' network calls overlap (README: three 640x480 cameras).
+            bounds = np.linspace(0, len(views), threads + 1).round().astype(int)
+            groups = [(views[a:b], None if priors is None else priors[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+            helpers = self._views_helpers(threads - 1)
+            pending = [helpers.submit(self._network_estimates, *group) for group in groups[:-1]]
             try:
-                estimates, checks = self._network_estimates(views[half:], None if priors is None else priors[half:])
+                last = self._network_estimates(*groups[-1])
             except BaseException:
-                wait([first])
+                wait(pending)
                 raise
-            first_estimates, first_checks = first.result()
-            estimates, checks = first_estimates + estimates, first_checks + checks
+            estimates, checks = [], []
+            for group_estimates, group_checks in [future.result() for future in pending] + [last]:
+                estimates += group_estimates
+                checks += group_checks
         else:
             estimates, checks = self._network_estimates(views, priors)
         refine = refine and self.refines
         return [self._trusted_pose(estimate, check, cam, image if refine else None) for estimate, check, (image, cam)
                 in zip(estimates, checks, views)]
 
-    def _views_helper(self) -> ThreadPoolExecutor:
-        """The helper thread of :meth:`predict_views`, made on first use and again in a forked child (a fork copies
-        the executor but not its thread: a job submitted there would wait forever)."""
-        if self._view_helper is None or self._view_helper[0] != os.getpid():
-            self._view_helper = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="discopose-views"))
-        return self._view_helper[1]
+    def _views_helpers(self, count: int) -> ThreadPoolExecutor:
+        """At least ``count`` helper threads for :meth:`predict_views`, made on first use, when more are asked for,
+        and again in a forked child (a fork copies the executor but not its threads: a job there would wait
+        forever)."""
+        pid, workers, executor = self._view_helpers or (None, 0, None)
+        if pid != os.getpid() or workers < count:
+            if executor is not None and pid == os.getpid():
+                executor.shutdown(wait=False)
+            executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="discopose-views")
+            self._view_helpers = (os.getpid(), count, executor)
+        return executor
 
     def _network_estimates(self, views: list[tuple[np.ndarray, CameraModel]], priors: list | None
                            ) -> tuple[list[tuple], list[dict | None]]:
@@ -719,9 +727,9 @@ def load(path: str | Path, backend: str = "auto", device: str | None = None,
     None (the default) is 1 on machines with at most 2 cores, where one thread without spinning measured as fast at
     the median and faster at p99 than two, and left the cores to the tracker's other work (README, Tracking), and
     ONNX Runtime's own choice elsewhere (not measured); 0 is always its own choice. ``view_threads``: with several
-    cameras in one call, their networks run on this many threads side by side (half the cameras each for 2); None
-    (the default) is 2 where each network call runs on one thread and 2 or more cores are usable (three 640x480
-    cameras fused and aligned: 0.8x the time, README), else 1."""
+    cameras in one call, their networks run in this many groups side by side, one thread each; None (the default)
+    is 2 where each network call runs on one thread and 2 or more cores are usable (three 640x480 cameras fused and
+    aligned: 0.75-0.83x the time, README), else 1."""
     if onnx_threads is not None and onnx_threads < 0:
         raise DiscoposeError(f"onnx_threads={onnx_threads}: give a count of threads, 0 for ONNX Runtime's choice or "
                              "None for discopose's")
