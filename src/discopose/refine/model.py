@@ -9,6 +9,7 @@ turn towards the camera. For a convex mesh (the cube) that is exact; for other m
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import cv2
@@ -208,11 +209,9 @@ def visible_edges(model: RefineModel, camera_from_object: np.ndarray, K: np.ndar
     front_face = np.where(front0[on_silhouette], f0[on_silhouette], f1[on_silhouette])
     vertices_camera = model.vertices_m @ R.T + t
     depth = vertices_camera[:, 2:3]
-    if depth.all():
+    # A vertex in the camera's plane has no pixel; np.errstate only where one is (it costs more than the division).
+    with contextlib.nullcontext() if depth.all() else np.errstate(divide="ignore", invalid="ignore"):
         pixels = vertices_camera[:, :2] / depth * np.diag(K)[:2] + K[:2, 2]
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):  # a vertex in the camera's plane: no pixel
-            pixels = vertices_camera[:, :2] / depth * np.diag(K)[:2] + K[:2, 2]
     a, b = pixels[edges[:, 0]], pixels[edges[:, 1]]
     direction = b - a
     normal = direction[:, ::-1] * _TURN_CLOCKWISE  # (dv, -du)

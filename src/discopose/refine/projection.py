@@ -69,32 +69,26 @@ def distorted_pixels(K: np.ndarray, dist_coeffs: np.ndarray, pixels_ideal: np.nd
     The radial-tangential model (k1 k2 p1 p2 [k3 [k4 k5 k6]]) in closed form; longer models through
     ``cv2.projectPoints``. No distortion returns the input.
     """
-    dist = np.asarray(dist_coeffs, float).reshape(-1)
-    if not np.any(dist):
+    if not np.any(dist_coeffs):
         return pixels_ideal
-    if dist.size > 8:
-        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-        x = (pixels_ideal[..., 0] - cx) / fx
-        y = (pixels_ideal[..., 1] - cy) / fy
-        points = np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 1, 3)
-        out, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K, dist)
-        return out.reshape(pixels_ideal.shape)
-    return np.stack(distorted_uv(K, dist, pixels_ideal[..., 0], pixels_ideal[..., 1]), -1)
+    return np.stack(distorted_uv(K, dist_coeffs, pixels_ideal[..., 0], pixels_ideal[..., 1]), -1)
 
 
 def distorted_uv(K: np.ndarray, dist_coeffs: np.ndarray, u: np.ndarray, v: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`distorted_pixels` of the columns ``u`` and rows ``v`` (any shape) of ideal pixels, returned the same
-    way: the image look-ups' hot path, which never stacks them into pixel pairs (up to 8 coefficients)."""
+    way: the image look-ups' hot path, which never stacks them into pixel pairs."""
     dist = np.asarray(dist_coeffs, float).reshape(-1)
     if not np.any(dist):
         return u, v
-    if dist.size > 8:
-        pixels = distorted_pixels(K, dist, np.stack([u, v], -1))
-        return pixels[..., 0], pixels[..., 1]
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     x = (u - cx) / fx
     y = (v - cy) / fy
+    if dist.size > 8:
+        points = np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 1, 3)
+        out, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K, dist)
+        out = out.reshape(np.shape(x) + (2,))
+        return out[..., 0], out[..., 1]
     k = np.zeros(8)
     k[:dist.size] = dist
     r2 = x * x + y * y
